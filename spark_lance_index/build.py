@@ -1,0 +1,93 @@
+"""Phase 3 (build): one segment of the index from one fragment group, run on an executor.
+
+Plain Lance, no Spark: `build_segment` is what each Spark task calls, and what tests call
+directly. It writes only `_indices/<index_uuid>/` and never changes the dataset version.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .dataset import IndexParams, open_dataset
+from .plan import FragmentGroup
+from .train import SharedArtifacts
+
+# Namespace for the deterministic segment uuids (uuid5), so a retried task rewrites the same
+# directory instead of leaving a second copy behind.
+SEGMENT_NAMESPACE = uuid.UUID("5d1f3b8e-2f0c-4c1e-9a55-6c0de1ab1e10")
+
+
+def segment_uuid(job_id: str, group: FragmentGroup) -> str:
+    """The one uuid a group's segment is written under, whichever attempt writes it."""
+    frags = ",".join(map(str, group.fragment_ids))
+    return str(uuid.uuid5(SEGMENT_NAMESPACE, f"{job_id}/{group.group_id}/{frags}"))
+
+
+@dataclass(frozen=True)
+class SegmentTask:
+    """Everything one task needs besides the (broadcast) artifacts."""
+
+    uri: str
+    version: int
+    column: str
+    index_name: str
+    params: IndexParams
+    group: FragmentGroup
+    index_uuid: str
+    replace: bool
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """What a task sends back: small, picklable, and enough to check and merge."""
+
+    group_id: int
+    index_uuid: str
+    fragment_ids: tuple[int, ...]
+    num_rows: int
+    fingerprints: Mapping[str, str]  # of the artifacts this task actually used
+    segment: Any  # lance.dataset.Index, the handle merge and commit take
+    seconds: float
+    host: str
+    attempt: int = 0
+
+
+def build_segment(task: SegmentTask, artifacts: SharedArtifacts, attempt: int = 0) -> SegmentResult:
+    """Build the uncommitted segment for `task.group` with the shared artifacts."""
+    start = time.perf_counter()
+    ds = open_dataset(task.uri, task.storage_options, task.version)
+    p = task.params
+    kwargs: dict[str, Any] = {}
+    if p.index_type == "IVF_PQ":
+        kwargs.update(pq_codebook=artifacts.codebook_arrow(), num_sub_vectors=p.num_sub_vectors)
+    if p.index_type == "IVF_RQ":
+        kwargs.update(rabitq_model=artifacts.rq_model, num_bits=p.num_bits)
+    segment = ds.create_index_uncommitted(
+        task.column,
+        p.index_type,
+        name=task.index_name,
+        metric=p.metric,
+        replace=task.replace,
+        num_partitions=p.num_partitions,
+        ivf_centroids=artifacts.centroids_arrow(),
+        fragment_ids=list(task.group.fragment_ids),
+        index_uuid=task.index_uuid,
+        **kwargs,
+    )
+    return SegmentResult(
+        group_id=task.group.group_id,
+        index_uuid=str(segment.uuid),
+        fragment_ids=tuple(sorted(segment.fragment_ids)),
+        num_rows=task.group.num_rows,
+        fingerprints=artifacts.fingerprints(),
+        segment=segment,
+        seconds=time.perf_counter() - start,
+        host=f"{socket.gethostname()}:{os.getpid()}",
+        attempt=attempt,
+    )

@@ -1,0 +1,104 @@
+"""Command line: `spark-lance-index build|demo ...` parsed into one BuildConfig, then run()."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from typing import Optional, Sequence
+
+from .config import INDEX_TYPES, METRICS, load_toml, make_config, parse_storage_options
+from .errors import JobError
+
+log = logging.getLogger("spark_lance_index")
+
+
+def _add_build_flags(p: argparse.ArgumentParser) -> None:
+    # Every default is None here so that a flag not given does not override --config.
+    p.add_argument("--uri", help="Lance dataset URI (local path, s3://, gs://, az://)")
+    p.add_argument("--column", help="vector column; a dotted path reaches into structs (emb.vector)")
+    p.add_argument("--index-type", type=str.upper, choices=INDEX_TYPES, help="default IVF_RQ")
+    p.add_argument("--index-name", help="default <column>_idx")
+    p.add_argument("--metric", type=str.lower, choices=METRICS, help="default l2")
+    p.add_argument("--num-partitions", type=int, help="IVF partitions; default rows/8192 (1..4096)")
+    p.add_argument("--num-bits", type=int, help="IVF_RQ bits per dimension, 1..9; default 1")
+    p.add_argument("--num-sub-vectors", type=int, help="IVF_PQ sub-vectors; default dim/16")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--rows-per-task", type=int, help="target rows per Spark task")
+    size.add_argument("--fragments-per-task", type=int, help="fragments per Spark task")
+    p.add_argument("--sample-rate", type=int, help="training rows per partition; default 256")
+    p.add_argument("--max-sample-rows", type=int, help="cap on the driver's training sample")
+    p.add_argument("--max-iters", type=int, help="k-means iterations; default 50")
+    p.add_argument("--version", type=int, help="index this dataset version (default: latest)")
+    p.add_argument("--replace", action="store_true", default=None, help="replace an index of the same name")
+    p.add_argument(
+        "--storage-option", action="append", metavar="KEY=VALUE",
+        help="Lance storage option, repeatable (credentials, endpoint, region)",
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML file of settings; flags override it")
+    p.add_argument("--master", help="Spark master for local runs, e.g. local[2]; default: the session's")
+    p.add_argument("--app-name", help="Spark application name")
+    p.add_argument("--verbose", action="store_true", default=None, help="debug logs, Lance warnings")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spark-lance-index",
+        description="Build a Lance IVF vector index across a Spark cluster.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build and commit an index on a dataset")
+    _add_build_flags(build)
+    demo = sub.add_parser("demo", help="generate a dataset, index it with local Spark, print recall")
+    demo.add_argument("--dir", default="demo-data", help="where to write the demo dataset")
+    demo.add_argument("--rows", type=int, default=200_000)
+    demo.add_argument("--dim", type=int, default=128)
+    demo.add_argument("--fragments", type=int, default=16)
+    demo.add_argument("--master", default="local[2]")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    """The BuildConfig for parsed `build` flags (with --config underneath)."""
+    file_values = load_toml(args.config) if args.config else {}
+    flags = {
+        k: v for k, v in vars(args).items() if k not in ("command", "config", "storage_option")
+    }
+    flags["storage_options"] = parse_storage_options(args.storage_option)
+    return make_config(file_values, flags)
+
+
+def _setup_logging(verbose: bool) -> None:
+    # Lance's Rust logger reads LANCE_LOG once, when lance is first imported (lazily, later).
+    os.environ.setdefault("LANCE_LOG", "info" if verbose else "error")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s spark-lance-index %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        logging.getLogger("py4j").setLevel(logging.WARNING)
+        # Spark starts its JVM with a subprocess after lance is imported; the job never uses
+        # lance across a fork, so Lance's fork-safety warning is noise here.
+        warnings.filterwarnings("ignore", message="lance is not fork-safe")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(bool(getattr(args, "verbose", False)))
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            run_demo(args.dir, rows=args.rows, dim=args.dim, fragments=args.fragments, master=args.master)
+            return 0
+        from .pipeline import run
+
+        result = run(config_from_args(args))
+        print(result.summary())
+        return 0
+    except JobError as e:
+        print(f"spark-lance-index: error: {e}", file=sys.stderr)
+        return e.exit_code

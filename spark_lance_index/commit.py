@@ -1,0 +1,127 @@
+"""Phases 4-6 (check, merge, commit, verify): turn the executors' segments into one index.
+
+`check_segments` refuses anything that would make a wrong index before a byte is committed;
+`verify_commit` checks afterwards that what Lance committed is what was planned, because some
+failures (a compaction between build and commit) commit "successfully" with nothing indexed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from .build import SegmentResult
+from .errors import CommitCheckError, SegmentCheckError
+from .plan import FragmentGroup
+
+log = logging.getLogger(__name__)
+
+
+def short(fingerprint: str) -> str:
+    return fingerprint[:12]
+
+
+def check_segments(
+    groups: Sequence[FragmentGroup],
+    results: Iterable[SegmentResult],
+    expected_fingerprints: Mapping[str, str],
+) -> list[SegmentResult]:
+    """One result per planned group, covering exactly its fragments, built with our artifacts.
+
+    Returns the results in group order. Raises SegmentCheckError naming the segment and the
+    artifact at the first problem.
+    """
+    by_group: dict[int, SegmentResult] = {}
+    planned = {g.group_id: g for g in groups}
+    for r in results:
+        if r.group_id not in planned:
+            raise SegmentCheckError(f"segment {r.index_uuid} is for group {r.group_id}, which was not planned")
+        # Spark may deliver a retried or speculative attempt too; they wrote the same uuid.
+        if r.group_id in by_group and by_group[r.group_id].index_uuid != r.index_uuid:
+            raise SegmentCheckError(
+                f"group {r.group_id} returned two different segments "
+                f"({by_group[r.group_id].index_uuid}, {r.index_uuid})"
+            )
+        by_group[r.group_id] = r
+    missing = sorted(set(planned) - set(by_group))
+    if missing:
+        raise SegmentCheckError(f"no segment came back for fragment groups {missing}")
+    seen: dict[int, int] = {}
+    for gid in sorted(by_group):
+        r, g = by_group[gid], planned[gid]
+        if tuple(sorted(r.fragment_ids)) != tuple(sorted(g.fragment_ids)):
+            raise SegmentCheckError(
+                f"segment {r.index_uuid} (group {gid}) covers fragments {list(r.fragment_ids)}, "
+                f"planned {list(g.fragment_ids)}"
+            )
+        for frag in r.fragment_ids:
+            if frag in seen:
+                raise SegmentCheckError(f"fragment {frag} is in groups {seen[frag]} and {gid}")
+            seen[frag] = gid
+        for name, want in expected_fingerprints.items():
+            got = r.fingerprints.get(name)
+            if got != want:
+                raise SegmentCheckError(
+                    f"segment {r.index_uuid} (group {gid}) was built with another {name} "
+                    f"({short(got) if got else 'none'} instead of {short(want)}): its codes cannot "
+                    "be merged with the others; nothing was committed, rerun the job"
+                )
+    return [by_group[g] for g in sorted(by_group)]
+
+
+def merge_and_commit(ds, index_name: str, column: str, results: Sequence[SegmentResult]):
+    """Merge the segments into one and commit it. Returns (new dataset, merged segment)."""
+    merged = ds.merge_existing_index_segments([r.segment for r in results])
+    committed = ds.commit_existing_index_segments(index_name, column, [merged])
+    return committed, merged
+
+
+@dataclass(frozen=True)
+class CommitReport:
+    """What the committed index covers, read back from Lance."""
+
+    version: int
+    num_indexed_rows: int
+    num_unindexed_rows: int
+    num_indexed_fragments: int
+    num_segments: int
+
+
+def verify_commit(
+    ds, index_name: str, index_type: str, merged_uuid: str, planned_rows: int,
+    planned_fragments: int, rotation_signs=None,
+) -> CommitReport:
+    """Read the committed index back and check it covers exactly what was planned."""
+    stats = ds.stats.index_stats(index_name)
+    segments = stats.get("segments") or stats.get("indices") or []
+    report = CommitReport(
+        version=ds.version,
+        num_indexed_rows=stats["num_indexed_rows"],
+        num_unindexed_rows=stats["num_unindexed_rows"],
+        num_indexed_fragments=stats["num_indexed_fragments"],
+        num_segments=len(segments),
+    )
+    uuids = [s.get("uuid") for s in segments]
+    problems = []
+    if uuids != [merged_uuid]:
+        problems.append(f"segments {uuids} instead of the one merged segment {merged_uuid}")
+    if stats.get("index_type") != index_type:
+        problems.append(f"type {stats.get('index_type')} instead of {index_type}")
+    if report.num_indexed_rows != planned_rows:
+        problems.append(f"{report.num_indexed_rows} rows indexed instead of {planned_rows}")
+    if report.num_indexed_fragments != planned_fragments:
+        problems.append(
+            f"{report.num_indexed_fragments} fragments indexed instead of {planned_fragments}"
+        )
+    if rotation_signs is not None:
+        committed = [s.get("sub_index", {}).get("fast_rotation_signs") for s in segments]
+        if any(signs != rotation_signs for signs in committed):
+            problems.append("its RaBitQ rotation is not the one the job minted")
+    if problems:
+        raise CommitCheckError(
+            f"index {index_name!r} was committed at version {ds.version} but is wrong: "
+            + "; ".join(problems)
+            + " (was the dataset compacted or rewritten during the build? rerun the job)"
+        )
+    return report

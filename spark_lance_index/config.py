@@ -1,0 +1,156 @@
+"""The job's configuration: one typed value built from defaults, a TOML file and flags.
+
+Precedence is defaults < `--config FILE` < command-line flags. `conf/defaults.toml` documents
+the defaults below; a test keeps the two in agreement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+from .errors import InputError
+
+INDEX_TYPES = ("IVF_RQ", "IVF_PQ", "IVF_FLAT")
+METRICS = ("l2", "cosine", "dot")
+RQ_NUM_BITS = range(1, 10)  # what Lance's IVF_RQ accepts: "num_bits must be in 1..=9"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything one build needs. Frozen: every phase sees the same values."""
+
+    uri: str
+    column: str
+    index_type: str = "IVF_RQ"
+    index_name: Optional[str] = None  # default: "<column>_idx", as Lance names it
+    metric: str = "l2"
+    num_partitions: Optional[int] = None  # default: rows // 8192, clamped to 1..4096 (Lance's rule)
+    num_bits: int = 1  # IVF_RQ bits per dimension
+    num_sub_vectors: Optional[int] = None  # IVF_PQ; default dim/16 (or dim/8)
+    rows_per_task: Optional[int] = None  # default: ~512 MiB of vectors, and >= 2 tasks per core
+    fragments_per_task: Optional[int] = None
+    sample_rate: int = 256  # training rows per partition, as in Lance's create_index
+    max_sample_rows: int = 1_048_576  # cap on the driver's training sample
+    max_iters: int = 50
+    replace: bool = False
+    version: Optional[int] = None  # pin this dataset version instead of the latest
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+    master: Optional[str] = None
+    app_name: str = "spark-lance-index"
+    verbose: bool = False
+
+    @property
+    def name(self) -> str:
+        """The index name the job commits under."""
+        return self.index_name or f"{self.column}_idx"
+
+    def validate(self) -> None:
+        """Check the parameters that do not need the dataset. Raises InputError."""
+        if not self.uri:
+            raise InputError("--uri is required: the Lance dataset to index")
+        if not self.column:
+            raise InputError("--column is required: the vector column to index")
+        if self.index_type not in INDEX_TYPES:
+            raise InputError(
+                f"unknown index type {self.index_type!r}: use one of {', '.join(INDEX_TYPES)}"
+            )
+        if self.metric not in METRICS:
+            raise InputError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
+        if self.index_type == "IVF_RQ" and self.num_bits not in RQ_NUM_BITS:
+            raise InputError(
+                f"--num-bits {self.num_bits} is outside what Lance's IVF_RQ accepts: use 1 to 9"
+            )
+        _positive("--num-partitions", self.num_partitions)
+        _positive("--num-sub-vectors", self.num_sub_vectors)
+        _positive("--rows-per-task", self.rows_per_task)
+        _positive("--fragments-per-task", self.fragments_per_task)
+        _positive("--sample-rate", self.sample_rate)
+        _positive("--max-sample-rows", self.max_sample_rows)
+        _positive("--max-iters", self.max_iters)
+        if self.rows_per_task and self.fragments_per_task:
+            raise InputError("give --rows-per-task or --fragments-per-task, not both")
+        if self.version is not None and self.version < 1:
+            raise InputError(f"--version {self.version} is not a dataset version (they start at 1)")
+
+
+def _positive(flag: str, value: Optional[int]) -> None:
+    if value is not None and value < 1:
+        raise InputError(f"{flag} must be a positive integer, got {value}")
+
+
+FIELD_NAMES = {f.name for f in dataclasses.fields(BuildConfig)}
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """Read a TOML config file into BuildConfig keywords (dashes in keys are allowed)."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise InputError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"config file {path} is not valid TOML: {e}") from None
+    return _normalise_keys(raw, source=path)
+
+
+def _normalise_keys(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in FIELD_NAMES:
+            raise InputError(f"unknown setting {key!r} in {source}")
+        out[name] = dict(value) if name == "storage_options" else value
+    return out
+
+
+def make_config(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> BuildConfig:
+    """Merge file values and flags (flags win; None means "not given") into a checked config."""
+    merged: dict[str, Any] = dict(file_values)
+    for key, value in flag_values.items():
+        if value is None:
+            continue
+        if key == "storage_options":
+            merged["storage_options"] = {**merged.get("storage_options", {}), **value}
+        else:
+            merged[key] = value
+    for key in ("uri", "column"):
+        merged.setdefault(key, "")
+    try:
+        config = BuildConfig(**merged)
+    except TypeError as e:  # a wrong key reached us from code rather than a file
+        raise InputError(str(e)) from None
+    if isinstance(config.index_type, str):
+        config = dataclasses.replace(config, index_type=config.index_type.upper())
+    if isinstance(config.metric, str):
+        config = dataclasses.replace(config, metric=config.metric.lower())
+    config.validate()
+    return config
+
+
+def parse_storage_options(pairs: Optional[list[str]]) -> Optional[dict[str, str]]:
+    """Turn repeated `KEY=VALUE` flags into a dict."""
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--storage-option wants KEY=VALUE, got {pair.split('=')[0]!r}...")
+        out[key] = value
+    return out
+
+
+def redacted(options: Mapping[str, str]) -> dict[str, str]:
+    """Storage options safe to log: values of keys that look like secrets are hidden."""
+    secret_words = ("secret", "key", "token", "password", "credential", "sas", "signature")
+    return {
+        k: ("***" if any(w in k.lower() for w in secret_words) else v) for k, v in options.items()
+    }

@@ -1,0 +1,188 @@
+"""Phase 0 (inspect): open the dataset, pin one version, and check every input against it.
+
+Nothing here writes. Everything the later phases need to know about the dataset is captured
+once in a `DatasetSnapshot`, so that every phase, and every executor, sees the same version.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import pyarrow as pa
+
+from .config import BuildConfig
+from .errors import InputError
+
+# Rows per partition Lance aims for when num_partitions is not given (lance.util).
+TARGET_PARTITION_SIZE = 8192
+MAX_DEFAULT_PARTITIONS = 4096
+
+
+@dataclass(frozen=True)
+class FragmentInfo:
+    """One fragment at the pinned version: its id and its live (not deleted) rows."""
+
+    fragment_id: int
+    num_rows: int
+
+
+@dataclass(frozen=True)
+class DatasetSnapshot:
+    """What the job knows about the dataset at the version it pinned."""
+
+    uri: str
+    version: int
+    column: str
+    dim: int
+    value_type: str  # "float16" | "float32" | "float64"
+    fragments: tuple[FragmentInfo, ...]
+    index_names: tuple[str, ...]
+
+    @property
+    def num_rows(self) -> int:
+        return sum(f.num_rows for f in self.fragments)
+
+
+def open_dataset(uri: str, storage_options: Mapping[str, str], version: Optional[int] = None):
+    """Open a Lance dataset, turning "not there" into a one-line InputError."""
+    import lance
+
+    try:
+        return lance.dataset(uri, version=version, storage_options=dict(storage_options) or None)
+    except (ValueError, OSError, FileNotFoundError) as e:  # Lance raises ValueError when absent
+        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if version is not None and "version" in first_line.lower():
+            raise InputError(f"dataset {uri} has no version {version}: {first_line}") from None
+        raise InputError(
+            f"cannot open a Lance dataset at {uri}: {first_line[:200]} "
+            "(check --uri and, for object stores, --storage-option)"
+        ) from None
+
+
+def resolve_vector_field(schema: pa.Schema, column: str) -> pa.Field:
+    """Find `column` in the schema, following dots into struct columns ("emb.vector")."""
+    parts = column.split(".")
+    try:
+        current = schema.field(parts[0])
+    except KeyError:
+        names = ", ".join(schema.names)
+        raise InputError(f"column {column!r} is not in the dataset (columns: {names})") from None
+    for depth, part in enumerate(parts[1:], start=1):
+        if not pa.types.is_struct(current.type) or current.type.get_field_index(part) < 0:
+            path = ".".join(parts[:depth])
+            raise InputError(f"column {column!r} is not in the dataset: {path!r} has no field {part!r}")
+        current = current.type.field(part)
+    return current
+
+
+_FLOAT_NAMES = {pa.float16(): "float16", pa.float32(): "float32", pa.float64(): "float64"}
+
+
+def vector_shape(field: pa.Field, column: str) -> tuple[int, str]:
+    """(dimension, value type) of a fixed-size float vector column, or InputError."""
+    t = field.type
+    if isinstance(t, pa.FixedShapeTensorType) and len(t.shape) == 1:
+        dim, value = t.shape[0], t.value_type
+    elif pa.types.is_fixed_size_list(t):
+        dim, value = t.list_size, t.value_type
+    else:
+        raise InputError(
+            f"column {column!r} has type {t}; a vector index needs a fixed-size list of floats, "
+            "e.g. fixed_size_list<float>[128] (cast the column, or choose another)"
+        )
+    if value not in _FLOAT_NAMES:
+        raise InputError(
+            f"column {column!r} holds {value} values; IVF_RQ, IVF_PQ and IVF_FLAT need "
+            "float16, float32 or float64"
+        )
+    if dim < 1:
+        raise InputError(f"column {column!r} has dimension {dim}")
+    return dim, _FLOAT_NAMES[value]
+
+
+def snapshot_dataset(config: BuildConfig) -> DatasetSnapshot:
+    """Open the dataset, pin its version and check the column and index name against it."""
+    ds = open_dataset(config.uri, config.storage_options, config.version)
+    field = resolve_vector_field(ds.schema, config.column)
+    dim, value_type = vector_shape(field, config.column)
+    fragments = tuple(FragmentInfo(f.fragment_id, f.count_rows()) for f in ds.get_fragments())
+    index_names = tuple(sorted({i.name for i in ds.describe_indices()}))
+    return DatasetSnapshot(
+        uri=config.uri,
+        version=ds.version,
+        column=config.column,
+        dim=dim,
+        value_type=value_type,
+        fragments=fragments,
+        index_names=index_names,
+    )
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """The index parameters after defaults are resolved against the dataset."""
+
+    index_type: str
+    metric: str
+    num_partitions: int
+    num_bits: int  # IVF_RQ only; 0 otherwise
+    num_sub_vectors: int  # IVF_PQ only; 0 otherwise
+    sample_rate: int
+
+
+def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
+    """Fill in defaults from the data and refuse combinations Lance would reject mid-build."""
+    rows = snap.num_rows
+    if rows == 0:
+        raise InputError(f"dataset {snap.uri} (version {snap.version}) has no rows to index")
+    if config.name in snap.index_names and not config.replace:
+        raise InputError(
+            f"an index named {config.name!r} already exists on {snap.uri}: pass --replace to "
+            "rebuild it, or --index-name to build another"
+        )
+    if config.index_type == "IVF_RQ" and snap.dim % 8 != 0:
+        raise InputError(
+            f"IVF_RQ needs a dimension divisible by 8 and {config.column!r} has {snap.dim}: "
+            "use IVF_PQ or IVF_FLAT, or pad the vectors"
+        )
+    partitions = config.num_partitions or min(
+        max(1, rows // TARGET_PARTITION_SIZE), MAX_DEFAULT_PARTITIONS
+    )
+    if partitions > rows:
+        raise InputError(
+            f"--num-partitions {partitions} is more than the {rows} rows to index: "
+            f"use at most {rows} (about rows/{TARGET_PARTITION_SIZE} is typical)"
+        )
+    sub_vectors = 0
+    if config.index_type == "IVF_PQ":
+        sub_vectors = config.num_sub_vectors or _default_sub_vectors(snap.dim)
+        if snap.dim % sub_vectors != 0:
+            raise InputError(
+                f"--num-sub-vectors {sub_vectors} does not divide the dimension {snap.dim}: "
+                "choose a divisor such as dim/8 or dim/16"
+            )
+    return IndexParams(
+        index_type=config.index_type,
+        metric=config.metric,
+        num_partitions=partitions,
+        num_bits=config.num_bits if config.index_type == "IVF_RQ" else 0,
+        num_sub_vectors=sub_vectors,
+        sample_rate=config.sample_rate,
+    )
+
+
+def _default_sub_vectors(dim: int) -> int:
+    for width in (16, 8, 4, 2):
+        if dim % width == 0 and dim // width >= 1:
+            return dim // width
+    raise InputError(
+        f"cannot choose a PQ sub-vector count for dimension {dim}: pass --num-sub-vectors"
+    )
+
+
+def index_dir_entries(uri: str) -> set[str]:
+    """Names under `<uri>/_indices` on a local dataset (empty for object stores)."""
+    path = os.path.join(uri, "_indices")
+    return set(os.listdir(path)) if os.path.isdir(path) else set()

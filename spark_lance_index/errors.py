@@ -1,0 +1,31 @@
+"""Errors the job raises on purpose.
+
+Every one of them carries a one-line message that says what is wrong and what to do. The CLI
+prints that line and exits non-zero; anything else escaping is a bug and keeps its traceback.
+"""
+
+
+class JobError(Exception):
+    """Base class: a failure the job detected and explained."""
+
+    exit_code = 1
+
+
+class InputError(JobError):
+    """Bad input (dataset, column, parameters), found before any Spark work.
+
+    The dataset is untouched when this is raised.
+    """
+
+    exit_code = 2
+
+
+class SegmentCheckError(JobError):
+    """The segments the executors returned cannot form one correct index.
+
+    Raised before merge, so nothing has been committed.
+    """
+
+
+class CommitCheckError(JobError):
+    """The index was committed but does not cover what the job planned."""

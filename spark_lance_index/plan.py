@@ -1,0 +1,85 @@
+"""Phase 1 (plan): split the pinned fragments into balanced groups, one Spark task each.
+
+Groups hold *contiguous* fragment ids, so each segment covers one run of the table, and are
+balanced by live row count (deleted rows cost nothing to index). A fragment is never split:
+a fragment larger than the target simply gets a group of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from .dataset import FragmentInfo
+
+# Default task size: about this much vector data per task. Large enough that per-task
+# overhead (~30 ms in Spark, plus opening the dataset) vanishes, small enough that one
+# executor core builds it in memory.
+TARGET_TASK_BYTES = 512 * 1024 * 1024
+# Below this many rows a task costs more in overhead than it saves.
+MIN_ROWS_PER_TASK = 16_384
+TASKS_PER_CORE = 2  # a little slack so a slow task does not hold up the whole stage
+
+
+@dataclass(frozen=True)
+class FragmentGroup:
+    """The fragments one task indexes: one segment of the index."""
+
+    group_id: int
+    fragment_ids: tuple[int, ...]
+    num_rows: int
+
+
+def default_rows_per_task(total_rows: int, bytes_per_row: int, parallelism: int) -> int:
+    """Rows per task when the user gives no size: ~512 MiB, but use every core on small data."""
+    by_memory = max(1, TARGET_TASK_BYTES // max(1, bytes_per_row))
+    spread = math.ceil(total_rows / max(1, parallelism * TASKS_PER_CORE))
+    return max(1, min(by_memory, max(spread, MIN_ROWS_PER_TASK)))
+
+
+def plan_groups(
+    fragments: Sequence[FragmentInfo],
+    *,
+    rows_per_task: Optional[int] = None,
+    fragments_per_task: Optional[int] = None,
+) -> tuple[FragmentGroup, ...]:
+    """Cut the fragments, in id order, into contiguous groups.
+
+    With `fragments_per_task`, every group has that many fragments (the last may have fewer).
+    Otherwise the number of groups is ceil(rows / rows_per_task) and the cuts fall where the
+    running row count crosses each multiple of rows/groups, which balances rows as well as
+    whole fragments allow.
+    """
+    ordered = sorted(fragments, key=lambda f: f.fragment_id)
+    if not ordered:
+        return ()
+    if fragments_per_task:
+        chunks = [
+            ordered[i : i + fragments_per_task] for i in range(0, len(ordered), fragments_per_task)
+        ]
+    else:
+        chunks = _balanced_chunks(ordered, rows_per_task or MIN_ROWS_PER_TASK)
+    return tuple(
+        FragmentGroup(i, tuple(f.fragment_id for f in chunk), sum(f.num_rows for f in chunk))
+        for i, chunk in enumerate(chunks)
+    )
+
+
+def _balanced_chunks(ordered: Sequence[FragmentInfo], rows_per_task: int) -> list[list[FragmentInfo]]:
+    total = sum(f.num_rows for f in ordered)
+    n_groups = max(1, min(len(ordered), math.ceil(total / rows_per_task)))
+    chunks: list[list[FragmentInfo]] = []
+    last_slot = -1
+    done = 0
+    for frag in ordered:
+        # A fragment belongs to the slot its midpoint falls in; slots are monotone, so each
+        # chunk is a contiguous run. Empty slots (a fragment bigger than a slot) just vanish.
+        midpoint = done + frag.num_rows / 2
+        slot = min(n_groups - 1, int(midpoint * n_groups / total)) if total else 0
+        if slot != last_slot or not chunks:
+            chunks.append([])
+            last_slot = slot
+        chunks[-1].append(frag)
+        done += frag.num_rows
+    return chunks

@@ -1,0 +1,83 @@
+"""The Spark layer, kept thin: get a session, broadcast the artifacts, map groups, collect.
+
+Everything Lance-specific lives in plain functions elsewhere; this module only moves their
+inputs and outputs across the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Iterator, Optional, Sequence
+
+from .build import SegmentResult, SegmentTask, build_segment
+from .train import SharedArtifacts
+
+log = logging.getLogger(__name__)
+
+# Faster JVM start for short local runs (measured: ~10 s -> ~6 s on 2 cores).
+_LOCAL_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+def get_session(master: Optional[str], app_name: str, verbose: bool = False):
+    """Return (session, created). An active session (Databricks, a notebook, a test) is
+    reused and never stopped by the job; otherwise one is created and the caller stops it."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active, False
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+        if master.startswith("local"):
+            builder = builder.config("spark.driver.extraJavaOptions", _LOCAL_JAVA_OPTS)
+            builder = builder.config("spark.ui.showConsoleProgress", "false")
+    # Lance's Rust log level on executors: quiet unless asked (one "partition N is empty"
+    # warning per partition per task otherwise floods the executor logs).
+    builder = builder.config("spark.executorEnv.LANCE_LOG", "info" if verbose else "error")
+    spark = builder.getOrCreate()
+    if not verbose:
+        spark.sparkContext.setLogLevel("WARN")
+    return spark, True
+
+
+@contextlib.contextmanager
+def job_group(spark, group_id: str, description: str) -> Iterator[None]:
+    """Label the Spark jobs of one phase so the Spark UI says what is running."""
+    sc = spark.sparkContext
+    sc.setJobGroup(group_id, description, interruptOnCancel=True)
+    try:
+        yield
+    finally:
+        sc.setJobGroup(None, None)  # type: ignore[arg-type]
+
+
+def default_parallelism(spark) -> int:
+    try:
+        return max(1, spark.sparkContext.defaultParallelism)
+    except Exception:  # Spark Connect has no sparkContext
+        return 2
+
+
+def _run_one(task: SegmentTask, artifacts_bc) -> SegmentResult:
+    from pyspark import TaskContext
+
+    os.environ.setdefault("LANCE_LOG", "error")
+    ctx = TaskContext.get()
+    attempt = ctx.attemptNumber() if ctx is not None else 0
+    return build_segment(task, artifacts_bc.value, attempt=attempt)
+
+
+def run_segment_builds(
+    spark, tasks: Sequence[SegmentTask], artifacts: SharedArtifacts
+) -> list[SegmentResult]:
+    """Broadcast the artifacts once, build one segment per task, collect the results."""
+    sc = spark.sparkContext
+    artifacts_bc = sc.broadcast(artifacts)
+    try:
+        rdd = sc.parallelize(list(tasks), numSlices=max(1, len(tasks)))
+        return rdd.map(lambda t: _run_one(t, artifacts_bc)).collect()
+    finally:
+        artifacts_bc.unpersist()
