@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from typing import Iterator, Optional, Sequence
 
 from .build import SegmentResult, SegmentTask, build_segment
@@ -29,6 +30,9 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False):
     if active is not None:
         return active, False
     builder = SparkSession.builder.appName(app_name)
+    if master and master.startswith("local"):
+        # Local executors must run this Python, the one that has lance and this package.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if master:
         builder = builder.master(master)
         if master.startswith("local"):

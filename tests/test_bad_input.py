@@ -1,0 +1,101 @@
+"""Bad input is refused before any Spark work, in one line, and leaves the dataset as it was."""
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import dataset_state, fsl, spark_job_count, write_vectors
+
+from spark_lance_index.cli import main
+from spark_lance_index.config import make_config
+from spark_lance_index.errors import InputError
+from spark_lance_index.pipeline import run
+
+
+@pytest.fixture(scope="module")
+def odd_dataset(tmp_path_factory):
+    """2,000 rows: a good 16-d vector, a 12-d one, and columns that are not float vectors."""
+    uri = str(tmp_path_factory.mktemp("odd") / "ds")
+    rng = np.random.default_rng(0)
+    n = 2000
+    lists = pa.array([list(map(float, rng.standard_normal(3))) for _ in range(n)], pa.list_(pa.float32()))
+    table = pa.table(
+        {
+            "id": np.arange(n),
+            "vector": fsl(rng.standard_normal((n, 16))),
+            "v12": fsl(rng.standard_normal((n, 12))),
+            "ragged": lists,
+            "bytes": fsl(rng.integers(0, 255, (n, 16)), pa.uint8()),
+            "meta": pa.StructArray.from_arrays([pa.array(np.arange(n))], names=["x"]),
+        }
+    )
+    lance.write_dataset(table, uri, max_rows_per_file=500)
+    ds = lance.dataset(uri)
+    ds.create_index("vector", "IVF_FLAT", name="taken", num_partitions=2)
+    return uri
+
+
+CASES = {
+    "missing column": ({"column": "nope"}, "is not in the dataset"),
+    "missing struct field": ({"column": "meta.vec"}, "has no field 'vec'"),
+    "integer column": ({"column": "id"}, "needs a fixed-size list of floats"),
+    "variable-length list": ({"column": "ragged"}, "needs a fixed-size list of floats"),
+    "uint8 vectors": ({"column": "bytes"}, "float16, float32 or float64"),
+    "IVF_RQ dim 12": ({"column": "v12"}, "divisible by 8"),
+    "num_bits 0": ({"num_bits": 0}, "1 to 9"),
+    "num_bits 10": ({"num_bits": 10}, "1 to 9"),
+    "partitions > rows": ({"num_partitions": 5000}, "more than the 2000 rows"),
+    "unknown index type": ({"index_type": "IVF_HNSW_SQ"}, "unknown index type"),
+    "unknown metric": ({"metric": "hamming"}, "unknown metric"),
+    "PQ sub-vectors": ({"index_type": "IVF_PQ", "num_sub_vectors": 5}, "does not divide"),
+    "index name taken": ({"index_name": "taken"}, "already exists.*--replace"),
+    "no such version": ({"version": 99}, "no version 99|cannot open"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_refused_before_spark_and_untouched(spark, odd_dataset, case):
+    overrides, message = CASES[case]
+    before, jobs = dataset_state(odd_dataset), spark_job_count(spark)
+    with pytest.raises(InputError, match=message) as err:
+        run(make_config({}, {"uri": odd_dataset, "column": "vector", **overrides}), spark=spark)
+    assert "\n" not in str(err.value)
+    assert spark_job_count(spark) == jobs
+    assert dataset_state(odd_dataset) == before
+
+
+def test_missing_dataset(spark, tmp_path):
+    jobs = spark_job_count(spark)
+    with pytest.raises(InputError, match="cannot open a Lance dataset") as err:
+        run(make_config({}, {"uri": str(tmp_path / "absent"), "column": "vector"}), spark=spark)
+    assert "\n" not in str(err.value)
+    assert spark_job_count(spark) == jobs
+    assert not (tmp_path / "absent").exists()
+
+
+def test_empty_dataset(spark, tmp_path):
+    uri = str(tmp_path / "empty")
+    schema = pa.schema([("id", pa.int64()), ("vector", pa.list_(pa.float32(), 16))])
+    lance.write_dataset(schema.empty_table(), uri)
+    before, jobs = dataset_state(uri), spark_job_count(spark)
+    with pytest.raises(InputError, match="has no rows"):
+        run(make_config({}, {"uri": uri, "column": "vector"}), spark=spark)
+    assert spark_job_count(spark) == jobs
+    assert dataset_state(uri) == before
+
+
+def test_cli_prints_one_line_and_exits_2(odd_dataset, capsys):
+    before = dataset_state(odd_dataset)
+    code = main(["build", "--uri", odd_dataset, "--column", "v12", "--master", "local[1]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("spark-lance-index: error: IVF_RQ needs a dimension divisible by 8")
+    assert not any("Traceback" in line for line in err)
+    assert dataset_state(odd_dataset) == before
+
+
+def test_cli_rejects_unknown_index_type(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["build", "--uri", "/x", "--column", "v", "--index-type", "HNSW"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'HNSW'" in capsys.readouterr().err

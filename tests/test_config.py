@@ -1,0 +1,70 @@
+"""Config: defaults, TOML under flags, and parameter checks that need no dataset or JVM."""
+
+import dataclasses
+import os
+
+import pytest
+
+from spark_lance_index.cli import build_parser, config_from_args
+from spark_lance_index.config import BuildConfig, load_toml, make_config, redacted
+from spark_lance_index.errors import InputError
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+def test_conf_defaults_file_matches_the_code():
+    documented = load_toml(os.path.join(ROOT, "conf", "defaults.toml"))
+    code = {f.name: f.default for f in dataclasses.fields(BuildConfig) if f.default is not dataclasses.MISSING}
+    for key, value in documented.items():
+        if key == "storage_options":
+            continue
+        assert code[key] == value, key
+    # every default that is a plain value is documented
+    plain = {k for k, v in code.items() if v is not None}
+    assert plain <= set(documented), plain - set(documented)
+
+
+def test_flags_override_toml(tmp_path):
+    cfg = tmp_path / "job.toml"
+    cfg.write_text(
+        'uri = "/data/t"\ncolumn = "emb"\nindex-type = "IVF_PQ"\nnum_sub_vectors = 8\n'
+        '[storage_options]\naws_region = "eu-west-1"\naws_endpoint = "http://x"\n'
+    )
+    args = build_parser().parse_args(
+        ["build", "--config", str(cfg), "--index-type", "ivf_rq", "--num-bits", "4",
+         "--storage-option", "aws_region=us-east-1"]
+    )
+    config = config_from_args(args)
+    assert (config.uri, config.column, config.index_type, config.num_bits) == ("/data/t", "emb", "IVF_RQ", 4)
+    assert config.num_sub_vectors == 8  # from the file, not overridden
+    assert dict(config.storage_options) == {"aws_region": "us-east-1", "aws_endpoint": "http://x"}
+    assert config.name == "emb_idx"
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"index_type": "IVF_HNSW_SQ"}, "unknown index type"),
+        ({"metric": "hamming"}, "unknown metric"),
+        ({"num_bits": 0}, "1 to 9"),
+        ({"num_bits": 10}, "1 to 9"),
+        ({"num_partitions": 0}, "positive"),
+        ({"rows_per_task": 10, "fragments_per_task": 2}, "not both"),
+        ({"uri": ""}, "--uri is required"),
+    ],
+)
+def test_bad_parameters_are_refused(values, message):
+    with pytest.raises(InputError, match=message):
+        make_config({}, {"uri": "/x", "column": "v", **values})
+
+
+def test_unknown_setting_in_file(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('uri = "/x"\nnum_partition = 4\n')
+    with pytest.raises(InputError, match="unknown setting 'num_partition'"):
+        load_toml(str(cfg))
+
+
+def test_secrets_are_redacted():
+    opts = {"aws_secret_access_key": "s3cr3t", "aws_access_key_id": "AKIA", "aws_region": "r"}
+    assert redacted(opts) == {"aws_secret_access_key": "***", "aws_access_key_id": "***", "aws_region": "r"}

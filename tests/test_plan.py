@@ -1,0 +1,64 @@
+"""Planning: contiguous groups, every fragment exactly once, rows balanced."""
+
+import numpy as np
+import pytest
+
+from spark_lance_index.dataset import FragmentInfo
+from spark_lance_index.plan import default_rows_per_task, plan_groups
+
+
+def frags(sizes):
+    return [FragmentInfo(i, n) for i, n in enumerate(sizes)]
+
+
+def check_partition(fragments, groups):
+    ids = [f for g in groups for f in g.fragment_ids]
+    assert ids == sorted(f.fragment_id for f in fragments)  # contiguous, in order, once each
+    assert [g.group_id for g in groups] == list(range(len(groups)))
+    rows = {f.fragment_id: f.num_rows for f in fragments}
+    for g in groups:
+        assert g.num_rows == sum(rows[f] for f in g.fragment_ids)
+
+
+def test_equal_fragments_split_evenly():
+    groups = plan_groups(frags([1000] * 16), rows_per_task=4000)
+    check_partition(frags([1000] * 16), groups)
+    assert [g.num_rows for g in groups] == [4000] * 4
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_uneven_fragments_stay_balanced(seed):
+    rng = np.random.default_rng(seed)
+    sizes = list(rng.integers(1, 50_000, rng.integers(1, 200)))
+    target = int(rng.integers(10_000, 200_000))
+    fragments = frags(sizes)
+    groups = plan_groups(fragments, rows_per_task=target)
+    check_partition(fragments, groups)
+    ideal = sum(sizes) / len(groups)
+    # a group is off the ideal by at most one fragment on each side
+    assert max(g.num_rows for g in groups) <= ideal + 2 * max(sizes)
+    assert len(groups) <= max(1, -(-sum(sizes) // target))
+
+
+def test_one_huge_fragment_gets_its_own_group():
+    fragments = frags([10, 5, 1_000_000, 3, 7])
+    groups = plan_groups(fragments, rows_per_task=100_000)
+    check_partition(fragments, groups)
+    assert any(g.fragment_ids == (2,) or 2 in g.fragment_ids for g in groups)
+    assert len(groups) <= 5
+
+
+def test_fragments_per_task():
+    fragments = frags([5] * 7)
+    groups = plan_groups(fragments, fragments_per_task=3)
+    check_partition(fragments, groups)
+    assert [len(g.fragment_ids) for g in groups] == [3, 3, 1]
+
+
+def test_default_task_size():
+    # 1M x 128 float32 on 2 cores: 512 MiB tasks would be 1M rows, spread wins: 250k
+    assert default_rows_per_task(1_000_000, 512, 2) == 250_000
+    # 10B rows: capped by memory, 1M rows of 512 bytes per task
+    assert default_rows_per_task(10_000_000_000, 512, 200) == 1_048_576
+    # tiny tables are not cut into tiny tasks
+    assert default_rows_per_task(1000, 512, 8) == 16_384
