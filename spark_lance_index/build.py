@@ -22,10 +22,15 @@ from .train import SharedArtifacts
 SEGMENT_NAMESPACE = uuid.UUID("5d1f3b8e-2f0c-4c1e-9a55-6c0de1ab1e10")
 
 
-def segment_uuid(job_id: str, group: FragmentGroup) -> str:
-    """The one uuid a group's segment is written under, whichever attempt writes it."""
+def segment_uuid(job_id: str, group: FragmentGroup, attempt: int) -> str:
+    """The uuid one attempt of one group writes its segment under.
+
+    Each attempt gets its own directory: a speculative copy never writes into the directory
+    of an attempt that is still running, and a rerun after a driver crash rewrites the
+    directories of the crashed run's attempts instead of leaving more behind.
+    """
     frags = ",".join(map(str, group.fragment_ids))
-    return str(uuid.uuid5(SEGMENT_NAMESPACE, f"{job_id}/{group.group_id}/{frags}"))
+    return str(uuid.uuid5(SEGMENT_NAMESPACE, f"{job_id}/{group.group_id}/{frags}/{attempt}"))
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,10 @@ class SegmentTask:
     index_name: str
     params: IndexParams
     group: FragmentGroup
-    index_uuid: str
+    job_id: str
     replace: bool
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    lance_log: str = "error"  # Lance's Rust log level in the task ("info" with --verbose)
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,24 @@ class SegmentResult:
     attempt: int = 0
 
 
-def build_segment(task: SegmentTask, artifacts: SharedArtifacts, attempt: int = 0) -> SegmentResult:
+def run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int) -> SegmentResult:
+    """One Spark task: record the directory about to be written, build, record the result.
+
+    `state` is the job's JobState; the marker lets cleanup find this directory even if the
+    task dies half-way, and the saved result lets a rerun skip this group.
+    """
+    index_uuid = segment_uuid(task.job_id, task.group, attempt)
+    state.mark_attempt(index_uuid)
+    result = build_segment(task, artifacts, index_uuid, attempt)
+    state.save_segment(result)
+    return result
+
+
+def build_segment(
+    task: SegmentTask, artifacts: SharedArtifacts, index_uuid: str, attempt: int = 0
+) -> SegmentResult:
     """Build the uncommitted segment for `task.group` with the shared artifacts."""
+    os.environ.setdefault("LANCE_LOG", task.lance_log)  # read when lance is first imported
     start = time.perf_counter()
     ds = open_dataset(task.uri, task.storage_options, task.version)
     p = task.params
@@ -77,7 +99,7 @@ def build_segment(task: SegmentTask, artifacts: SharedArtifacts, attempt: int = 
         num_partitions=p.num_partitions,
         ivf_centroids=artifacts.centroids_arrow(),
         fragment_ids=list(task.group.fragment_ids),
-        index_uuid=task.index_uuid,
+        index_uuid=index_uuid,
         **kwargs,
     )
     return SegmentResult(

@@ -32,6 +32,7 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sample-rows", type=int, help="cap on the driver's training sample")
     p.add_argument("--max-iters", type=int, help="k-means iterations; default 50")
     p.add_argument("--version", type=int, help="index this dataset version (default: latest)")
+    p.add_argument("--job-dir", help="where the job keeps its state for resume (default: beside the dataset)")
     p.add_argument("--replace", action="store_true", default=None, help="replace an index of the same name")
     p.add_argument(
         "--storage-option", action="append", metavar="KEY=VALUE",

@@ -1,4 +1,4 @@
-"""Phases 4-6 (check, merge, commit, verify): turn the executors' segments into one index.
+"""Phases 4-6 (check, merge, commit, verify, clean up): the executors' segments become one index.
 
 `check_segments` refuses anything that would make a wrong index before a byte is committed;
 `verify_commit` checks afterwards that what Lance committed is what was planned, because some
@@ -8,18 +8,19 @@ failures (a compaction between build and commit) commit "successfully" with noth
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from .build import SegmentResult
-from .errors import CommitCheckError, SegmentCheckError
+from .dataset import FragmentInfo, fragment_infos
+from .errors import CommitCheckError, DatasetChangedError, SegmentCheckError
 from .plan import FragmentGroup
+from .report import short
+from .storage import Files
 
 log = logging.getLogger(__name__)
 
-
-def short(fingerprint: str) -> str:
-    return fingerprint[:12]
 
 
 def check_segments(
@@ -70,11 +71,68 @@ def check_segments(
     return [by_group[g] for g in sorted(by_group)]
 
 
-def merge_and_commit(ds, index_name: str, column: str, results: Sequence[SegmentResult]):
-    """Merge the segments into one and commit it. Returns (new dataset, merged segment)."""
-    merged = ds.merge_existing_index_segments([r.segment for r in results])
-    committed = ds.commit_existing_index_segments(index_name, column, [merged])
-    return committed, merged
+def check_fragments_unchanged(latest, planned: Sequence[FragmentInfo], pinned_version: int) -> None:
+    """Refuse to commit if a planned fragment was removed or rewritten since the pinned version.
+
+    Lance would commit anyway and prune the index's coverage to nothing (compaction) or to a
+    stale subset (overwrite, deleted fragments). Appended fragments are fine: they stay
+    unindexed, as after any index build.
+    """
+    now = {f.fragment_id: f.files for f in fragment_infos(latest)}
+    gone = [f.fragment_id for f in planned if f.fragment_id not in now]
+    rewritten = [f.fragment_id for f in planned if f.fragment_id in now and now[f.fragment_id] != f.files]
+    if gone or rewritten:
+        what = []
+        if gone:
+            what.append(f"fragments {_ids(gone)} were removed")
+        if rewritten:
+            what.append(f"fragments {_ids(rewritten)} were rewritten")
+        raise DatasetChangedError(
+            f"the dataset changed under the job: {' and '.join(what)} after version "
+            f"{pinned_version} (compaction, overwrite or delete, now at version {latest.version}); "
+            "nothing was committed and the existing index is unchanged: rerun the job to index "
+            "the current version"
+        )
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return str(list(ids)) if len(ids) <= 8 else f"{list(ids[:8])[:-1]}... ({len(ids)} in all)"
+
+
+COMMIT_ATTEMPTS = 5
+
+
+def commit_segment(open_latest, index_name: str, column: str, merged, planned: Sequence[FragmentInfo], pinned_version: int):
+    """Commit the merged segment on the latest version, retrying commit conflicts.
+
+    Before every attempt the planned fragments are checked again, so a retry never commits
+    over a compaction that caused the conflict.
+    """
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        latest = open_latest()
+        check_fragments_unchanged(latest, planned, pinned_version)
+        try:
+            return latest.commit_existing_index_segments(index_name, column, [merged])
+        except Exception as e:  # Lance raises OSError or RuntimeError depending on the path
+            if "retryable commit conflict" not in str(e).lower() or attempt == COMMIT_ATTEMPTS:
+                raise
+            log.warning("commit conflict (attempt %d of %d), retrying: %s", attempt, COMMIT_ATTEMPTS, str(e).splitlines()[0][:200])
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def remove_leftovers(dataset_uri: str, storage_options, written: Iterable[str], keep: Iterable[str]) -> list[str]:
+    """Delete the segment directories this job wrote that the committed index does not use.
+
+    Only uuids in `written` (the job's own attempt markers) are ever touched.
+    """
+    files = Files(f"{dataset_uri.rstrip('/')}/_indices", storage_options)
+    removed = []
+    for index_uuid in sorted(set(written) - set(keep)):
+        if files.exists(index_uuid):
+            files.delete_dir(index_uuid)
+            removed.append(index_uuid)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -85,6 +143,7 @@ class CommitReport:
     num_indexed_rows: int
     num_unindexed_rows: int
     num_indexed_fragments: int
+    num_unindexed_fragments: int
     num_segments: int
 
 
@@ -100,6 +159,7 @@ def verify_commit(
         num_indexed_rows=stats["num_indexed_rows"],
         num_unindexed_rows=stats["num_unindexed_rows"],
         num_indexed_fragments=stats["num_indexed_fragments"],
+        num_unindexed_fragments=stats["num_unindexed_fragments"],
         num_segments=len(segments),
     )
     uuids = [s.get("uuid") for s in segments]

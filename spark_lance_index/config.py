@@ -42,6 +42,7 @@ class BuildConfig:
     max_iters: int = 50
     replace: bool = False
     version: Optional[int] = None  # pin this dataset version instead of the latest
+    job_dir: Optional[str] = None  # job state for resume; default "<uri>.index-jobs/<job id>"
     storage_options: Mapping[str, str] = field(default_factory=dict)
     master: Optional[str] = None
     app_name: str = "spark-lance-index"

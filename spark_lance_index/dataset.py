@@ -22,10 +22,18 @@ MAX_DEFAULT_PARTITIONS = 4096
 
 @dataclass(frozen=True)
 class FragmentInfo:
-    """One fragment at the pinned version: its id and its live (not deleted) rows."""
+    """One fragment at the pinned version: its id, live (not deleted) rows and data files."""
 
     fragment_id: int
     num_rows: int
+    files: tuple[str, ...] = ()
+
+
+def fragment_infos(ds) -> tuple[FragmentInfo, ...]:
+    return tuple(
+        FragmentInfo(f.fragment_id, f.count_rows(), tuple(d.path for d in f.data_files()))
+        for f in ds.get_fragments()
+    )
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,7 @@ def snapshot_dataset(config: BuildConfig) -> DatasetSnapshot:
     ds = open_dataset(config.uri, config.storage_options, config.version)
     field = resolve_vector_field(ds.schema, config.column)
     dim, value_type = vector_shape(field, config.column)
-    fragments = tuple(FragmentInfo(f.fragment_id, f.count_rows()) for f in ds.get_fragments())
+    fragments = fragment_infos(ds)
     index_names = tuple(sorted({i.name for i in ds.describe_indices()}))
     return DatasetSnapshot(
         uri=config.uri,

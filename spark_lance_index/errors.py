@@ -29,3 +29,7 @@ class SegmentCheckError(JobError):
 
 class CommitCheckError(JobError):
     """The index was committed but does not cover what the job planned."""
+
+
+class DatasetChangedError(JobError):
+    """Planned fragments were removed or rewritten while the job ran. Nothing was committed."""

@@ -1,7 +1,9 @@
-"""The build job, phase by phase: inspect, plan, train, build, check, commit, verify.
+"""The build job, phase by phase: inspect, plan, train, build, check, commit, verify, clean up.
 
 `run(config)` is the one entry point the CLI, spark-submit and Databricks call. Each phase is a
 function of its own, timed by `@phase`; the Spark-specific ones only hand work to `spark.py`.
+The job directory (`state.py`) makes a rerun of the same command resume where a dead driver
+stopped.
 """
 
 from __future__ import annotations
@@ -10,15 +12,21 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Optional, Sequence
 
 from . import spark as spark_layer
-from .build import SegmentResult, SegmentTask, segment_uuid
-from .commit import CommitReport, check_segments, merge_and_commit, short, verify_commit
+from .build import SegmentResult, SegmentTask, run_task
+from .commit import (
+    CommitReport, check_segments, commit_segment, remove_leftovers, verify_commit,
+)
 from .config import BuildConfig
 from .dataset import DatasetSnapshot, IndexParams, open_dataset, resolve_params, snapshot_dataset
+from .errors import DatasetChangedError, JobError
 from .plan import FragmentGroup, default_rows_per_task, plan_groups
+from .report import JobResult, short
+from .state import JobState, default_job_dir
+from .storage import Files
 from .timing import PhaseClock, phase
 from .train import SharedArtifacts, train_artifacts
 
@@ -27,55 +35,8 @@ log = logging.getLogger("spark_lance_index")
 _BYTES = {"float16": 2, "float32": 4, "float64": 8}
 
 
-@dataclass
-class JobResult:
-    """What one run did: the summary a user reads, and the values tests check."""
-
-    job_id: str
-    uri: str
-    index_name: str
-    pinned_version: int
-    committed_version: int
-    params: IndexParams
-    num_rows: int
-    num_fragments: int
-    num_tasks: int
-    num_segments: int
-    fingerprints: dict[str, str]
-    seconds: dict[str, float] = field(default_factory=dict)
-    unindexed_rows: int = 0
-    spark_app_id: Optional[str] = None
-    artifacts: Optional[SharedArtifacts] = field(default=None, repr=False)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out.pop("artifacts")
-        return out
-
-    def summary(self) -> str:
-        p = self.params
-        lines = [
-            f"index {self.index_name!r} ({p.index_type}, {p.metric}, {p.num_partitions} partitions"
-            + (f", {p.num_bits} bit" if p.index_type == "IVF_RQ" else "")
-            + (f", {p.num_sub_vectors} sub-vectors" if p.index_type == "IVF_PQ" else "")
-            + f") committed on {self.uri} at version {self.committed_version}",
-            f"  rows indexed {self.num_rows:,} in {self.num_fragments} fragments "
-            f"(pinned version {self.pinned_version}); {self.num_tasks} tasks, "
-            f"{self.num_segments} segments merged into 1",
-        ]
-        if self.unindexed_rows:
-            lines.append(f"  rows added since the pinned version, not yet indexed: {self.unindexed_rows:,}")
-        lines.append(
-            "  artifacts: " + ", ".join(f"{k} {short(v)}" for k, v in sorted(self.fingerprints.items()))
-        )
-        lines.append(
-            "  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items())
-        )
-        return "\n".join(lines)
-
-
 def make_job_id(snap: DatasetSnapshot, config: BuildConfig, params: IndexParams) -> str:
-    """Stable for the same dataset version, index and parameters."""
+    """Stable for the same dataset version, index and parameters: a rerun finds its state."""
     key = json.dumps(
         [snap.uri, snap.version, snap.column, config.name, asdict(params)], sort_keys=True
     )
@@ -125,6 +86,43 @@ def train(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> Sh
     return artifacts
 
 
+def prepare(config, snap, params, state: JobState, job_id: str, parallelism: int):
+    """Plan and train, or take both from an earlier run of the same job. -> (groups, artifacts)"""
+    if state.exists():
+        try:
+            _, groups, artifacts = state.load_job()
+        except (ValueError, KeyError, OSError) as e:
+            raise JobError(
+                f"the job directory {state.uri} is damaged ({e}): delete it to start afresh"
+            ) from None
+        log.info(
+            "resuming job %s from %s: reusing its plan (%d tasks) and artifacts (%s)",
+            job_id, state.uri, len(groups),
+            ", ".join(f"{k} {short(v)}" for k, v in sorted(artifacts.fingerprints().items())),
+        )
+        return groups, artifacts
+    groups = plan(config, snap, parallelism)
+    artifacts = train(config, snap, params)
+    job = {"job_id": job_id, "uri": snap.uri, "version": snap.version, "column": snap.column,
+           "index_name": config.name, "params": asdict(params)}
+    state.save_job(job, groups, artifacts)
+    return groups, artifacts
+
+
+def reusable_segments(snap, config, state: JobState, groups, expected) -> dict[int, SegmentResult]:
+    """Segments an earlier run finished that fit this plan and these artifacts, by group."""
+    planned = {g.group_id: g for g in groups}
+    indices = Files(f"{snap.uri.rstrip('/')}/_indices", config.storage_options)
+    return {
+        gid: r
+        for gid, r in state.finished_segments().items()
+        if gid in planned
+        and tuple(r.fragment_ids) == planned[gid].fragment_ids
+        and dict(r.fingerprints) == expected
+        and indices.exists(f"{r.index_uuid}/index.idx")
+    }
+
+
 def make_tasks(
     config: BuildConfig, snap: DatasetSnapshot, params: IndexParams,
     groups: Sequence[FragmentGroup], job_id: str,
@@ -132,21 +130,24 @@ def make_tasks(
     return [
         SegmentTask(
             uri=snap.uri, version=snap.version, column=snap.column, index_name=config.name,
-            params=params, group=g, index_uuid=segment_uuid(job_id, g), replace=config.replace,
+            params=params, group=g, job_id=job_id, replace=config.replace,
             storage_options=dict(config.storage_options),
+            lance_log="info" if config.verbose else "error",
         )
         for g in groups
     ]
 
 
 @phase("build")
-def build(spark, tasks: Sequence[SegmentTask], artifacts: SharedArtifacts, job_id: str) -> list[SegmentResult]:
+def build(spark, tasks, artifacts, state, job_id, task_fn=run_task) -> list[SegmentResult]:
     """Build one uncommitted segment per task on the executors."""
+    if not tasks:
+        return []
     with spark_layer.job_group(
         spark, f"spark-lance-index-{job_id}-build",
         f"spark-lance-index: build {len(tasks)} index segments",
     ):
-        results = spark_layer.run_segment_builds(spark, tasks, artifacts)
+        results = spark_layer.run_segment_builds(spark, tasks, artifacts, state, task_fn)
     took = sorted(r.seconds for r in results)
     log.info(
         "built %d segments; task seconds min %.1f median %.1f max %.1f",
@@ -156,46 +157,81 @@ def build(spark, tasks: Sequence[SegmentTask], artifacts: SharedArtifacts, job_i
 
 
 @phase("commit")
-def commit(config: BuildConfig, snap: DatasetSnapshot, results: Sequence[SegmentResult]):
-    """Merge the checked segments into one and commit it."""
+def commit(config: BuildConfig, snap: DatasetSnapshot, groups, results, state: JobState):
+    """Merge the checked segments into one and commit it on the latest version."""
     ds = open_dataset(snap.uri, config.storage_options, snap.version)
-    return merge_and_commit(ds, config.name, snap.column, results)
+    merged = ds.merge_existing_index_segments([r.segment for r in results])
+    state.mark_attempt(str(merged.uuid))  # the merged directory is ours too
+    in_plan = {f for g in groups for f in g.fragment_ids}
+    planned = [f for f in snap.fragments if f.fragment_id in in_plan]
+    committed = commit_segment(
+        lambda: open_dataset(snap.uri, config.storage_options), config.name, snap.column,
+        merged, planned, snap.version,
+    )
+    return committed, merged
 
 
 @phase("verify")
-def verify(config, snap, params, groups, committed_ds, merged, artifacts) -> CommitReport:
+def verify(config, params, groups, committed_ds, merged, artifacts) -> CommitReport:
     """Read the committed index back: right type, one segment, exactly the planned rows."""
-    report = verify_commit(
+    return verify_commit(
         committed_ds, config.name, params.index_type, str(merged.uuid),
         planned_rows=sum(g.num_rows for g in groups),
         planned_fragments=sum(len(g.fragment_ids) for g in groups),
         rotation_signs=artifacts.rotation_signs,
     )
-    return report
 
 
-def run(config: BuildConfig, spark=None) -> JobResult:
+@phase("cleanup")
+def cleanup(config, snap, state: JobState, merged) -> int:
+    """Remove our segment directories the index does not use, then the job directory."""
+    removed = remove_leftovers(snap.uri, config.storage_options, state.attempts(), [str(merged.uuid)])
+    state.discard()
+    return len(removed)
+
+
+def run(config: BuildConfig, spark=None, *, task_fn=run_task) -> JobResult:
     """Build and commit the index described by `config`. Raises JobError on a known failure.
 
     Inputs are checked before any Spark session is started or used. If `spark` is None an
-    active session is reused, or one is created (and stopped at the end).
+    active session is reused, or one is created (and stopped at the end). `task_fn` is what
+    each Spark task runs (tests wrap it to inject failures).
     """
     started = time.perf_counter()
     with PhaseClock() as clock:
         snap, params = inspect_inputs(config)
+        job_id = make_job_id(snap, config, params)
+        state = JobState(config.job_dir or default_job_dir(snap.uri, job_id), config.storage_options)
         created = False
         if spark is None:
             spark, created = spark_layer.get_session(config.master, config.app_name, config.verbose)
         try:
-            groups = plan(config, snap, spark_layer.default_parallelism(spark))
-            job_id = make_job_id(snap, config, params)
-            artifacts = train(config, snap, params)
+            groups, artifacts = prepare(
+                config, snap, params, state, job_id, spark_layer.default_parallelism(spark)
+            )
             expected = artifacts.fingerprints()
-            results = build(spark, make_tasks(config, snap, params, groups, job_id), artifacts, job_id)
-            results = check_segments(groups, results, expected)
-            committed_ds, merged = commit(config, snap, results)
-            report = verify(config, snap, params, groups, committed_ds, merged, artifacts)
-            app_id = _app_id(spark)
+            reused = reusable_segments(snap, config, state, groups, expected)
+            if reused:
+                log.info("reusing %d finished segments; %d to build", len(reused), len(groups) - len(reused))
+            todo = [t for t in make_tasks(config, snap, params, groups, job_id) if t.group.group_id not in reused]
+            built = build(spark, todo, artifacts, state, job_id, task_fn)
+            results = check_segments(groups, [*reused.values(), *built], expected)
+            committed_ds, merged = commit(config, snap, groups, results, state)
+            report = verify(config, params, groups, committed_ds, merged, artifacts)
+            removed = cleanup(config, snap, state, merged)
+            app_id = spark_layer.application_id(spark)
+        except DatasetChangedError:
+            # The segments index fragments that no longer exist: nothing to resume.
+            remove_leftovers(snap.uri, config.storage_options, state.attempts(), keep=[])
+            state.discard()
+            raise
+        except JobError as e:
+            if state.exists():
+                e.args = (
+                    f"{e} [job state kept in {state.uri}: rerun the same command to resume, "
+                    f"or delete that directory to start afresh]",
+                )
+            raise
         finally:
             if created:
                 spark.stop()
@@ -204,13 +240,8 @@ def run(config: BuildConfig, spark=None) -> JobResult:
         job_id=job_id, uri=snap.uri, index_name=config.name, pinned_version=snap.version,
         committed_version=report.version, params=params, num_rows=report.num_indexed_rows,
         num_fragments=report.num_indexed_fragments, num_tasks=len(groups),
-        num_segments=len(results), fingerprints=expected, seconds=dict(clock.seconds),
-        unindexed_rows=report.num_unindexed_rows, spark_app_id=app_id, artifacts=artifacts,
+        num_segments=len(results), segments_reused=len(reused), segments_built=len(built),
+        fingerprints=expected, seconds=dict(clock.seconds),
+        unindexed_rows=report.num_unindexed_rows, unindexed_fragments=report.num_unindexed_fragments,
+        leftovers_removed=removed, job_dir=state.uri, spark_app_id=app_id, artifacts=artifacts,
     )
-
-
-def _app_id(spark) -> Optional[str]:
-    try:
-        return spark.sparkContext.applicationId
-    except Exception:
-        return None

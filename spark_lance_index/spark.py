@@ -10,9 +10,9 @@ import contextlib
 import logging
 import os
 import sys
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
-from .build import SegmentResult, SegmentTask, build_segment
+from .build import SegmentResult, SegmentTask, run_task
 from .train import SharedArtifacts
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,13 @@ def job_group(spark, group_id: str, description: str) -> Iterator[None]:
         sc.setJobGroup(None, None)  # type: ignore[arg-type]
 
 
+def application_id(spark) -> Optional[str]:
+    try:
+        return spark.sparkContext.applicationId
+    except Exception:  # Spark Connect has no sparkContext
+        return None
+
+
 def default_parallelism(spark) -> int:
     try:
         return max(1, spark.sparkContext.defaultParallelism)
@@ -65,23 +72,29 @@ def default_parallelism(spark) -> int:
         return 2
 
 
-def _run_one(task: SegmentTask, artifacts_bc) -> SegmentResult:
-    from pyspark import TaskContext
-
-    os.environ.setdefault("LANCE_LOG", "error")
-    ctx = TaskContext.get()
-    attempt = ctx.attemptNumber() if ctx is not None else 0
-    return build_segment(task, artifacts_bc.value, attempt=attempt)
+TaskFn = Callable[[SegmentTask, SharedArtifacts, object, int], SegmentResult]
 
 
 def run_segment_builds(
-    spark, tasks: Sequence[SegmentTask], artifacts: SharedArtifacts
+    spark, tasks: Sequence[SegmentTask], artifacts: SharedArtifacts, state,
+    task_fn: TaskFn = run_task,
 ) -> list[SegmentResult]:
-    """Broadcast the artifacts once, build one segment per task, collect the results."""
+    """Broadcast the artifacts once, build one segment per task, collect the results.
+
+    `task_fn(task, artifacts, state, attempt)` runs on the executors; Spark's own attempt
+    number tells a retried or speculative attempt apart.
+    """
     sc = spark.sparkContext
     artifacts_bc = sc.broadcast(artifacts)
+
+    def one(task: SegmentTask) -> SegmentResult:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        return task_fn(task, artifacts_bc.value, state, ctx.attemptNumber() if ctx else 0)
+
     try:
         rdd = sc.parallelize(list(tasks), numSlices=max(1, len(tasks)))
-        return rdd.map(lambda t: _run_one(t, artifacts_bc)).collect()
+        return rdd.map(one).collect()
     finally:
         artifacts_bc.unpersist()

@@ -16,6 +16,7 @@ from spark_lance_index.config import make_config
 from spark_lance_index.errors import InputError, SegmentCheckError
 from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 from spark_lance_index.spark import run_segment_builds
+from spark_lance_index.state import JobState
 from spark_lance_index.train import SharedArtifacts
 
 ROWS, DIM, PARTITIONS, NPROBES = 20_000, 32, 32, 8
@@ -71,13 +72,14 @@ def test_every_segment_uses_one_rotation_and_a_foreign_one_is_refused(spark, tmp
     artifacts = pipeline.train(config, snap, params)
     tasks = pipeline.make_tasks(config, snap, params, groups, "test-job")
 
-    good = run_segment_builds(spark, tasks[:-1], artifacts)
+    state = JobState(str(tmp_path / "job"), {})
+    good = run_segment_builds(spark, tasks[:-1], artifacts, state)
     assert {r.fingerprints["rotation"] for r in good} == {artifacts.fingerprints()["rotation"]}
 
     from lance.lance import indices
     other = dataclasses.replace(artifacts, rq_model=indices.build_rq_model(DIM, num_bits=1))
     assert other.fingerprints()["rotation"] != artifacts.fingerprints()["rotation"]
-    foreign = run_segment_builds(spark, tasks[-1:], other)
+    foreign = run_segment_builds(spark, tasks[-1:], other, state)
 
     with pytest.raises(SegmentCheckError, match=f"segment {foreign[0].index_uuid} .* another rotation"):
         check_segments(groups, good + foreign, artifacts.fingerprints())

@@ -1,0 +1,115 @@
+"""Failures injected into real Spark tasks: each wraps the job's own `run_task`.
+
+The functions are pickled by value (see `ship`) so executors run them without this file.
+Run as a script, it builds an index on a local-cluster whose executor is killed mid-task.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from spark_lance_index.build import run_task
+
+
+def ship():
+    """Let Spark's cloudpickle send this module's functions to executors by value."""
+    from pyspark import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def fail_first_attempt(group_id: int):
+    """Group `group_id` builds its whole segment on attempt 0, then fails: Spark retries."""
+
+    def task_fn(task, artifacts, state, attempt):
+        result = run_task(task, artifacts, state, attempt)
+        if task.group.group_id == group_id and attempt == 0:
+            raise RuntimeError(f"injected failure after building group {group_id}")
+        return result
+
+    return task_fn
+
+
+def _executor_jvm_pid() -> int:
+    """The python worker's parent is the PySpark daemon; the daemon's parent is the JVM."""
+    daemon = os.getppid()
+    with open(f"/proc/{daemon}/stat") as f:
+        jvm = int(f.read().rsplit(")", 1)[1].split()[1])
+    with open(f"/proc/{jvm}/cmdline", "rb") as f:
+        assert b"java" in f.read(), "executor JVM not found"
+    return jvm
+
+
+def kill_executor_mid_task(group_id: int):
+    """Group `group_id`, attempt 0: mark its directory, then SIGKILL its own executor."""
+
+    def task_fn(task, artifacts, state, attempt):
+        if task.group.group_id == group_id and attempt == 0:
+            from spark_lance_index.build import segment_uuid
+
+            state.mark_attempt(segment_uuid(task.job_id, task.group, attempt))
+            os.kill(_executor_jvm_pid(), signal.SIGKILL)
+        return run_task(task, artifacts, state, attempt)
+
+    return task_fn
+
+
+def change_dataset_during_build(group_id: int, change: str):
+    """Group `group_id` changes the dataset (as another writer would), then builds as usual."""
+
+    def task_fn(task, artifacts, state, attempt):
+        if task.group.group_id == group_id and attempt == 0:
+            apply_change(task.uri, change)
+        return run_task(task, artifacts, state, attempt)
+
+    return task_fn
+
+
+def apply_change(uri: str, change: str) -> None:
+    import lance
+    import numpy as np
+    import pyarrow as pa
+
+    ds = lance.dataset(uri)
+    if change == "append":
+        dim = ds.schema.field("vector").type.list_size
+        rows = np.random.default_rng(5).standard_normal((100, dim)).astype(np.float32)
+        table = pa.table({"id": np.arange(10**6, 10**6 + 100),
+                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), dim)})
+        lance.write_dataset(table, uri, mode="append")
+    elif change == "compact":
+        ds.optimize.compact_files(target_rows_per_fragment=10**6)
+    elif change == "overwrite":
+        lance.write_dataset(ds.to_table(), uri, mode="overwrite", max_rows_per_file=1000)
+    elif change == "delete_fragment":
+        first = ds.get_fragments()[0]
+        ids = first.to_table(columns=["id"]).column("id").to_numpy()
+        ds.delete(f"id >= {ids.min()} AND id <= {ids.max()}")
+    elif change == "same_index":
+        ds.create_index("vector", "IVF_FLAT", name="vector_idx", num_partitions=2, replace=True)
+    else:
+        raise ValueError(change)
+
+
+if __name__ == "__main__":
+    # python faults.py URI: build on local-cluster[2,1,1024], killing an executor mid-task.
+    from pyspark.sql import SparkSession
+
+    from spark_lance_index.config import make_config
+    from spark_lance_index.pipeline import run
+
+    ship()
+    spark = (
+        SparkSession.builder.master("local-cluster[2,1,1024]")
+        .config("spark.executor.memory", "512m")
+        .config("spark.ui.enabled", "false")
+        .config("spark.task.maxFailures", "4")
+        .getOrCreate()
+    )
+    config = make_config({}, {"uri": sys.argv[1], "column": "vector", "num_partitions": 16,
+                              "rows_per_task": 2000})
+    result = run(config, spark=spark, task_fn=kill_executor_mid_task(1))
+    print(result.summary())
+    spark.stop()
