@@ -10,7 +10,7 @@ import warnings
 from typing import Optional, Sequence
 
 from .config import INDEX_TYPES, METRICS, load_toml, make_config, parse_storage_options
-from .errors import JobError
+from .errors import JobError, RecallTooLowError
 
 log = logging.getLogger("spark_lance_index")
 
@@ -38,6 +38,14 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
         "--storage-option", action="append", metavar="KEY=VALUE",
         help="Lance storage option, repeatable (credentials, endpoint, region)",
     )
+    p.add_argument("--verify-queries", type=int, help="queries for the recall check after commit; 0 skips (default 100)")
+    p.add_argument("--query-file", help=".npy file of query vectors instead of sampled rows")
+    p.add_argument("--nprobes", type=int, nargs="+", help="nprobes to measure recall at (default 20)")
+    p.add_argument("--refine-factor", type=int, nargs="+", help="refine factors to measure at; 0 = none (default 0)")
+    p.add_argument("--recall-k", type=int, help="k of recall@k (default 10)")
+    p.add_argument("--min-recall", type=float, help="exit with code 3 if any measured recall is below this")
+    p.add_argument("--report", help="write a JSON report here (local path or object store URI)")
+    p.add_argument("--progress-interval", type=float, help="seconds between progress lines outside a terminal (default 30)")
     p.add_argument("--config", metavar="FILE", help="TOML file of settings; flags override it")
     p.add_argument("--master", help="Spark master for local runs, e.g. local[2]; default: the session's")
     p.add_argument("--app-name", help="Spark application name")
@@ -52,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build and commit an index on a dataset")
     _add_build_flags(build)
+    verify = sub.add_parser(
+        "verify", help="measure recall@k of an existing index against exact search on the executors"
+    )
+    _add_build_flags(verify)
     demo = sub.add_parser("demo", help="generate a dataset, index it with local Spark, print recall")
     demo.add_argument("--dir", default="demo-data", help="where to write the demo dataset")
     demo.add_argument("--rows", type=int, default=200_000)
@@ -96,10 +108,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             run_demo(args.dir, rows=args.rows, dim=args.dim, fragments=args.fragments, master=args.master)
             return 0
         from .pipeline import run
+        from .verify_job import run_verify
 
-        result = run(config_from_args(args))
+        config = config_from_args(args)
+        result = run_verify(config) if args.command == "verify" else run(config)
         print(result.summary())
         return 0
+    except RecallTooLowError as e:
+        print(e.result.summary())
+        print(f"spark-lance-index: error: {e}", file=sys.stderr)
+        return e.exit_code
     except JobError as e:
         print(f"spark-lance-index: error: {e}", file=sys.stderr)
         return e.exit_code

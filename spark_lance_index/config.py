@@ -44,6 +44,15 @@ class BuildConfig:
     version: Optional[int] = None  # pin this dataset version instead of the latest
     job_dir: Optional[str] = None  # job state for resume; default "<uri>.index-jobs/<job id>"
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    # after the commit: recall@k of the index on sampled queries, against exact search
+    verify_queries: int = 100  # 0 skips the check
+    query_file: Optional[str] = None  # .npy of query vectors instead of sampled rows
+    nprobes: tuple[int, ...] = (20,)
+    refine_factor: tuple[int, ...] = (0,)  # 0 = no refine
+    recall_k: int = 10
+    min_recall: Optional[float] = None  # below it: exit code 3, after the commit
+    report: Optional[str] = None  # JSON report path (local or object store)
+    progress_interval: float = 30.0  # seconds between progress lines outside a terminal
     master: Optional[str] = None
     app_name: str = "spark-lance-index"
     verbose: bool = False
@@ -78,6 +87,15 @@ class BuildConfig:
         _positive("--max-iters", self.max_iters)
         if self.rows_per_task and self.fragments_per_task:
             raise InputError("give --rows-per-task or --fragments-per-task, not both")
+        if self.verify_queries < 0:
+            raise InputError(f"--verify-queries must be 0 (skip) or more, got {self.verify_queries}")
+        _positive("--recall-k", self.recall_k)
+        for n in self.nprobes:
+            _positive("--nprobes", n)
+        if any(r < 0 for r in self.refine_factor):
+            raise InputError("--refine-factor values must be 0 (none) or more")
+        if self.min_recall is not None and not 0 <= self.min_recall <= 1:
+            raise InputError(f"--min-recall must be between 0 and 1, got {self.min_recall}")
         if self.version is not None and self.version < 1:
             raise InputError(f"--version {self.version} is not a dataset version (they start at 1)")
 
@@ -124,6 +142,11 @@ def make_config(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) 
             merged[key] = value
     for key in ("uri", "column"):
         merged.setdefault(key, "")
+    for key in ("nprobes", "refine_factor"):  # TOML lists, or a single number
+        if key in merged and not isinstance(merged[key], (list, tuple)):
+            merged[key] = (merged[key],)
+        if key in merged:
+            merged[key] = tuple(merged[key])
     try:
         config = BuildConfig(**merged)
     except TypeError as e:  # a wrong key reached us from code rather than a file

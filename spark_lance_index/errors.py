@@ -31,5 +31,15 @@ class CommitCheckError(JobError):
     """The index was committed but does not cover what the job planned."""
 
 
+class RecallTooLowError(JobError):
+    """The index was committed, but its measured recall is under --min-recall."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
 class DatasetChangedError(JobError):
     """Planned fragments were removed or rewritten while the job ran. Nothing was committed."""

@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict
 from typing import Optional, Sequence
 
+import numpy as np
+
 from . import spark as spark_layer
 from .build import SegmentResult, SegmentTask, run_task
 from .commit import (
@@ -24,11 +26,12 @@ from .config import BuildConfig
 from .dataset import DatasetSnapshot, IndexParams, open_dataset, resolve_params, snapshot_dataset
 from .errors import DatasetChangedError, JobError
 from .plan import FragmentGroup, default_rows_per_task, plan_groups
-from .report import JobResult, short
+from .report import JobResult, reporting, settings_of, short
 from .state import JobState, default_job_dir
 from .storage import Files
 from .timing import PhaseClock, phase
 from .train import SharedArtifacts, train_artifacts
+from .verify_job import load_queries, measure_recall
 
 log = logging.getLogger("spark_lance_index")
 
@@ -44,17 +47,18 @@ def make_job_id(snap: DatasetSnapshot, config: BuildConfig, params: IndexParams)
 
 
 @phase("inspect")
-def inspect_inputs(config: BuildConfig) -> tuple[DatasetSnapshot, IndexParams]:
+def inspect_inputs(config: BuildConfig) -> tuple[DatasetSnapshot, IndexParams, Optional[np.ndarray]]:
     """Pin the dataset version and check every input; raises InputError, writes nothing."""
     config.validate()
     snap = snapshot_dataset(config)
     params = resolve_params(config, snap)
+    queries = load_queries(config, snap.dim)
     log.info(
         "dataset %s version %d: %d rows in %d fragments, column %r %s[%d]",
         snap.uri, snap.version, snap.num_rows, len(snap.fragments), snap.column,
         snap.value_type, snap.dim,
     )
-    return snap, params
+    return snap, params, queries
 
 
 @phase("plan")
@@ -139,7 +143,7 @@ def make_tasks(
 
 
 @phase("build")
-def build(spark, tasks, artifacts, state, job_id, task_fn=run_task) -> list[SegmentResult]:
+def build(spark, tasks, artifacts, state, job_id, task_fn=run_task, progress_interval=30.0) -> list[SegmentResult]:
     """Build one uncommitted segment per task on the executors."""
     if not tasks:
         return []
@@ -147,7 +151,7 @@ def build(spark, tasks, artifacts, state, job_id, task_fn=run_task) -> list[Segm
         spark, f"spark-lance-index-{job_id}-build",
         f"spark-lance-index: build {len(tasks)} index segments",
     ):
-        results = spark_layer.run_segment_builds(spark, tasks, artifacts, state, task_fn)
+        results = spark_layer.run_segment_builds(spark, tasks, artifacts, state, task_fn, progress_interval)
     took = sorted(r.seconds for r in results)
     log.info(
         "built %d segments; task seconds min %.1f median %.1f max %.1f",
@@ -197,29 +201,45 @@ def run(config: BuildConfig, spark=None, *, task_fn=run_task) -> JobResult:
     active session is reused, or one is created (and stopped at the end). `task_fn` is what
     each Spark task runs (tests wrap it to inject failures).
     """
+    result = JobResult(job_id=None, uri=config.uri, index_name=config.name, column=config.column,
+                       min_recall=config.min_recall, settings=settings_of(config))
+    with reporting(config, result):
+        _build(config, spark, task_fn, result)
+    return result
+
+
+def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
     started = time.perf_counter()
     with PhaseClock() as clock:
-        snap, params = inspect_inputs(config)
+        snap, params, queries = inspect_inputs(config)
         job_id = make_job_id(snap, config, params)
+        result.job_id, result.pinned_version, result.params = job_id, snap.version, params
         state = JobState(config.job_dir or default_job_dir(snap.uri, job_id), config.storage_options)
         created = False
         if spark is None:
             spark, created = spark_layer.get_session(config.master, config.app_name, config.verbose)
+        result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
         try:
-            groups, artifacts = prepare(
-                config, snap, params, state, job_id, spark_layer.default_parallelism(spark)
-            )
-            expected = artifacts.fingerprints()
+            parallelism = spark_layer.default_parallelism(spark)
+            groups, artifacts = prepare(config, snap, params, state, job_id, parallelism)
+            expected = result.fingerprints = artifacts.fingerprints()
+            result.artifacts, result.job_dir = artifacts, state.uri
             reused = reusable_segments(snap, config, state, groups, expected)
             if reused:
                 log.info("reusing %d finished segments; %d to build", len(reused), len(groups) - len(reused))
             todo = [t for t in make_tasks(config, snap, params, groups, job_id) if t.group.group_id not in reused]
-            built = build(spark, todo, artifacts, state, job_id, task_fn)
+            built = build(spark, todo, artifacts, state, job_id, task_fn, config.progress_interval)
             results = check_segments(groups, [*reused.values(), *built], expected)
             committed_ds, merged = commit(config, snap, groups, results, state)
             report = verify(config, params, groups, committed_ds, merged, artifacts)
-            removed = cleanup(config, snap, state, merged)
-            app_id = spark_layer.application_id(spark)
+            result.committed_version, result.num_rows = report.version, report.num_indexed_rows
+            result.num_fragments, result.num_tasks, result.num_segments = report.num_indexed_fragments, len(groups), len(results)
+            result.segments_reused, result.segments_built = len(reused), len(built)
+            result.unindexed_rows, result.unindexed_fragments = report.num_unindexed_rows, report.num_unindexed_fragments
+            result.leftovers_removed = cleanup(config, snap, state, merged)
+            if config.verify_queries or queries is not None:
+                result.recall = measure_recall(spark, config, snap.uri, report.version, snap.column,
+                                               params.metric, params.index_type, queries, parallelism)
         except DatasetChangedError:
             # The segments index fragments that no longer exist: nothing to resume.
             remove_leftovers(snap.uri, config.storage_options, state.attempts(), keep=[])
@@ -233,15 +253,7 @@ def run(config: BuildConfig, spark=None, *, task_fn=run_task) -> JobResult:
                 )
             raise
         finally:
+            clock.seconds["total"] = time.perf_counter() - started
+            result.seconds = dict(clock.seconds)
             if created:
                 spark.stop()
-    clock.seconds["total"] = time.perf_counter() - started
-    return JobResult(
-        job_id=job_id, uri=snap.uri, index_name=config.name, pinned_version=snap.version,
-        committed_version=report.version, params=params, num_rows=report.num_indexed_rows,
-        num_fragments=report.num_indexed_fragments, num_tasks=len(groups),
-        num_segments=len(results), segments_reused=len(reused), segments_built=len(built),
-        fingerprints=expected, seconds=dict(clock.seconds),
-        unindexed_rows=report.num_unindexed_rows, unindexed_fragments=report.num_unindexed_fragments,
-        leftovers_removed=removed, job_dir=state.uri, spark_app_id=app_id, artifacts=artifacts,
-    )

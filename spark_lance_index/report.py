@@ -1,70 +1,219 @@
-"""What a run did, as one value: the human summary and the JSON report are both made from it."""
+"""What a run did, as one JSON document; the human summary is rendered from the same document.
+
+The schema is `report.schema.json` beside this file (documented in the README).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from .dataset import IndexParams
+from .errors import InputError, JobError, RecallTooLowError
+from .storage import Files
 from .train import SharedArtifacts
+from .verify import RecallFigure, recall_advice
+
+log = logging.getLogger("spark_lance_index")
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = os.path.join(os.path.dirname(__file__), "report.schema.json")
+
+# outcomes, and the exit code each gives
+OUTCOMES = {"succeeded": 0, "failed": 1, "refused": 2, "recall_below_minimum": 3}
 
 
 def short(fingerprint: str) -> str:
     return fingerprint[:12]
 
 
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, Optional[str]]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("spark-lance-index", "pylance", "pyspark"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 @dataclass
 class JobResult:
-    """One run of the build job."""
+    """One run of the build job (or of `verify`)."""
 
-    job_id: str
+    job_id: Optional[str]
     uri: str
     index_name: str
-    pinned_version: int
-    committed_version: int
-    params: IndexParams
-    num_rows: int
-    num_fragments: int
-    num_tasks: int
-    num_segments: int
-    segments_reused: int
-    segments_built: int
-    fingerprints: dict[str, str]
+    column: str
+    pinned_version: Optional[int] = None
+    committed_version: Optional[int] = None
+    params: Optional[IndexParams] = None
+    num_rows: Optional[int] = None
+    num_fragments: Optional[int] = None
+    num_tasks: Optional[int] = None
+    num_segments: Optional[int] = None
+    segments_reused: Optional[int] = None
+    segments_built: Optional[int] = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    unindexed_rows: int = 0
-    unindexed_fragments: int = 0
-    leftovers_removed: int = 0
-    job_dir: str = ""
+    unindexed_rows: Optional[int] = None
+    unindexed_fragments: Optional[int] = None
+    leftovers_removed: Optional[int] = None
+    job_dir: Optional[str] = None
     spark_app_id: Optional[str] = None
+    spark_master: Optional[str] = None
+    recall: list[RecallFigure] = field(default_factory=list)
+    min_recall: Optional[float] = None
+    outcome: str = "succeeded"
+    error: Optional[str] = None
+    started_at: str = field(default_factory=now_iso)
+    finished_at: Optional[str] = None
+    settings: dict[str, Any] = field(default_factory=dict)
     artifacts: Optional[SharedArtifacts] = field(default=None, repr=False)
 
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out.pop("artifacts")
-        return out
+    def to_report(self) -> dict[str, Any]:
+        p = self.params
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "outcome": self.outcome,
+            "error": self.error,
+            "job_id": self.job_id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at or now_iso(),
+            "dataset": {
+                "uri": self.uri,
+                "pinned_version": self.pinned_version,
+                "committed_version": self.committed_version,
+            },
+            "index": {
+                "name": self.index_name,
+                "column": self.column,
+                "type": p.index_type if p else None,
+                "metric": p.metric if p else None,
+                "num_partitions": p.num_partitions if p else None,
+                "num_bits": (p.num_bits or None) if p else None,
+                "num_sub_vectors": (p.num_sub_vectors or None) if p else None,
+            },
+            "settings": self.settings,
+            "artifacts": {k: self.fingerprints.get(k) for k in ("centroids", "codebook", "rotation")},
+            "counts": {
+                "rows_indexed": self.num_rows,
+                "fragments_indexed": self.num_fragments,
+                "tasks": self.num_tasks,
+                "segments": self.num_segments,
+                "segments_reused": self.segments_reused,
+                "segments_built": self.segments_built,
+                "rows_unindexed": self.unindexed_rows,
+                "fragments_unindexed": self.unindexed_fragments,
+                "leftovers_removed": self.leftovers_removed,
+            },
+            "timings_seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "spark": {"application_id": self.spark_app_id, "master": self.spark_master},
+            "recall": [asdict(f) for f in self.recall],
+            "min_recall": self.min_recall,
+            "job_dir": self.job_dir,
+            "versions": _versions(),
+        }
 
     def summary(self) -> str:
-        p = self.params
-        kind = f"{p.index_type}, {p.metric}, {p.num_partitions} partitions"
-        if p.index_type == "IVF_RQ":
-            kind += f", {p.num_bits} bit"
-        if p.index_type == "IVF_PQ":
-            kind += f", {p.num_sub_vectors} sub-vectors"
-        lines = [
-            f"index {self.index_name!r} ({kind}) committed on {self.uri} at version {self.committed_version}",
-            f"  rows indexed {self.num_rows:,} in {self.num_fragments} fragments "
-            f"(pinned version {self.pinned_version}); {self.num_tasks} tasks, "
-            f"{self.num_segments} segments merged into 1",
-            f"  segments built {self.segments_built}, reused from an earlier run {self.segments_reused}; "
-            f"leftover segment directories removed {self.leftovers_removed}",
-        ]
-        if self.unindexed_rows:
+        return render_summary(self.to_report())
+
+
+def render_summary(r: dict[str, Any]) -> str:
+    """The lines printed at the end of a run, from the report document."""
+    idx, ds, c = r["index"], r["dataset"], r["counts"]
+    lines = []
+    if r["outcome"] in ("failed", "refused"):
+        lines.append(f"index {idx['name']!r} on {ds['uri']}: {r['outcome']}: {r['error']}")
+    if c["rows_indexed"] is not None and ds["committed_version"] is not None:
+        kind = f"{idx['type']}, {idx['metric']}, {idx['num_partitions']} partitions"
+        if idx["num_bits"]:
+            kind += f", {idx['num_bits']} bit"
+        if idx["num_sub_vectors"]:
+            kind += f", {idx['num_sub_vectors']} sub-vectors"
+        lines.append(f"index {idx['name']!r} ({kind}) committed on {ds['uri']} at version {ds['committed_version']}")
+        if c["tasks"] is not None:
             lines.append(
-                f"  not yet indexed: {self.unindexed_rows:,} rows in {self.unindexed_fragments} fragments "
-                "added after the pinned version (run the job again, or Lance's optimize_indices)"
+                f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments "
+                f"(pinned version {ds['pinned_version']}); {c['tasks']} tasks, "
+                f"{c['segments']} segments merged into 1"
             )
+            lines.append(
+                f"  segments built {c['segments_built']}, reused from an earlier run {c['segments_reused']}; "
+                f"leftover segment directories removed {c['leftovers_removed']}"
+            )
+        else:
+            lines.append(f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments")
+    if c["rows_unindexed"]:
         lines.append(
-            "  artifacts: " + ", ".join(f"{k} {short(v)}" for k, v in sorted(self.fingerprints.items()))
+            f"  not yet indexed: {c['rows_unindexed']:,} rows in {c['fragments_unindexed']} fragments "
+            "added after the pinned version (run the job again, or Lance's optimize_indices)"
         )
-        lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
-        return "\n".join(lines)
+    if any(r["artifacts"].values()):
+        lines.append("  artifacts: " + ", ".join(
+            f"{k} {short(v)}" for k, v in sorted(r["artifacts"].items()) if v))
+    for f in r["recall"]:
+        refine = f"refine_factor {f['refine_factor']}" if f["refine_factor"] else "no refine"
+        lines.append(
+            f"  recall@{f['k']} {f['recall']:.3f} at nprobes {f['nprobes']}, {refine} "
+            f"({f['queries']} queries, exact search on the executors)"
+        )
+    if r["outcome"] == "recall_below_minimum":
+        lines.append(f"  RECALL BELOW --min-recall {r['min_recall']}: {r['error']}")
+    if r["timings_seconds"]:
+        lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings_seconds"].items()))
+    return "\n".join(lines)
+
+
+def settings_of(config) -> dict:
+    """The run's settings for the report: storage option values never leave the process."""
+    out = asdict(config)
+    out["storage_options"] = sorted(config.storage_options)
+    return out
+
+
+@contextlib.contextmanager
+def reporting(config, result: JobResult):
+    """Fill in the outcome, write the --report document whatever happens, apply --min-recall."""
+    try:
+        yield result
+        advice = recall_advice(result.recall, config.min_recall, result.params.index_type) \
+            if config.min_recall is not None and result.params else None
+        if advice:
+            result.outcome, result.error = "recall_below_minimum", advice
+    except JobError as e:
+        result.outcome = "refused" if isinstance(e, InputError) else "failed"
+        result.error = str(e)
+        raise
+    finally:
+        result.finished_at = now_iso()
+        if config.report:
+            try:
+                write_report(config.report, config.storage_options, result.to_report())
+                log.info("report written to %s", config.report)
+            except Exception as e:  # the report must not hide the job's own outcome
+                log.error("could not write the report to %s: %s", config.report, str(e).splitlines()[0])
+    if result.outcome == "recall_below_minimum":
+        raise RecallTooLowError(result.error, result)
+
+
+def write_report(path: str, storage_options, report: dict[str, Any]) -> None:
+    """Write the report to a local path or an object-store URI."""
+    folder, _, name = path.rstrip("/").rpartition("/")
+    Files(folder or ".", storage_options).write(name, json.dumps(report, indent=2).encode())
+
+
+def report_schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH) as f:
+        return json.load(f)

@@ -13,7 +13,9 @@ import sys
 from typing import Callable, Iterator, Optional, Sequence
 
 from .build import SegmentResult, SegmentTask, run_task
+from .progress import DEFAULT_INTERVAL, Progress, Ticker
 from .train import SharedArtifacts
+from .verify import ExactSearchTask, TopK, exact_topk_of_fragments, merge_topk
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,13 @@ def application_id(spark) -> Optional[str]:
         return None
 
 
+def master(spark) -> Optional[str]:
+    try:
+        return spark.sparkContext.master
+    except Exception:
+        return None
+
+
 def default_parallelism(spark) -> int:
     try:
         return max(1, spark.sparkContext.defaultParallelism)
@@ -75,9 +84,19 @@ def default_parallelism(spark) -> int:
 TaskFn = Callable[[SegmentTask, SharedArtifacts, object, int], SegmentResult]
 
 
+@contextlib.contextmanager
+def _progress(spark, label: str, total_tasks: int, total_rows: int, interval: float):
+    """Accumulators (tasks, rows) that tasks add to when they finish, shown while Spark runs."""
+    sc = spark.sparkContext
+    tasks_done, rows_done = sc.accumulator(0), sc.accumulator(0)
+    bar = Progress(label, total_tasks, total_rows, interval=interval)
+    with Ticker(bar, lambda: (tasks_done.value, rows_done.value)):
+        yield tasks_done, rows_done
+
+
 def run_segment_builds(
     spark, tasks: Sequence[SegmentTask], artifacts: SharedArtifacts, state,
-    task_fn: TaskFn = run_task,
+    task_fn: TaskFn = run_task, progress_interval: float = DEFAULT_INTERVAL,
 ) -> list[SegmentResult]:
     """Broadcast the artifacts once, build one segment per task, collect the results.
 
@@ -86,15 +105,42 @@ def run_segment_builds(
     """
     sc = spark.sparkContext
     artifacts_bc = sc.broadcast(artifacts)
+    total_rows = sum(t.group.num_rows for t in tasks)
+    with _progress(spark, "build segments", len(tasks), total_rows, progress_interval) as (done, rows):
 
-    def one(task: SegmentTask) -> SegmentResult:
-        from pyspark import TaskContext
+        def one(task: SegmentTask) -> SegmentResult:
+            from pyspark import TaskContext
 
-        ctx = TaskContext.get()
-        return task_fn(task, artifacts_bc.value, state, ctx.attemptNumber() if ctx else 0)
+            ctx = TaskContext.get()
+            result = task_fn(task, artifacts_bc.value, state, ctx.attemptNumber() if ctx else 0)
+            done.add(1)
+            rows.add(task.group.num_rows)
+            return result
 
-    try:
-        rdd = sc.parallelize(list(tasks), numSlices=max(1, len(tasks)))
-        return rdd.map(one).collect()
-    finally:
-        artifacts_bc.unpersist()
+        try:
+            rdd = sc.parallelize(list(tasks), numSlices=max(1, len(tasks)))
+            return rdd.map(one).collect()
+        finally:
+            artifacts_bc.unpersist()
+
+
+def run_exact_search(
+    spark, tasks: Sequence[ExactSearchTask], queries, progress_interval: float = DEFAULT_INTERVAL
+) -> TopK:
+    """Exact top-k of `queries` over all tasks' fragments, merged pairwise on the way back."""
+    sc = spark.sparkContext
+    queries_bc = sc.broadcast(queries)
+    total_rows = sum(t.num_rows for t in tasks)
+    with _progress(spark, "exact search", len(tasks), total_rows, progress_interval) as (done, rows):
+
+        def one(task: ExactSearchTask) -> TopK:
+            best = exact_topk_of_fragments(task, queries_bc.value)
+            done.add(1)
+            rows.add(task.num_rows)
+            return best
+
+        try:
+            rdd = sc.parallelize(list(tasks), numSlices=max(1, len(tasks)))
+            return rdd.map(one).treeReduce(merge_topk)
+        finally:
+            queries_bc.unpersist()

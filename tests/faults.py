@@ -32,6 +32,18 @@ def fail_first_attempt(group_id: int):
     return task_fn
 
 
+def slow(seconds: float):
+    """Every task sleeps first: long enough to watch progress."""
+
+    def task_fn(task, artifacts, state, attempt):
+        import time
+
+        time.sleep(seconds)
+        return run_task(task, artifacts, state, attempt)
+
+    return task_fn
+
+
 def _executor_jvm_pid() -> int:
     """The python worker's parent is the PySpark daemon; the daemon's parent is the JVM."""
     daemon = os.getppid()

@@ -4,7 +4,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import dataset_state, fsl, spark_job_count, write_vectors
+from conftest import dataset_state, fsl, spark_job_count
 
 from spark_lance_index.cli import main
 from spark_lance_index.config import make_config

@@ -1,7 +1,6 @@
 """The build job on real Spark and real Lance datasets, judged by recall against exact search."""
 
 import dataclasses
-import os
 
 import lance
 import numpy as np
@@ -17,7 +16,6 @@ from spark_lance_index.errors import InputError, SegmentCheckError
 from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 from spark_lance_index.spark import run_segment_builds
 from spark_lance_index.state import JobState
-from spark_lance_index.train import SharedArtifacts
 
 ROWS, DIM, PARTITIONS, NPROBES = 20_000, 32, 32, 8
 
@@ -67,7 +65,7 @@ def test_every_segment_uses_one_rotation_and_a_foreign_one_is_refused(spark, tmp
     data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
     config = make_config({}, {"uri": data.uri, "column": "vector", "num_partitions": 8, "rows_per_task": 2000})
     before = dataset_state(data.uri)
-    snap, params = pipeline.inspect_inputs(config)
+    snap, params, _ = pipeline.inspect_inputs(config)
     groups = pipeline.plan(config, snap, 2)
     artifacts = pipeline.train(config, snap, params)
     tasks = pipeline.make_tasks(config, snap, params, groups, "test-job")

@@ -1,0 +1,183 @@
+"""Phase 7 (recall): measure the committed index against exact search.
+
+Exact search runs where the data is: each executor scans its fragment group and keeps only
+the top-k per query; partial lists are merged pairwise (Spark's treeReduce), so the driver
+never holds more than two (queries x k) lists, whatever the dataset size. The index itself is
+queried from the driver, the way users will query it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .dataset import open_dataset
+
+
+@dataclass(frozen=True)
+class RecallSetting:
+    """A query-time setting to measure recall at."""
+
+    nprobes: int
+    refine_factor: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class RecallFigure:
+    nprobes: int
+    refine_factor: Optional[int]
+    recall: float
+    queries: int
+    k: int
+
+
+@dataclass(frozen=True)
+class ExactSearchTask:
+    """One executor's share of exact search: the fragments it scans."""
+
+    uri: str
+    version: int
+    column: str
+    metric: str
+    fragment_ids: tuple[int, ...]
+    k: int
+    num_rows: int
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TopK:
+    """Best k so far per query: row ids and distances, (queries, k) each, sorted by distance."""
+
+    ids: np.ndarray
+    distances: np.ndarray
+
+
+def vector_column(table, column: str) -> pa.Array:
+    """The vector column of a scan result, following a dotted path into struct columns
+    (Lance returns "emb.vector" either flat or as the struct "emb", depending on the call)."""
+    if column in table.column_names:
+        return table.column(column)
+    parts = column.split(".")
+    array = table.column(parts[0])
+    for part in parts[1:]:
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        array = array.field(part)
+    return array
+
+
+def as_matrix(column: pa.Array) -> np.ndarray:
+    """float32 (rows, dim) from a fixed-size-list column; null vectors become NaN rows."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    dim = column.type.list_size
+    flat = column.flatten() if column.offset else column.values
+    matrix = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+    if column.null_count:
+        matrix = matrix.copy()
+        matrix[column.is_null().to_numpy(zero_copy_only=False)] = np.nan
+    return matrix
+
+
+def distances(data: np.ndarray, queries: np.ndarray, metric: str) -> np.ndarray:
+    """(queries, rows) distances as Lance ranks them; rows that are not finite never match."""
+    if metric == "cosine":
+        data = data / np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-30)
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-30)
+    dots = queries @ np.nan_to_num(data, nan=0.0).T
+    if metric == "l2":
+        dist = np.nan_to_num((data**2).sum(1), nan=0.0)[None, :] - 2 * dots + (queries**2).sum(1)[:, None]
+    elif metric == "cosine":
+        dist = 1 - dots
+    else:  # dot: larger inner product is nearer
+        dist = -dots
+    dist[:, ~np.isfinite(data).all(1)] = np.inf
+    return dist
+
+
+def merge_topk(a: TopK, b: TopK) -> TopK:
+    """The best k of two partial lists, per query."""
+    k = a.ids.shape[1]
+    ids = np.concatenate([a.ids, b.ids], axis=1)
+    dist = np.concatenate([a.distances, b.distances], axis=1)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return TopK(np.take_along_axis(ids, order, 1), np.take_along_axis(dist, order, 1))
+
+
+def empty_topk(queries: int, k: int) -> TopK:
+    return TopK(np.full((queries, k), -1, np.int64), np.full((queries, k), np.inf, np.float32))
+
+
+def exact_topk_of_fragments(task: ExactSearchTask, queries: np.ndarray) -> TopK:
+    """Scan the task's fragments once and keep the k nearest rows per query."""
+    ds = open_dataset(task.uri, task.storage_options, task.version)
+    best = empty_topk(len(queries), task.k)
+    scanner = ds.scanner(
+        columns=[task.column], with_row_id=True, batch_size=8192,
+        fragments=[ds.get_fragment(f) for f in task.fragment_ids],
+    )
+    for batch in scanner.to_batches():
+        if batch.num_rows == 0:
+            continue
+        dist = distances(as_matrix(vector_column(batch, task.column)), queries, task.metric)
+        row_ids = batch.column("_rowid").to_numpy().astype(np.int64)
+        k = min(task.k, batch.num_rows)
+        part = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        chunk = TopK(row_ids[part], np.take_along_axis(dist, part, 1).astype(np.float32))
+        if k < task.k:  # pad a tiny batch to k columns
+            pad = empty_topk(len(queries), task.k - k)
+            chunk = TopK(np.hstack([chunk.ids, pad.ids]), np.hstack([chunk.distances, pad.distances]))
+        best = merge_topk(best, chunk)
+    return best
+
+
+def sample_queries(ds, column: str, n: int, seed: int = 0) -> np.ndarray:
+    """n vectors drawn at random from the dataset (null and NaN vectors skipped)."""
+    rows = ds.count_rows()
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(rows, size=min(rows, max(n * 2, n + 16)), replace=False)
+    vectors = as_matrix(vector_column(ds.take(np.sort(picked), columns=[column]), column))
+    vectors = vectors[np.isfinite(vectors).all(1)]
+    return vectors[rng.permutation(len(vectors))[:n]]
+
+
+def ann_recall(
+    ds, column: str, queries: np.ndarray, truth: np.ndarray, settings: Sequence[RecallSetting],
+    index_name: Optional[str] = None,
+) -> list[RecallFigure]:
+    """Query the committed index at each setting; recall@k against the exact row ids."""
+    k = truth.shape[1]
+    figures = []
+    for s in settings:
+        hits = 0
+        for q, true_ids in zip(queries, truth):
+            nearest = {"column": column, "q": q, "k": k, "nprobes": s.nprobes}
+            if s.refine_factor:
+                nearest["refine_factor"] = s.refine_factor
+            found = ds.to_table(nearest=nearest, with_row_id=True, columns=[]).column("_rowid")
+            hits += len(set(found.to_numpy().astype(np.int64).tolist()) & set(true_ids[true_ids >= 0].tolist()))
+        valid = int((truth >= 0).sum())
+        figures.append(RecallFigure(s.nprobes, s.refine_factor, hits / max(1, valid), len(queries), k))
+    return figures
+
+
+def recall_advice(figures: Sequence[RecallFigure], minimum: float, index_type: str) -> Optional[str]:
+    """None if every figure reaches `minimum`, else a one-line message with what to try."""
+    low = [f for f in figures if f.recall < minimum]
+    if not low:
+        return None
+    measured = ", ".join(
+        f"{f.recall:.3f} at nprobes {f.nprobes}" + (f" refine {f.refine_factor}" if f.refine_factor else "")
+        for f in low
+    )
+    tips = ["query with a larger nprobes", "a refine_factor (e.g. 10)"]
+    if index_type == "IVF_RQ":
+        tips.append("more --num-bits (4 or 5)")
+    if index_type == "IVF_PQ":
+        tips.append("more --num-sub-vectors")
+    tips.append("more --num-partitions with a proportionally larger nprobes")
+    return f"recall@{low[0].k} {measured} is below --min-recall {minimum}: try " + ", ".join(tips)

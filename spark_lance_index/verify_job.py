@@ -1,0 +1,103 @@
+"""The recall check: after a build's commit (phase "recall"), and as `spark-lance-index verify`.
+
+Exact search runs on the executors (see verify.py); the committed index is queried from the
+driver at each setting the user will query with.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from typing import Optional
+
+import numpy as np
+
+from . import spark as spark_layer
+from .config import BuildConfig
+from .dataset import IndexParams, fragment_infos, open_dataset, snapshot_dataset
+from .errors import InputError
+from .plan import default_rows_per_task, plan_groups
+from .report import JobResult, reporting, settings_of
+from .storage import Files
+from .timing import PhaseClock, phase
+from .verify import ExactSearchTask, RecallFigure, RecallSetting, ann_recall, sample_queries
+
+log = logging.getLogger("spark_lance_index")
+
+
+def load_queries(config: BuildConfig, dim: int) -> Optional[np.ndarray]:
+    """The --query-file vectors, checked against the column's dimension (None if not given)."""
+    if not config.query_file:
+        return None
+    folder, _, name = config.query_file.rpartition("/")
+    try:
+        data = Files(folder or ".", config.storage_options).read(name)
+        queries = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read --query-file {config.query_file}: {str(e).splitlines()[0]}") from None
+    if queries.ndim != 2 or queries.shape[1] != dim or len(queries) == 0:
+        raise InputError(
+            f"--query-file {config.query_file} holds an array of shape {queries.shape}; "
+            f"it needs (queries, {dim}) to match the column"
+        )
+    return queries.astype(np.float32)
+
+
+@phase("recall")
+def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: str, metric: str,
+                   index_type: str, queries: Optional[np.ndarray], parallelism: int) -> list[RecallFigure]:
+    """recall@k of the committed index at each query setting, against exact search."""
+    ds = open_dataset(uri, config.storage_options, version)
+    if queries is None:
+        queries = sample_queries(ds, column, config.verify_queries)
+    fragments = [f for f in fragment_infos(ds) if f.num_rows > 0]
+    dim = queries.shape[1]
+    groups = plan_groups(fragments, rows_per_task=default_rows_per_task(
+        sum(f.num_rows for f in fragments), dim * 4, parallelism))
+    tasks = [ExactSearchTask(uri, version, column, metric, g.fragment_ids, config.recall_k,
+                             g.num_rows, dict(config.storage_options)) for g in groups]
+    with spark_layer.job_group(spark, f"spark-lance-index-recall-{version}",
+                               f"spark-lance-index: exact search for {len(queries)} queries"):
+        truth = spark_layer.run_exact_search(spark, tasks, queries.astype(np.float32), config.progress_interval)
+    settings = [RecallSetting(n, r or None) for n in config.nprobes for r in config.refine_factor]
+    figures = ann_recall(ds, column, queries, truth.ids, settings)
+    for f in figures:
+        log.info("recall@%d %.3f at nprobes %d refine %s (%d queries)", f.k, f.recall, f.nprobes,
+                 f.refine_factor, f.queries)
+    return figures
+
+
+def run_verify(config: BuildConfig, spark=None) -> JobResult:
+    """`spark-lance-index verify`: measure recall@k of an existing index."""
+    result = JobResult(job_id=None, uri=config.uri, index_name=config.name, column=config.column,
+                       min_recall=config.min_recall, settings=settings_of(config))
+    with reporting(config, result):
+        started = time.perf_counter()
+        with PhaseClock() as clock:
+            config.validate()
+            snap = snapshot_dataset(config)
+            if config.name not in snap.index_names:
+                raise InputError(f"no index named {config.name!r} on {snap.uri}: build it first, or give --index-name")
+            queries = load_queries(config, snap.dim)
+            ds = open_dataset(snap.uri, config.storage_options, snap.version)
+            stats = ds.stats.index_stats(config.name)
+            segment = (stats.get("segments") or stats.get("indices"))[0]
+            result.params = IndexParams(stats["index_type"], segment["metric_type"], segment["num_partitions"],
+                                        segment.get("sub_index", {}).get("num_bits", 0) if stats["index_type"] == "IVF_RQ" else 0,
+                                        0, config.sample_rate)
+            result.pinned_version = result.committed_version = snap.version
+            result.num_rows, result.num_fragments = stats["num_indexed_rows"], stats["num_indexed_fragments"]
+            result.unindexed_rows, result.unindexed_fragments = stats["num_unindexed_rows"], stats["num_unindexed_fragments"]
+            spark, created = (spark, False) if spark is not None else spark_layer.get_session(
+                config.master, config.app_name, config.verbose)
+            try:
+                result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
+                result.recall = measure_recall(spark, config, snap.uri, snap.version, snap.column,
+                                               result.params.metric, result.params.index_type, queries,
+                                               spark_layer.default_parallelism(spark))
+            finally:
+                if created:
+                    spark.stop()
+        result.seconds = {**clock.seconds, "total": time.perf_counter() - started}
+    return result
