@@ -17,7 +17,6 @@ from conftest import write_vectors
 from spark_lance_index import pipeline
 from spark_lance_index.cli import main
 from spark_lance_index.config import make_config
-from spark_lance_index.errors import RecallTooLowError
 from spark_lance_index.progress import Progress
 from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 from spark_lance_index.report import report_schema
