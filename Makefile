@@ -26,5 +26,26 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -q tests
 
+# The benchmarks at their default (full) sizes, in their own venv (lance-ray, ray, psutil):
+# long on a small machine, see bench/README.md. Each appends its figures to docs/benchmarks.md.
+BENCH_VENV  := .venv-bench
+BENCH_PY    := $(abspath $(BENCH_VENV)/bin/python)
+BENCH_STAMP := $(BENCH_VENV)/.installed
+FASHION     := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+bench: export PYSPARK_PYTHON := $(BENCH_PY)
+bench: export PYSPARK_DRIVER_PYTHON := $(BENCH_PY)
+bench: $(BENCH_STAMP)
+	test -e $(FASHION) || (apt-get update && apt-get install -y dataset-fashion-mnist)
+	$(BENCH_PY) bench/compare.py
+	$(BENCH_PY) bench/scale.py
+	$(BENCH_PY) bench/fashion_mnist.py
+
 clean:
 	rm -rf $(VENV) demo-data *.egg-info

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -98,8 +99,49 @@ def _setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", message="lance is not fork-safe")
 
 
+COMMANDS = ("build", "verify", "demo")
+_BOOLEAN_FLAGS = ("--replace", "--verbose")
+_TRUE = ("1", "true", "yes", "on")
+_BARE_KEY_VALUE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*=")
+
+
+def normalise_argv(argv: Sequence[str]) -> list[str]:
+    """Accept the argument styles schedulers send, and turn them into ours.
+
+    Databricks' python_wheel_task passes `parameters` as they are, `named_parameters` as
+    `--key=value` (or `key=value` from some launchers), with no subcommand; booleans come as
+    `--replace=true`. The subcommand defaults to `build`.
+    """
+    out: list[str] = []
+    for arg in argv:
+        previous = out[-1] if out else ""
+        takes_value = previous.startswith("--") and "=" not in previous and previous not in _BOOLEAN_FLAGS
+        if not takes_value and _BARE_KEY_VALUE.match(arg):
+            arg = "--" + arg
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg.split("=", 1)
+            key = key.replace("_", "-")
+            if key in _BOOLEAN_FLAGS:
+                if value.lower() in _TRUE:
+                    out.append(key)
+                continue
+            arg = f"{key}={value}"
+        out.append(arg)
+    if not out or (out[0] not in COMMANDS and out[0] not in ("-h", "--help")):
+        out.insert(0, "build")
+    return out
+
+
+def entry() -> None:
+    """Console script and Databricks wheel entry point: exits with the job's code, because a
+    python_wheel_task ignores the return value of the function it calls."""
+    code = main(sys.argv[1:])
+    if code:
+        sys.exit(code)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
     _setup_logging(bool(getattr(args, "verbose", False)))
     try:
         if args.command == "demo":

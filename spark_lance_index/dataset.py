@@ -7,6 +7,7 @@ once in a `DatasetSnapshot`, so that every phase, and every executor, sees the s
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
@@ -60,13 +61,29 @@ def open_dataset(uri: str, storage_options: Mapping[str, str], version: Optional
     try:
         return lance.dataset(uri, version=version, storage_options=dict(storage_options) or None)
     except (ValueError, OSError, FileNotFoundError) as e:  # Lance raises ValueError when absent
-        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if version is not None and "version" in first_line.lower():
-            raise InputError(f"dataset {uri} has no version {version}: {first_line}") from None
+        reason = describe_storage_error(str(e) or type(e).__name__)
+        if version is not None and "version" in reason.lower():
+            raise InputError(f"dataset {uri} has no version {version}: {reason}") from None
         raise InputError(
-            f"cannot open a Lance dataset at {uri}: {first_line[:200]} "
+            f"cannot open a Lance dataset at {uri}: {reason} "
             "(check --uri and, for object stores, --storage-option)"
         ) from None
+
+
+def describe_storage_error(text: str) -> str:
+    """One short line from a Lance/object-store error: the HTTP status and the store's own
+    error code and message when there are any (they say "bucket does not exist", "access key
+    unknown"), else the start of the first line. Request URLs carry no credentials."""
+    status = re.search(r"\b([45]\d\d [A-Z][A-Za-z ]+?)(?=[:<,]|$)", text)
+    code = re.search(r"<Code>([^<]+)</Code>", text)
+    message = re.search(r"<Message>([^<]+)</Message>", text)
+    if code:
+        parts = [status.group(1) if status else None, code.group(1), message.group(1) if message else None]
+        return ": ".join(p for p in parts if p)
+    if "error sending request" in text:
+        host = re.search(r"https?://([^/\s]+)", text)
+        return f"cannot reach the object store at {host.group(1) if host else 'its endpoint'} (error sending request)"
+    return text.splitlines()[0][:300]
 
 
 def resolve_vector_field(schema: pa.Schema, column: str) -> pa.Field:

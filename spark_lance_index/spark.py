@@ -1,7 +1,11 @@
 """The Spark layer, kept thin: get a session, broadcast the artifacts, map groups, collect.
 
 Everything Lance-specific lives in plain functions elsewhere; this module only moves their
-inputs and outputs across the cluster.
+inputs and outputs across the cluster. Two transports, same results:
+- classic Spark (spark-submit, clusters, Databricks single-user): RDDs, a broadcast, accumulators;
+- Spark Connect (Databricks serverless and standard access mode): no RDDs and no SparkContext,
+  so `spark.range(0, n, 1, n)` makes one partition per task and `mapInArrow` runs it, with the
+  work captured in the function's closure.
 """
 
 from __future__ import annotations
@@ -23,6 +27,15 @@ log = logging.getLogger(__name__)
 _LOCAL_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
+def is_connect(spark) -> bool:
+    """True for a Spark Connect session (no RDD API, no SparkContext)."""
+    try:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+    except Exception:  # the Connect client's dependencies are not installed
+        return False
+    return isinstance(spark, ConnectSession)
+
+
 def get_session(master: Optional[str], app_name: str, verbose: bool = False):
     """Return (session, created). An active session (Databricks, a notebook, a test) is
     reused and never stopped by the job; otherwise one is created and the caller stops it."""
@@ -31,6 +44,9 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False):
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        # A Databricks job owns its session: take it, never configure or stop it.
+        return SparkSession.builder.getOrCreate(), False
     builder = SparkSession.builder.appName(app_name)
     if master and master.startswith("local"):
         # Local executors must run this Python, the one that has lance and this package.
@@ -52,6 +68,13 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False):
 @contextlib.contextmanager
 def job_group(spark, group_id: str, description: str) -> Iterator[None]:
     """Label the Spark jobs of one phase so the Spark UI says what is running."""
+    if is_connect(spark):  # Connect labels operations with tags instead of job groups
+        spark.addTag(group_id)
+        try:
+            yield
+        finally:
+            spark.removeTag(group_id)
+        return
     sc = spark.sparkContext
     sc.setJobGroup(group_id, description, interruptOnCancel=True)
     try:
@@ -60,25 +83,33 @@ def job_group(spark, group_id: str, description: str) -> Iterator[None]:
         sc.setJobGroup(None, None)  # type: ignore[arg-type]
 
 
-def application_id(spark) -> Optional[str]:
+def _conf(spark, key: str) -> Optional[str]:
     try:
-        return spark.sparkContext.applicationId
-    except Exception:  # Spark Connect has no sparkContext
-        return None
-
-
-def master(spark) -> Optional[str]:
-    try:
-        return spark.sparkContext.master
+        return spark.conf.get(key, None)
     except Exception:
         return None
 
 
+def application_id(spark) -> Optional[str]:
+    if is_connect(spark):
+        return _conf(spark, "spark.app.id")
+    return spark.sparkContext.applicationId
+
+
+def master(spark) -> Optional[str]:
+    if is_connect(spark):
+        return _conf(spark, "spark.master")
+    return spark.sparkContext.master
+
+
+# Planning needs a core count; a Connect client cannot ask the cluster for one.
+CONNECT_DEFAULT_PARALLELISM = 8
+
+
 def default_parallelism(spark) -> int:
-    try:
-        return max(1, spark.sparkContext.defaultParallelism)
-    except Exception:  # Spark Connect has no sparkContext
-        return 2
+    if is_connect(spark):
+        return int(_conf(spark, "spark.default.parallelism") or CONNECT_DEFAULT_PARALLELISM)
+    return max(1, spark.sparkContext.defaultParallelism)
 
 
 TaskFn = Callable[[SegmentTask, SharedArtifacts, object, int], SegmentResult]
@@ -103,9 +134,21 @@ def run_segment_builds(
     `task_fn(task, artifacts, state, attempt)` runs on the executors; Spark's own attempt
     number tells a retried or speculative attempt apart.
     """
+    total_rows = sum(t.group.num_rows for t in tasks)
+    if is_connect(spark):
+        rows_of = {t.group.group_id: t.group.num_rows for t in tasks}
+        already = set(state.files.list("segments"))
+
+        def finished() -> tuple[int, int]:  # executors write one file per finished segment
+            new = [n for n in state.files.list("segments") if n not in already]
+            return len(new), sum(rows_of.get(int(n.split(".")[0]), 0) for n in new)
+
+        bar = Progress("build segments", len(tasks), total_rows, interval=progress_interval)
+        with Ticker(bar, finished, every=2.0):
+            return [r for _, r in _connect_map(
+                spark, tasks, lambda t, attempt: task_fn(t, artifacts, state, attempt))]
     sc = spark.sparkContext
     artifacts_bc = sc.broadcast(artifacts)
-    total_rows = sum(t.group.num_rows for t in tasks)
     with _progress(spark, "build segments", len(tasks), total_rows, progress_interval) as (done, rows):
 
         def one(task: SegmentTask) -> SegmentResult:
@@ -128,9 +171,20 @@ def run_exact_search(
     spark, tasks: Sequence[ExactSearchTask], queries, progress_interval: float = DEFAULT_INTERVAL
 ) -> TopK:
     """Exact top-k of `queries` over all tasks' fragments, merged pairwise on the way back."""
+    total_rows = sum(t.num_rows for t in tasks)
+    if is_connect(spark):
+        bar = Progress("exact search", len(tasks), total_rows, interval=progress_interval)
+        best, done, rows = None, 0, 0
+        # Partial lists stream back one task at a time and are merged on arrival: the driver
+        # holds two of them at most.
+        for i, partial in _connect_map(spark, tasks, lambda t, attempt: exact_topk_of_fragments(t, queries)):
+            best = partial if best is None else merge_topk(best, partial)
+            done, rows = done + 1, rows + tasks[i].num_rows
+            bar.update(done, rows)
+        bar.update(done, rows, final=True)
+        return best
     sc = spark.sparkContext
     queries_bc = sc.broadcast(queries)
-    total_rows = sum(t.num_rows for t in tasks)
     with _progress(spark, "exact search", len(tasks), total_rows, progress_interval) as (done, rows):
 
         def one(task: ExactSearchTask) -> TopK:
@@ -144,3 +198,30 @@ def run_exact_search(
             return rdd.map(one).treeReduce(merge_topk)
         finally:
             queries_bc.unpersist()
+
+
+def _connect_map(spark, items: Sequence, fn: Callable[[object, int], object]) -> Iterator:
+    """fn(item, attempt) for each item, one Spark task each, through DataFrames only.
+
+    Yields (item index, result) as results arrive. The items and `fn` travel in the closure of the
+    mapInArrow function (Spark Connect's plan limit is 128 MiB by default: the artifacts are
+    megabytes); each result comes back pickled in a binary column.
+    """
+    import pickle
+
+    items = list(items)
+
+    def run_partition(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        attempt = ctx.attemptNumber() if ctx is not None else 0
+        for batch in batches:
+            for i in batch.column(0).to_pylist():
+                out = pickle.dumps(fn(items[i], attempt))
+                yield pa.RecordBatch.from_pydict({"i": [i], "result": [out]})
+
+    frame = spark.range(0, len(items), 1, len(items)).mapInArrow(run_partition, "i long, result binary")
+    for row in frame.toLocalIterator():
+        yield row["i"], pickle.loads(row["result"])

@@ -68,3 +68,15 @@ def test_unknown_setting_in_file(tmp_path):
 def test_secrets_are_redacted():
     opts = {"aws_secret_access_key": "s3cr3t", "aws_access_key_id": "AKIA", "aws_region": "r"}
     assert redacted(opts) == {"aws_secret_access_key": "***", "aws_access_key_id": "***", "aws_region": "r"}
+
+
+def test_scheduler_argument_styles_are_normalised():
+    from spark_lance_index.cli import normalise_argv
+
+    assert normalise_argv(["--uri=/d", "--column=v", "--replace=true", "--verbose=false"]) == [
+        "build", "--uri=/d", "--column=v", "--replace"]
+    assert normalise_argv(["uri=/d", "index_type=IVF_PQ", "--storage-option", "aws_region=x"]) == [
+        "build", "--uri=/d", "--index-type=IVF_PQ", "--storage-option", "aws_region=x"]
+    assert normalise_argv(["verify", "--uri", "s3://b/k=v"]) == ["verify", "--uri", "s3://b/k=v"]
+    args = build_parser().parse_args(normalise_argv(["--uri=/d", "--column=v", "--nprobes", "4", "8"]))
+    assert (args.command, args.uri, args.nprobes) == ("build", "/d", [4, 8])

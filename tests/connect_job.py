@@ -1,0 +1,25 @@
+"""Run the whole job against a local Spark Connect session (a subprocess of the tests).
+
+python connect_job.py URI: prints the summary, then "CONNECT" if the session really was a
+Connect session. The local server listens on Spark Connect's default port, 15002.
+"""
+
+import os
+import sys
+
+os.environ["PYSPARK_PYTHON"] = sys.executable  # Connect's local server ignores the conf key
+
+from pyspark.sql import SparkSession
+
+from spark_lance_index import spark as spark_layer
+from spark_lance_index.config import make_config
+from spark_lance_index.pipeline import run
+
+uri = sys.argv[1]
+spark = SparkSession.builder.remote("local[2]").getOrCreate()
+config = make_config({}, {"uri": uri, "column": "vector", "num_partitions": 16, "rows_per_task": 2000,
+                          "query_file": uri + ".queries.npy", "nprobes": (4,), "refine_factor": (0, 10)})
+result = run(config, spark=spark)
+print(result.summary())
+print("CONNECT" if spark_layer.is_connect(spark) else "CLASSIC")
+spark.stop()
