@@ -61,6 +61,12 @@ def inspect_inputs(config: BuildConfig) -> tuple[DatasetSnapshot, IndexParams, O
     return snap, params, queries
 
 
+@phase("spark start")
+def start_session(config: BuildConfig):
+    """Create the Spark session (only when none is active). -> (session, created)"""
+    return spark_layer.get_session(config.master, config.app_name, config.verbose)
+
+
 @phase("plan")
 def plan(config: BuildConfig, snap: DatasetSnapshot, parallelism: int) -> tuple[FragmentGroup, ...]:
     """Group the pinned fragments into balanced tasks."""
@@ -217,7 +223,7 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
         state = JobState(config.job_dir or default_job_dir(snap.uri, job_id), config.storage_options)
         created = False
         if spark is None:
-            spark, created = spark_layer.get_session(config.master, config.app_name, config.verbose)
+            spark, created = start_session(config)
         result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
         try:
             parallelism = spark_layer.default_parallelism(spark)
