@@ -70,8 +70,9 @@ def section(args, settings: Settings, outcomes, started_load: str) -> tuple[str,
              f"{args.repeats} repeat{'s' if args.repeats > 1 else ''}")
     lines = environment_lines(started_load) + [
         settings.describe(args.kinds),
-        f"- recall@{K} on {args.queries} held-out queries against exact numpy search, on each "
-        "contender's first build; np = nprobes, rf = refine_factor",
+        f"- recall@{K} on {args.queries} held-out queries against exact numpy search: the median "
+        "over each contender's builds, [min-max] when they differ (each build trains anew, so the "
+        "range is training noise); np = nprobes, rf = refine_factor",
     ]
     blocks = ["\n".join(lines), "Time and memory:", time_memory_table(outcomes),
               "Ratios of the medians above (same run, same dataset):", ratio_table(outcomes)]

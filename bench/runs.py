@@ -159,7 +159,9 @@ class Outcome:
     spec: IndexSpec
     kind: str
     runs: list[Run] = field(default_factory=list)
-    recall: dict = field(default_factory=dict)  # (nprobes, refine) -> recall, first good build
+    # one {(nprobes, refine): recall} per good build: repeats differ by their random training,
+    # and the spread shows how much of a difference between contenders is that noise
+    recalls: list = field(default_factory=list)
     segments: Optional[int] = None
 
     @property
@@ -189,16 +191,16 @@ def say(text: str) -> None:
 
 
 def record(outcome: Outcome, run: Run, copy: Path, queries: np.ndarray, truth: np.ndarray) -> None:
-    """Keep the run; measure recall on the first good build of this contender."""
+    """Keep the run and measure the recall of the index it built."""
     outcome.runs.append(run)
-    if not run.error and not outcome.recall:
-        outcome.recall = measure_recall(copy, queries, truth)
+    if not run.error:
+        outcome.recalls.append(measure_recall(copy, queries, truth))
         outcome.segments = index_segments(copy, INDEX_NAME)
 
 
 def run_matrix(source: Path, queries: np.ndarray, truth: np.ndarray, specs: Sequence[IndexSpec],
                kinds: Sequence[str], s: Settings, repeats: int, workdir: Path) -> list[Outcome]:
-    """Every contender builds every index `repeats` times; recall from each one's first build.
+    """Every contender builds every index `repeats` times; recall of every build.
 
     Contenders take turns within each repeat, so a change in the machine's load during the
     run falls on all of them rather than on whichever ran last."""
@@ -268,9 +270,16 @@ def phase_table(outcomes: Sequence[Outcome]) -> str:
 
 
 def recall_table(outcomes: Sequence[Outcome]) -> str:
+    """Median recall over the repeats, with [min-max] when the repeats differ."""
     rows = []
     for o in outcomes:
-        cells = [f"{v:.3f}" for v in o.recall.values()] if o.recall else ["-"] * len(recall_header())
+        cells = ["-"] * len(recall_header())
+        if o.recalls:
+            cells = []
+            for key in o.recalls[0]:
+                values = [r[key] for r in o.recalls]
+                spread = f" [{min(values):.3f}-{max(values):.3f}]" if max(values) > min(values) else ""
+                cells.append(f"{median(values):.3f}{spread}")
         rows.append([o.spec.label, KIND_NAMES[o.kind], *cells])
     return markdown_table(["index", "contender", *recall_header()], rows)
 

@@ -29,6 +29,8 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--rows-per-task", type=int, help="target rows per Spark task")
     size.add_argument("--fragments-per-task", type=int, help="fragments per Spark task")
+    p.add_argument("--max-segment-rows", type=int,
+                   help="rows per committed segment; larger tables commit several (default 10M)")
     p.add_argument("--sample-rate", type=int, help="training rows per partition; default 256")
     p.add_argument("--max-sample-rows", type=int, help="cap on the driver's training sample")
     p.add_argument("--max-iters", type=int, help="k-means iterations; default 50")

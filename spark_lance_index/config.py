@@ -37,6 +37,7 @@ class BuildConfig:
     num_sub_vectors: Optional[int] = None  # IVF_PQ; default dim/16 (or dim/8)
     rows_per_task: Optional[int] = None  # default: ~512 MiB of vectors, and >= 2 tasks per core
     fragments_per_task: Optional[int] = None
+    max_segment_rows: int = 10_000_000  # merged segment size: ~1 GB of executor memory at 128-d
     sample_rate: int = 256  # training rows per partition, as in Lance's create_index
     max_sample_rows: int = 1_048_576  # cap on the driver's training sample
     max_iters: int = 50
@@ -83,6 +84,7 @@ class BuildConfig:
         _positive("--rows-per-task", self.rows_per_task)
         _positive("--fragments-per-task", self.fragments_per_task)
         _positive("--sample-rate", self.sample_rate)
+        _positive("--max-segment-rows", self.max_segment_rows)
         _positive("--max-sample-rows", self.max_sample_rows)
         _positive("--max-iters", self.max_iters)
         if self.rows_per_task and self.fragments_per_task:

@@ -27,6 +27,10 @@ class SegmentCheckError(JobError):
     """
 
 
+class SparkStageError(JobError):
+    """A Spark stage failed after Spark's own retries. Nothing was committed."""
+
+
 class CommitCheckError(JobError):
     """The index was committed but does not cover what the job planned."""
 

@@ -20,11 +20,12 @@ import numpy as np
 from . import spark as spark_layer
 from .build import SegmentResult, SegmentTask, run_task
 from .commit import (
-    CommitReport, check_segments, commit_segment, remove_leftovers, verify_commit,
+    CommitReport, MergeTask, check_segments, commit_segments, merge_batches, remove_leftovers,
+    verify_commit,
 )
 from .config import BuildConfig
 from .dataset import DatasetSnapshot, IndexParams, open_dataset, resolve_params, snapshot_dataset
-from .errors import DatasetChangedError, JobError
+from .errors import DatasetChangedError, JobError, SparkStageError
 from .plan import FragmentGroup, default_rows_per_task, plan_groups
 from .report import JobResult, reporting, settings_of, short
 from .state import JobState, default_job_dir
@@ -157,7 +158,13 @@ def build(spark, tasks, artifacts, state, job_id, task_fn=run_task, progress_int
         spark, f"spark-lance-index-{job_id}-build",
         f"spark-lance-index: build {len(tasks)} index segments",
     ):
-        results = spark_layer.run_segment_builds(spark, tasks, artifacts, state, task_fn, progress_interval)
+        try:
+            results = spark_layer.run_segment_builds(spark, tasks, artifacts, state, task_fn, progress_interval)
+        except Exception as e:  # a task failed more often than Spark retries it
+            raise SparkStageError(
+                f"segment builds failed after Spark's retries: {spark_layer.failure_reason(e)}; "
+                "nothing was committed (the executor logs have the full trace)"
+            ) from e
     took = sorted(r.seconds for r in results)
     log.info(
         "built %d segments; task seconds min %.1f median %.1f max %.1f",
@@ -166,26 +173,44 @@ def build(spark, tasks, artifacts, state, job_id, task_fn=run_task, progress_int
     return results
 
 
+@phase("merge")
+def merge(spark, config: BuildConfig, snap: DatasetSnapshot, results, state: JobState) -> list:
+    """Merge the checked segments on the executors, in batches of at most max_segment_rows.
+
+    Never on the driver: a merge holds its whole output in memory (~100 MB per million
+    128-d rows, measured), which would make driver memory grow with the table.
+    """
+    batches = merge_batches(results, config.max_segment_rows)
+    tasks = [
+        MergeTask(snap.uri, snap.version, tuple(r.segment for r in b), sum(r.num_rows for r in b),
+                  dict(config.storage_options))
+        for b in batches
+    ]
+    with spark_layer.job_group(
+        spark, f"spark-lance-index-merge-{snap.version}",
+        f"spark-lance-index: merge {len(results)} segments into {len(tasks)}",
+    ):
+        merged = spark_layer.run_merges(spark, tasks, state)
+    log.info("merged %d segments into %d", len(results), len(merged))
+    return merged
+
+
 @phase("commit")
-def commit(config: BuildConfig, snap: DatasetSnapshot, groups, results, state: JobState):
-    """Merge the checked segments into one and commit it on the latest version."""
-    ds = open_dataset(snap.uri, config.storage_options, snap.version)
-    merged = ds.merge_existing_index_segments([r.segment for r in results])
-    state.mark_attempt(str(merged.uuid))  # the merged directory is ours too
+def commit(config: BuildConfig, snap: DatasetSnapshot, groups, merged: Sequence):
+    """Commit the merged segments in one commit on the latest version."""
     in_plan = {f for g in groups for f in g.fragment_ids}
     planned = [f for f in snap.fragments if f.fragment_id in in_plan]
-    committed = commit_segment(
+    return commit_segments(
         lambda: open_dataset(snap.uri, config.storage_options), config.name, snap.column,
         merged, planned, snap.version,
     )
-    return committed, merged
 
 
 @phase("verify")
 def verify(config, params, groups, committed_ds, merged, artifacts) -> CommitReport:
-    """Read the committed index back: right type, one segment, exactly the planned rows."""
+    """Read the committed index back: right type, our segments, exactly the planned rows."""
     return verify_commit(
-        committed_ds, config.name, params.index_type, str(merged.uuid),
+        committed_ds, config.name, params.index_type, [str(m.uuid) for m in merged],
         planned_rows=sum(g.num_rows for g in groups),
         planned_fragments=sum(len(g.fragment_ids) for g in groups),
         rotation_signs=artifacts.rotation_signs,
@@ -195,7 +220,7 @@ def verify(config, params, groups, committed_ds, merged, artifacts) -> CommitRep
 @phase("cleanup")
 def cleanup(config, snap, state: JobState, merged) -> int:
     """Remove our segment directories the index does not use, then the job directory."""
-    removed = remove_leftovers(snap.uri, config.storage_options, state.attempts(), [str(merged.uuid)])
+    removed = remove_leftovers(snap.uri, config.storage_options, state.attempts(), [str(m.uuid) for m in merged])
     state.discard()
     return len(removed)
 
@@ -224,8 +249,8 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
         created = False
         if spark is None:
             spark, created = start_session(config)
-        result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
         try:
+            result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
             parallelism = spark_layer.default_parallelism(spark)
             groups, artifacts = prepare(config, snap, params, state, job_id, parallelism)
             expected = result.fingerprints = artifacts.fingerprints()
@@ -236,11 +261,13 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
             todo = [t for t in make_tasks(config, snap, params, groups, job_id) if t.group.group_id not in reused]
             built = build(spark, todo, artifacts, state, job_id, task_fn, config.progress_interval)
             results = check_segments(groups, [*reused.values(), *built], expected)
-            committed_ds, merged = commit(config, snap, groups, results, state)
+            merged = merge(spark, config, snap, results, state)
+            committed_ds = commit(config, snap, groups, merged)
             report = verify(config, params, groups, committed_ds, merged, artifacts)
             result.committed_version, result.num_rows = report.version, report.num_indexed_rows
             result.num_fragments, result.num_tasks, result.num_segments = report.num_indexed_fragments, len(groups), len(results)
             result.segments_reused, result.segments_built = len(reused), len(built)
+            result.segments_committed = len(merged)
             result.unindexed_rows, result.unindexed_fragments = report.num_unindexed_rows, report.num_unindexed_fragments
             result.leftovers_removed = cleanup(config, snap, state, merged)
             if config.verify_queries or queries is not None:

@@ -65,6 +65,7 @@ class JobResult:
     num_segments: Optional[int] = None
     segments_reused: Optional[int] = None
     segments_built: Optional[int] = None
+    segments_committed: Optional[int] = None
     fingerprints: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     unindexed_rows: Optional[int] = None
@@ -114,6 +115,7 @@ class JobResult:
                 "segments": self.num_segments,
                 "segments_reused": self.segments_reused,
                 "segments_built": self.segments_built,
+                "segments_committed": self.segments_committed,
                 "rows_unindexed": self.unindexed_rows,
                 "fragments_unindexed": self.unindexed_fragments,
                 "leftovers_removed": self.leftovers_removed,
@@ -147,7 +149,7 @@ def render_summary(r: dict[str, Any]) -> str:
             lines.append(
                 f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments "
                 f"(pinned version {ds['pinned_version']}); {c['tasks']} tasks, "
-                f"{c['segments']} segments merged into 1"
+                f"{c['segments']} segments merged into {c['segments_committed']}"
             )
             lines.append(
                 f"  segments built {c['segments_built']}, reused from an earlier run {c['segments_reused']}; "
@@ -192,9 +194,9 @@ def reporting(config, result: JobResult):
             if config.min_recall is not None and result.params else None
         if advice:
             result.outcome, result.error = "recall_below_minimum", advice
-    except JobError as e:
+    except Exception as e:  # JobError, and anything unforeseen: the report says it failed
         result.outcome = "refused" if isinstance(e, InputError) else "failed"
-        result.error = str(e)
+        result.error = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
         raise
     finally:
         result.finished_at = now_iso()

@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from typing import Callable, Iterator, Optional, Sequence
 
 from .build import SegmentResult, SegmentTask, run_task
+from .commit import MergeTask, merge_segments
 from .progress import DEFAULT_INTERVAL, Progress, Ticker
 from .train import SharedArtifacts
 from .verify import ExactSearchTask, TopK, exact_topk_of_fragments, merge_topk
@@ -81,6 +83,18 @@ def job_group(spark, group_id: str, description: str) -> Iterator[None]:
         yield
     finally:
         sc.setJobGroup(None, None)  # type: ignore[arg-type]
+
+
+def failure_reason(error: BaseException) -> str:
+    """The Python exception behind a failed Spark stage, in one line (not the JVM's stack)."""
+    text = str(error)
+    causes = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit|Interrupt)): (.+)$", text, re.M)
+    python = [c for c in causes if not c[0].startswith(("Py4J", "Spark", "Task"))]
+    if python:
+        name, message = python[-1]
+        return f"{name}: {message.strip()[:300]}"
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__
 
 
 def _conf(spark, key: str) -> Optional[str]:
@@ -198,6 +212,15 @@ def run_exact_search(
             return rdd.map(one).treeReduce(merge_topk)
         finally:
             queries_bc.unpersist()
+
+
+def run_merges(spark, tasks: Sequence[MergeTask], state) -> list:
+    """Merge each batch of segments on an executor; returns the merged segments in task order."""
+    if is_connect(spark):
+        merged = dict(_connect_map(spark, tasks, lambda t, attempt: merge_segments(t, state)))
+        return [merged[i] for i in range(len(tasks))]
+    rdd = spark.sparkContext.parallelize(list(tasks), numSlices=max(1, len(tasks)))
+    return rdd.map(lambda t: merge_segments(t, state)).collect()
 
 
 def _connect_map(spark, items: Sequence, fn: Callable[[object, int], object]) -> Iterator:

@@ -44,6 +44,17 @@ def slow(seconds: float):
     return task_fn
 
 
+def always_fail(group_id: int):
+    """Group `group_id` fails on every attempt: more than Spark retries."""
+
+    def task_fn(task, artifacts, state, attempt):
+        if task.group.group_id == group_id:
+            raise ValueError(f"disk full while building group {group_id}")
+        return run_task(task, artifacts, state, attempt)
+
+    return task_fn
+
+
 def _executor_jvm_pid() -> int:
     """The python worker's parent is the PySpark daemon; the daemon's parent is the JVM."""
     daemon = os.getppid()

@@ -1,6 +1,7 @@
 """The build job on real Spark and real Lance datasets, judged by recall against exact search."""
 
 import dataclasses
+import os
 
 import lance
 import numpy as np
@@ -179,3 +180,23 @@ def test_existing_index_name_needs_replace(spark, tmp_path):
     assert len(stats["segments"]) == 1
     assert result.committed_version == before.version + 1
     assert recall(data.uri, data, nprobes=4, refine=10) > 0.8
+
+
+def test_large_tables_commit_several_merged_segments(spark, tmp_path):
+    """Merges run on executors in batches of max_segment_rows; the commit takes them all."""
+    job = write_vectors(tmp_path / "job", 8000, DIM, rows_per_fragment=1000)
+    single = write_vectors(tmp_path / "single", 8000, DIM, rows_per_fragment=1000)
+    config = make_config({}, {"uri": job.uri, "column": "vector", "num_partitions": 16,
+                              "rows_per_task": 2000, "max_segment_rows": 4000, "verify_queries": 0})
+    result = pipeline.run(config, spark=spark)
+    assert (result.num_segments, result.segments_committed, result.num_rows) == (4, 2, 8000)
+    stats = lance.dataset(job.uri).stats.index_stats("vector_idx")
+    assert len(stats["segments"]) == 2 and stats["num_indexed_rows"] == 8000
+    assert sorted(os.listdir(os.path.join(job.uri, "_indices"))) == sorted(s["uuid"] for s in stats["segments"])
+    assert "4 segments merged into 2" in result.summary()
+    a = result.artifacts
+    lance.dataset(single.uri).create_index("vector", "IVF_RQ", num_partitions=16, num_bits=1,
+                                           ivf_centroids=a.centroids_arrow(), rabitq_model=a.rq_model)
+    for nprobes, refine in ((2, None), (2, 10), (8, 10)):
+        assert abs(recall(job.uri, job, nprobes=nprobes, refine=refine)
+                   - recall(single.uri, single, nprobes=nprobes, refine=refine)) <= 0.01

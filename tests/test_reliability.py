@@ -17,7 +17,7 @@ from conftest import dataset_state, write_vectors
 
 from spark_lance_index import pipeline
 from spark_lance_index.config import make_config
-from spark_lance_index.errors import DatasetChangedError, InputError
+from spark_lance_index.errors import DatasetChangedError, InputError, SparkStageError
 from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -64,6 +64,24 @@ def test_task_failing_its_first_attempt_is_retried_and_leaves_nothing(spark, tmp
                                          ivf_centroids=a.centroids_arrow(), rabitq_model=a.rq_model)
     assert abs(recall(data.uri, data) - recall(twin.uri, twin)) <= 0.005
     assert recall(data.uri, data) > 0.8
+
+
+def test_a_task_that_keeps_failing_fails_the_job_clearly_and_keeps_its_state(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
+    version, report = lance.dataset(data.uri).version, tmp_path / "r.json"
+    config = config_for(data.uri, report=str(report))
+    with pytest.raises(SparkStageError) as err:
+        pipeline.run(config, spark=spark, task_fn=faults.always_fail(2))
+    message = str(err.value)
+    assert "segment builds failed after Spark's retries: ValueError: disk full while building group 2" in message
+    assert "nothing was committed" in message and "rerun the same command to resume" in message
+    assert "\n" not in message and "Py4J" not in message
+    assert lance.dataset(data.uri).version == version
+    assert json.loads(report.read_text())["outcome"] == "failed"
+    # the other groups' segments are kept for the rerun, which builds only the failed group
+    result = pipeline.run(config, spark=spark)
+    assert (result.segments_reused, result.segments_built, result.num_rows) == (3, 1, 8000)
+    assert index_dirs(data.uri) == committed_uuids(data.uri)
 
 
 def test_executor_killed_mid_task_on_local_cluster(tmp_path):
