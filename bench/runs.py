@@ -22,7 +22,7 @@ from common import (
 )
 
 INDEX_NAME = "vector_idx"  # the job's default name for column "vector"; every contender uses it
-BUILD_PHASES = ("plan", "train", "build", "commit", "verify", "cleanup")
+BUILD_PHASES = ("plan", "train", "build", "merge", "commit", "verify", "cleanup")
 ALL_PHASES = ("inspect", "spark start", *BUILD_PHASES)
 KIND_NAMES = {"single": "single-process create_index", "job": "spark job", "lance-ray": "lance-ray"}
 
@@ -291,7 +291,7 @@ def failures(outcomes: Sequence[Outcome]) -> list[str]:
 COLUMN_NOTES = f"""Columns: *process wall* is the median over repeats of the whole subprocess, from
 start to exit (imports, SparkSession or Ray start, the build, shutdown). *index work* is the
 `create_index` call for single-process and lance-ray, and for the job the sum of its build
-phases (plan, train, build, commit, verify, cleanup) from its JSON report. *driver peak* is
+phases (plan, train, build, merge, commit, verify, cleanup) from its JSON report. *driver peak* is
 the driver Python process's own peak RSS (`VmHWM`, which, unlike `ru_maxrss`, does not inherit the harness's peak across fork+exec); *JVM peak* and *process tree peak* (the largest
 sum of RSS over the process and all its descendants: JVM, Python workers, Ray daemons) are
 sampled with psutil every {POLL_SECONDS} s. Memory figures are the largest over repeats. *segments* is

@@ -138,7 +138,7 @@ def section(args, results, started_load: str) -> tuple[str, list[str], bool]:
               f"(process tree: {fmt_ratio(large.peak(tree), small.peak(tree))}).")
     notes = ("*scan* reads the vector column of every fragment once (`ds.scanner(columns=[...])."
              "to_batches()`) in a fresh process, from the page cache as the job does. *build "
-             "phases* are plan+train+build+commit+verify+cleanup from the job's report. *driver "
+             "phases* are plan+train+build+merge+commit+verify+cleanup from the job's report. *driver "
              "peak* is the driver Python's own peak RSS (`VmHWM`); JVM and tree peaks are sampled with psutil.")
     failed = [f"- {n:,} rows: {e}" for n, (job, scans, _) in results.items()
               for e in job.errors + [r.error for r in scans if r.error]]
