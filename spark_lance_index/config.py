@@ -172,11 +172,3 @@ def parse_storage_options(pairs: Optional[list[str]]) -> Optional[dict[str, str]
             raise InputError(f"--storage-option wants KEY=VALUE, got {pair.split('=')[0]!r}...")
         out[key] = value
     return out
-
-
-def redacted(options: Mapping[str, str]) -> dict[str, str]:
-    """Storage options safe to log: values of keys that look like secrets are hidden."""
-    secret_words = ("secret", "key", "token", "password", "credential", "sas", "signature")
-    return {
-        k: ("***" if any(w in k.lower() for w in secret_words) else v) for k, v in options.items()
-    }

@@ -6,7 +6,6 @@ once in a `DatasetSnapshot`, so that every phase, and every executor, sees the s
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Mapping, Optional
@@ -205,9 +204,3 @@ def _default_sub_vectors(dim: int) -> int:
     raise InputError(
         f"cannot choose a PQ sub-vector count for dimension {dim}: pass --num-sub-vectors"
     )
-
-
-def index_dir_entries(uri: str) -> set[str]:
-    """Names under `<uri>/_indices` on a local dataset (empty for object stores)."""
-    path = os.path.join(uri, "_indices")
-    return set(os.listdir(path)) if os.path.isdir(path) else set()

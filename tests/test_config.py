@@ -6,7 +6,7 @@ import os
 import pytest
 
 from spark_lance_index.cli import build_parser, config_from_args
-from spark_lance_index.config import BuildConfig, load_toml, make_config, redacted
+from spark_lance_index.config import BuildConfig, load_toml, make_config
 from spark_lance_index.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -63,11 +63,6 @@ def test_unknown_setting_in_file(tmp_path):
     cfg.write_text('uri = "/x"\nnum_partition = 4\n')
     with pytest.raises(InputError, match="unknown setting 'num_partition'"):
         load_toml(str(cfg))
-
-
-def test_secrets_are_redacted():
-    opts = {"aws_secret_access_key": "s3cr3t", "aws_access_key_id": "AKIA", "aws_region": "r"}
-    assert redacted(opts) == {"aws_secret_access_key": "***", "aws_access_key_id": "***", "aws_region": "r"}
 
 
 def test_scheduler_argument_styles_are_normalised():
