@@ -50,14 +50,13 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False):
         # A Databricks job owns its session: take it, never configure or stop it.
         return SparkSession.builder.getOrCreate(), False
     builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
     if master and master.startswith("local"):
         # Local executors must run this Python, the one that has lance and this package.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if master:
-        builder = builder.master(master)
-        if master.startswith("local"):
-            builder = builder.config("spark.driver.extraJavaOptions", _LOCAL_JAVA_OPTS)
-            builder = builder.config("spark.ui.showConsoleProgress", "false")
+        builder = builder.config("spark.driver.extraJavaOptions", _LOCAL_JAVA_OPTS)
+        builder = builder.config("spark.ui.showConsoleProgress", "false")
     # Lance's Rust log level on executors: quiet unless asked (one "partition N is empty"
     # warning per partition per task otherwise floods the executor logs).
     builder = builder.config("spark.executorEnv.LANCE_LOG", "info" if verbose else "error")
