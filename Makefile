@@ -48,4 +48,4 @@ bench: $(BENCH_STAMP)
 	$(BENCH_PY) bench/fashion_mnist.py
 
 clean:
-	rm -rf $(VENV) demo-data *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) demo-data demo-data.queries.npy demo-data.report.json *.egg-info
