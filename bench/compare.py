@@ -19,18 +19,17 @@ held-out queries. Prints a markdown section and appends it to docs/benchmarks.md
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from common import (
-    DEFAULT_MARKDOWN, K, append_section, default_num_partitions, environment_lines, load_average,
+    DEFAULT_MARKDOWN, K, default_num_partitions, environment_lines, load_average,
     remove_dataset, write_clustered,
 )
 from runs import (
     COLUMN_NOTES, Settings, failures, parse_specs, phase_table, ratio_table, recall_table,
-    run_matrix, say, time_memory_table,
+    publish, run_matrix, say, time_memory_table,
 )
 
 KINDS = ("single", "job", "lance-ray")
@@ -107,14 +106,7 @@ def main(argv=None) -> int:
     finally:
         remove_dataset(source)
     title, blocks = section(args, settings, outcomes, started_load)
-    text = append_section(args.markdown, title, blocks)
-    print(text)
-    say(f"appended to {args.markdown}")
-    if args.keep or failures(outcomes):
-        say(f"logs and reports kept in {workdir}")
-    else:
-        shutil.rmtree(workdir)
-    return 1 if failures(outcomes) else 0
+    return publish(args.markdown, title, blocks, outcomes, workdir, args.keep)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import math
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,12 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from common import (
-    DEFAULT_MARKDOWN, K, append_section, environment_lines, load_average, remove_dataset,
+    DEFAULT_MARKDOWN, K, environment_lines, load_average, remove_dataset,
     write_vectors,
 )
 from runs import (
     COLUMN_NOTES, Settings, failures, parse_specs, phase_table, ratio_table, recall_table,
-    run_matrix, say, time_memory_table,
+    publish, run_matrix, say, time_memory_table,
 )
 
 PACKAGE = "dataset-fashion-mnist"
@@ -150,13 +149,7 @@ def main(argv=None) -> int:
     finally:
         remove_dataset(source)
     title, blocks = section(args, base, queries, settings, outcomes, started_load)
-    print(append_section(args.markdown, title, blocks))
-    say(f"appended to {args.markdown}")
-    if args.keep or failures(outcomes):
-        say(f"logs and reports kept in {workdir}")
-    else:
-        shutil.rmtree(workdir)
-    return 1 if failures(outcomes) else 0
+    return publish(args.markdown, title, blocks, outcomes, workdir, args.keep)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ index itself.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from common import (
-    CONTENDERS, POLL_SECONDS, Measured, child_env, copy_dataset, fmt_mib, fmt_ratio, fmt_s, index_segments,
+    CONTENDERS, POLL_SECONDS, Measured, append_section, child_env, copy_dataset, fmt_mib, fmt_ratio, fmt_s,
+    index_segments,
     markdown_table, measure_recall, median, recall_header, remove_dataset, run_measured,
 )
 
@@ -296,3 +298,16 @@ the driver Python process's own peak RSS (`VmHWM`, which, unlike `ru_maxrss`, do
 sum of RSS over the process and all its descendants: JVM, Python workers, Ray daemons) are
 sampled with psutil every {POLL_SECONDS} s. Memory figures are the largest over repeats. *segments* is
 the number of segments of the committed index."""
+
+
+def publish(markdown: Path, title: str, blocks: Sequence[str], outcomes: Sequence[Outcome],
+            workdir: Path, keep: bool) -> int:
+    """Append the section and print it; keep the run's files only when asked or on failure.
+    Returns the script's exit code: 1 if any build failed."""
+    print(append_section(markdown, title, blocks))
+    say(f"appended to {markdown}")
+    if keep or failures(outcomes):
+        say(f"logs and reports kept in {workdir}")
+    else:
+        shutil.rmtree(workdir)
+    return 1 if failures(outcomes) else 0
