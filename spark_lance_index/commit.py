@@ -17,7 +17,7 @@ from .dataset import FragmentInfo, fragment_infos, open_dataset
 from .errors import CommitCheckError, DatasetChangedError, SegmentCheckError
 from .plan import FragmentGroup
 from .report import short
-from .storage import Files
+from .storage import index_dirs
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def remove_leftovers(dataset_uri: str, storage_options, written: Iterable[str], 
 
     Only uuids in `written` (the job's own attempt markers) are ever touched.
     """
-    files = Files(f"{dataset_uri.rstrip('/')}/_indices", storage_options)
+    files = index_dirs(dataset_uri, storage_options)
     removed = []
     for index_uuid in sorted(set(written) - set(keep)):
         if files.exists(index_uuid):

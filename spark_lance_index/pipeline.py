@@ -27,9 +27,9 @@ from .config import BuildConfig
 from .dataset import DatasetSnapshot, IndexParams, open_dataset, resolve_params, snapshot_dataset
 from .errors import DatasetChangedError, JobError, SparkStageError
 from .plan import FragmentGroup, default_rows_per_task, plan_groups
-from .report import JobResult, reporting, settings_of, short
+from .report import JobResult, reporting, settings_of
 from .state import JobState, default_job_dir
-from .storage import Files
+from .storage import index_dirs
 from .timing import PhaseClock, phase
 from .train import SharedArtifacts, train_artifacts
 from .verify_job import load_queries, measure_recall
@@ -90,10 +90,7 @@ def plan(config: BuildConfig, snap: DatasetSnapshot, parallelism: int) -> tuple[
 def train(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> SharedArtifacts:
     """Train the shared artifacts once on the driver from a bounded sample."""
     artifacts = train_artifacts(config, snap, params)
-    log.info(
-        "shared artifacts: %s",
-        ", ".join(f"{k} {short(v)}" for k, v in sorted(artifacts.fingerprints().items())),
-    )
+    log.info("shared artifacts: %s", artifacts.describe())
     return artifacts
 
 
@@ -108,8 +105,7 @@ def prepare(config, snap, params, state: JobState, job_id: str, parallelism: int
             ) from None
         log.info(
             "resuming job %s from %s: reusing its plan (%d tasks) and artifacts (%s)",
-            job_id, state.uri, len(groups),
-            ", ".join(f"{k} {short(v)}" for k, v in sorted(artifacts.fingerprints().items())),
+            job_id, state.uri, len(groups), artifacts.describe(),
         )
         return groups, artifacts
     groups = plan(config, snap, parallelism)
@@ -123,7 +119,7 @@ def prepare(config, snap, params, state: JobState, job_id: str, parallelism: int
 def reusable_segments(snap, config, state: JobState, groups, expected) -> dict[int, SegmentResult]:
     """Segments an earlier run finished that fit this plan and these artifacts, by group."""
     planned = {g.group_id: g for g in groups}
-    indices = Files(f"{snap.uri.rstrip('/')}/_indices", config.storage_options)
+    indices = index_dirs(snap.uri, config.storage_options)
     return {
         gid: r
         for gid, r in state.finished_segments().items()

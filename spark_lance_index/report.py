@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from .dataset import IndexParams
 from .errors import InputError, JobError, RecallTooLowError
-from .storage import Files
+from .storage import write_file
 from .train import SharedArtifacts
 from .verify import RecallFigure, recall_advice
 
@@ -212,8 +212,7 @@ def reporting(config, result: JobResult):
 
 def write_report(path: str, storage_options, report: dict[str, Any]) -> None:
     """Write the report to a local path or an object-store URI."""
-    folder, _, name = path.rstrip("/").rpartition("/")
-    Files(folder or ".", storage_options).write(name, json.dumps(report, indent=2).encode())
+    write_file(path, storage_options, json.dumps(report, indent=2).encode())
 
 
 def report_schema() -> dict[str, Any]:

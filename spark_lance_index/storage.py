@@ -52,6 +52,23 @@ def filesystem_for(uri: str, storage_options: Mapping[str, str]) -> tuple[pafs.F
     return fs, path
 
 
+def read_file(path: str, storage_options: Mapping[str, str]) -> bytes:
+    """One whole file, by its local path or object-store URI."""
+    folder, _, name = path.rstrip("/").rpartition("/")
+    return Files(folder or ".", storage_options).read(name)
+
+
+def write_file(path: str, storage_options: Mapping[str, str], data: bytes) -> None:
+    """Write one whole file, by its local path or object-store URI."""
+    folder, _, name = path.rstrip("/").rpartition("/")
+    Files(folder or ".", storage_options).write(name, data)
+
+
+def index_dirs(dataset_uri: str, storage_options: Mapping[str, str]) -> Files:
+    """The dataset's `_indices` folder: one directory per index segment."""
+    return Files(f"{dataset_uri.rstrip('/')}/_indices", storage_options)
+
+
 class Files:
     """A directory of small files, addressed by relative names."""
 

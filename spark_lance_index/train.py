@@ -55,6 +55,10 @@ class SharedArtifacts:
             out["rotation"] = text_fingerprint(self.rq_model)
         return out
 
+    def describe(self) -> str:
+        """"centroids 1a2b3c4d5e6f, rotation ..." for logs: the first 12 hex digits of each."""
+        return ", ".join(f"{k} {v[:12]}" for k, v in sorted(self.fingerprints().items()))
+
     @property
     def rotation_signs(self) -> Optional[list[int]]:
         """The RaBitQ fast-rotation sign bytes: the part of the rotation that differs per mint."""

@@ -19,7 +19,7 @@ from .dataset import IndexParams, fragment_infos, open_dataset, snapshot_dataset
 from .errors import InputError
 from .plan import default_rows_per_task, plan_groups
 from .report import JobResult, reporting, settings_of
-from .storage import Files
+from .storage import read_file
 from .timing import PhaseClock, phase
 from .verify import ExactSearchTask, RecallFigure, RecallSetting, ann_recall, sample_queries
 
@@ -30,9 +30,8 @@ def load_queries(config: BuildConfig, dim: int) -> Optional[np.ndarray]:
     """The --query-file vectors, checked against the column's dimension (None if not given)."""
     if not config.query_file:
         return None
-    folder, _, name = config.query_file.rpartition("/")
     try:
-        data = Files(folder or ".", config.storage_options).read(name)
+        data = read_file(config.query_file, config.storage_options)
         queries = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read --query-file {config.query_file}: {str(e).splitlines()[0]}") from None
