@@ -99,3 +99,19 @@ def test_cli_rejects_unknown_index_type(capsys):
         main(["build", "--uri", "/x", "--column", "v", "--index-type", "HNSW"])
     assert exit_.value.code == 2
     assert "invalid choice: 'HNSW'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((10, 12), r"shape \(10, 12\); it needs \(queries, 16\)"),
+    (None, "cannot read --query-file"),
+])
+def test_bad_query_file_refused_before_spark(spark, odd_dataset, tmp_path, shape, message):
+    path = tmp_path / "queries.npy"
+    if shape is not None:
+        np.save(path, np.zeros(shape, np.float32))
+    before, jobs = dataset_state(odd_dataset), spark_job_count(spark)
+    with pytest.raises(InputError, match=message) as err:
+        run(make_config({}, {"uri": odd_dataset, "column": "vector", "query_file": str(path)}), spark=spark)
+    assert "\n" not in str(err.value)
+    assert spark_job_count(spark) == jobs
+    assert dataset_state(odd_dataset) == before
