@@ -23,8 +23,10 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index-type", type=str.upper, choices=INDEX_TYPES, help="default IVF_RQ")
     p.add_argument("--index-name", help="default <column>_idx")
     p.add_argument("--metric", type=str.lower, choices=METRICS, help="default l2")
-    p.add_argument("--num-partitions", type=int, help="IVF partitions; default rows/8192 (1..4096)")
-    p.add_argument("--num-bits", type=int, help="IVF_RQ bits per dimension, 1..9; default 1")
+    p.add_argument("--num-partitions", type=int,
+                   help="IVF partitions; default one-node Lance's: live rows/4096 (IVF_RQ, IVF_FLAT) "
+                        "or /8192 (IVF_PQ), clamped to 1..4096")
+    p.add_argument("--num-bits", type=int, help="IVF_RQ bits per dimension, 1..9; default 5")
     p.add_argument("--num-sub-vectors", type=int, help="IVF_PQ sub-vectors; default dim/16")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--rows-per-task", type=int, help="target rows per Spark task")
@@ -35,7 +37,8 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sample-rows", type=int, help="cap on the driver's training sample")
     p.add_argument("--max-iters", type=int, help="k-means iterations; default 50")
     p.add_argument("--version", type=int, help="index this dataset version (default: latest)")
-    p.add_argument("--job-dir", help="where the job keeps its state for resume (default: beside the dataset)")
+    p.add_argument("--job-dir", help="folder for job state (resume); the job uses only its own "
+                                     "<job id> subfolder in it (default: <dataset>.index-jobs)")
     p.add_argument("--replace", action="store_true", default=None, help="replace an index of the same name")
     p.add_argument(
         "--storage-option", action="append", metavar="KEY=VALUE",
@@ -165,3 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except JobError as e:
         print(f"spark-lance-index: error: {e}", file=sys.stderr)
         return e.exit_code
+    except SystemExit as e:  # a dependency ending the process is never a success
+        print(f"spark-lance-index: error: a library called sys.exit({e.code!r}) inside the job, "
+              "which did not finish; rerun with --verbose to see which", file=sys.stderr)
+        return 1

@@ -7,17 +7,18 @@ failures (a compaction between build and commit) commit "successfully" with noth
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 from .build import SegmentResult
-from .dataset import FragmentInfo, fragment_infos, open_dataset
-from .errors import CommitCheckError, DatasetChangedError, SegmentCheckError
+from .dataset import FragmentInfo, _ids, fragment_infos, index_conflict, index_infos, open_dataset
+from .errors import CommitCheckError, DatasetChangedError, IndexConflictError, SegmentCheckError
 from .plan import FragmentGroup
 from .report import short
-from .storage import index_dirs
+from .storage import Location, index_dirs
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class MergeTask:
     """Segments one executor merges into one: contiguous groups, at most max_segment_rows rows."""
 
     uri: str
+    dataset: Location  # where the dataset is, for its `_indices`
     version: int
     segments: tuple  # lance.dataset.Index values, in group order
     num_rows: int
@@ -99,30 +101,54 @@ def merge_batches(results: Sequence[SegmentResult], max_rows: int) -> list[list[
     return batches
 
 
+def merge_key(task: MergeTask) -> str:
+    """One name per merge batch, the same for every attempt and rerun of it."""
+    sources = ",".join(sorted(str(seg.uuid) for seg in task.segments))
+    return hashlib.sha256(sources.encode()).hexdigest()[:16]
+
+
 def merge_segments(task: MergeTask, state) -> object:
-    """Merge one batch on an executor. Returns the merged segment (the input if only one)."""
+    """Merge one batch on an executor. Returns the merged segment (the input if only one).
+
+    Lance picks the merged directory's uuid itself and offers no way to choose it, so the
+    marker cannot come before the write. What comes before is the intent: the sources and the
+    `_indices` entries that existed before. If the merge dies mid-write, the rerun knows a
+    directory may have been left and names the candidates (see `interrupted_merge_leftovers`).
+    """
+    if len(task.segments) == 1:
+        return task.segments[0]
+    indices = index_dirs(task.dataset, task.storage_options)
+    state.record_merge(merge_key(task), {
+        "sources": sorted(str(seg.uuid) for seg in task.segments),
+        "before": indices.entries(), "started": time.time(),
+    })
     ds = open_dataset(task.uri, task.storage_options, task.version)
     merged = ds.merge_existing_index_segments(list(task.segments))
     state.mark_attempt(str(merged.uuid))  # a new directory of ours, for cleanup
     return merged
 
 
-def check_fragments_unchanged(latest, planned: Sequence[FragmentInfo], pinned_version: int) -> None:
-    """Refuse to commit if a planned fragment was removed or rewritten since the pinned version.
+def check_fragments_unchanged(latest, column: str, planned: Sequence[FragmentInfo], pinned_version: int) -> None:
+    """Refuse to commit if a planned fragment was removed, or its vector data rewritten, since
+    the pinned version.
 
     Lance would commit anyway and prune the index's coverage to nothing (compaction) or to a
-    stale subset (overwrite, deleted fragments). Appended fragments are fine: they stay
-    unindexed, as after any index build.
+    stale subset (overwrite, deleted fragments). What leaves a segment valid passes: appended
+    fragments (they stay unindexed, as after any index build), deleted rows (a deletion file;
+    Lance filters them at query time) and new columns (a data file beside the vector's).
     """
-    now = {f.fragment_id: f.files for f in fragment_infos(latest)}
+    now = {f.fragment_id: f for f in fragment_infos(latest, column)}
     gone = [f.fragment_id for f in planned if f.fragment_id not in now]
-    rewritten = [f.fragment_id for f in planned if f.fragment_id in now and now[f.fragment_id] != f.files]
+    rewritten = [
+        f.fragment_id for f in planned if f.fragment_id in now
+        and (now[f.fragment_id].vector_file, now[f.fragment_id].physical_rows) != (f.vector_file, f.physical_rows)
+    ]
     if gone or rewritten:
         what = []
         if gone:
             what.append(f"fragments {_ids(gone)} were removed")
         if rewritten:
-            what.append(f"fragments {_ids(rewritten)} were rewritten")
+            what.append(f"the vectors of fragments {_ids(rewritten)} were rewritten")
         raise DatasetChangedError(
             f"the dataset changed under the job: {' and '.join(what)} after version "
             f"{pinned_version} (compaction, overwrite or delete, now at version {latest.version}); "
@@ -131,22 +157,29 @@ def check_fragments_unchanged(latest, planned: Sequence[FragmentInfo], pinned_ve
         )
 
 
-def _ids(ids: Sequence[int]) -> str:
-    return str(list(ids)) if len(ids) <= 8 else f"{list(ids[:8])[:-1]}... ({len(ids)} in all)"
-
-
 COMMIT_ATTEMPTS = 5
 
 
-def commit_segments(open_latest, index_name: str, column: str, merged: Sequence, planned: Sequence[FragmentInfo], pinned_version: int):
+def commit_segments(
+    open_latest, index_name: str, column: str, merged: Sequence, planned: Sequence[FragmentInfo],
+    pinned_version: int, replace: bool,
+):
     """Commit the merged segments, in one commit, on the latest version, retrying conflicts.
 
-    Before every attempt the planned fragments are checked again, so a retry never commits
-    over a compaction that caused the conflict.
+    Before every attempt the latest version is checked again: the planned fragments (a retry
+    never commits over a compaction that caused the conflict), and the indexes (an index of
+    this name, or another vector index on the column, that appeared while the job ran).
     """
+    planned_ids = [f.fragment_id for f in planned]
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         latest = open_latest()
-        check_fragments_unchanged(latest, planned, pinned_version)
+        check_fragments_unchanged(latest, column, planned, pinned_version)
+        conflict = index_conflict(index_name, column, replace, index_infos(latest), planned=planned_ids)
+        if conflict:
+            raise IndexConflictError(
+                f"while the job ran, the dataset changed (now version {latest.version}): {conflict}; "
+                "nothing was committed"
+            )
         try:
             return latest.commit_existing_index_segments(index_name, column, list(merged))
         except Exception as e:  # Lance raises OSError or RuntimeError depending on the path
@@ -157,18 +190,31 @@ def commit_segments(open_latest, index_name: str, column: str, merged: Sequence,
     raise AssertionError("unreachable")
 
 
-def remove_leftovers(dataset_uri: str, storage_options, written: Iterable[str], keep: Iterable[str]) -> list[str]:
+def remove_leftovers(dataset: Location, storage_options, written: Iterable[str], keep: Iterable[str]) -> list[str]:
     """Delete the segment directories this job wrote that the committed index does not use.
 
     Only uuids in `written` (the job's own attempt markers) are ever touched.
     """
-    files = index_dirs(dataset_uri, storage_options)
+    files = index_dirs(dataset, storage_options)
     removed = []
     for index_uuid in sorted(set(written) - set(keep)):
         if files.exists(index_uuid):
             files.delete_dir(index_uuid)
             removed.append(index_uuid)
     return removed
+
+
+def interrupted_merge_leftovers(dataset: Location, storage_options, merges: Sequence[Mapping],
+                                written: Iterable[str], keep: Iterable[str]) -> list[str]:
+    """Directories under `_indices` that appeared after one of this job's merges started and
+    that nobody accounts for: not there before, not marked by the job, not in `keep` (the
+    committed indexes). A merge killed mid-write leaves one; so may another writer. The job
+    cannot prove which, so these are reported, never deleted."""
+    if not merges:
+        return []
+    known = set(written) | set(keep)
+    before = set.intersection(*(set(m["before"]) for m in merges))
+    return sorted(set(index_dirs(dataset, storage_options).entries()) - before - known)
 
 
 @dataclass(frozen=True)
@@ -181,15 +227,24 @@ class CommitReport:
     num_indexed_fragments: int
     num_unindexed_fragments: int
     num_segments: int
+    num_deleted_rows: int  # planned rows deleted after the pinned version
 
 
 def verify_commit(
-    ds, index_name: str, index_type: str, merged_uuids: Sequence[str], planned_rows: int,
-    planned_fragments: int, rotation_signs=None,
+    ds, index_name: str, index_type: str, merged_uuids: Sequence[str], planned: Sequence[FragmentInfo],
+    rotation_signs=None,
 ) -> CommitReport:
-    """Read the committed index back and check it covers exactly what was planned."""
+    """Read the committed index back and check it covers exactly the planned fragments.
+
+    Rows deleted since the pinned version are accounted for: the index covers the planned
+    fragments, and Lance counts their live rows, so live rows now = indexed rows.
+    """
     stats = ds.stats.index_stats(index_name)
     segments = stats.get("segments") or stats.get("indices") or []
+    (info,) = [i for i in index_infos(ds) if i.name == index_name]
+    planned_ids = {f.fragment_id for f in planned}
+    live_now = {f.fragment_id: f.num_rows for f in fragment_infos(ds, stats_column(info))}
+    expected_rows = sum(live_now.get(f, 0) for f in planned_ids)
     report = CommitReport(
         version=ds.version,
         num_indexed_rows=stats["num_indexed_rows"],
@@ -197,6 +252,7 @@ def verify_commit(
         num_indexed_fragments=stats["num_indexed_fragments"],
         num_unindexed_fragments=stats["num_unindexed_fragments"],
         num_segments=len(segments),
+        num_deleted_rows=sum(f.num_rows for f in planned) - expected_rows,
     )
     uuids = [s.get("uuid") for s in segments]
     problems = []
@@ -204,12 +260,13 @@ def verify_commit(
         problems.append(f"segments {uuids} instead of the merged segments {sorted(merged_uuids)}")
     if stats.get("index_type") != index_type:
         problems.append(f"type {stats.get('index_type')} instead of {index_type}")
-    if report.num_indexed_rows != planned_rows:
-        problems.append(f"{report.num_indexed_rows} rows indexed instead of {planned_rows}")
-    if report.num_indexed_fragments != planned_fragments:
-        problems.append(
-            f"{report.num_indexed_fragments} fragments indexed instead of {planned_fragments}"
-        )
+    if set(info.fragment_ids) != planned_ids:
+        missing, extra = sorted(planned_ids - info.fragment_ids), sorted(info.fragment_ids - planned_ids)
+        problems.append(f"it covers fragments {_ids(sorted(info.fragment_ids))} instead of the planned "
+                        f"ones (missing {_ids(missing)}, extra {_ids(extra)})")
+    elif report.num_indexed_rows != expected_rows:
+        problems.append(f"{report.num_indexed_rows} rows indexed instead of the {expected_rows} live rows "
+                        "of the planned fragments")
     if rotation_signs is not None:
         committed = [s.get("sub_index", {}).get("fast_rotation_signs") for s in segments]
         if any(signs != rotation_signs for signs in committed):
@@ -221,3 +278,7 @@ def verify_commit(
             + " (was the dataset compacted or rewritten during the build? rerun the job)"
         )
     return report
+
+
+def stats_column(info) -> str:
+    return info.columns[0]

@@ -18,7 +18,7 @@ else:  # pragma: no cover - exercised only on 3.10
 
 from .errors import InputError
 
-INDEX_TYPES = ("IVF_RQ", "IVF_PQ", "IVF_FLAT")
+from .index_types import DEFAULT_MAX_ITERS, DEFAULT_SAMPLE_RATE, INDEX_TYPES
 METRICS = ("l2", "cosine", "dot")
 RQ_NUM_BITS = range(1, 10)  # what Lance's IVF_RQ accepts: "num_bits must be in 1..=9"
 
@@ -32,15 +32,15 @@ class BuildConfig:
     index_type: str = "IVF_RQ"
     index_name: Optional[str] = None  # default: "<column>_idx", as Lance names it
     metric: str = "l2"
-    num_partitions: Optional[int] = None  # default: rows // 8192, clamped to 1..4096 (Lance's rule)
-    num_bits: int = 1  # IVF_RQ bits per dimension
+    num_partitions: Optional[int] = None  # default: one-node Lance's for the type (index_types.py)
+    num_bits: Optional[int] = None  # IVF_RQ bits per dimension; default 5, as one-node Lance
     num_sub_vectors: Optional[int] = None  # IVF_PQ; default dim/16 (or dim/8)
     rows_per_task: Optional[int] = None  # default: ~512 MiB of vectors, and >= 2 tasks per core
     fragments_per_task: Optional[int] = None
     max_segment_rows: int = 10_000_000  # merged segment size: ~1 GB of executor memory at 128-d
-    sample_rate: int = 256  # training rows per partition, as in Lance's create_index
-    max_sample_rows: int = 1_048_576  # cap on the driver's training sample
-    max_iters: int = 50
+    sample_rate: int = DEFAULT_SAMPLE_RATE  # training rows per partition, as in Lance's create_index
+    max_sample_rows: int = 1_048_576  # cap on the driver's training sample (4096 x 256)
+    max_iters: int = DEFAULT_MAX_ITERS
     replace: bool = False
     version: Optional[int] = None  # pin this dataset version instead of the latest
     job_dir: Optional[str] = None  # job state for resume; default "<uri>.index-jobs/<job id>"
@@ -75,7 +75,7 @@ class BuildConfig:
             )
         if self.metric not in METRICS:
             raise InputError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
-        if self.index_type == "IVF_RQ" and self.num_bits not in RQ_NUM_BITS:
+        if self.index_type == "IVF_RQ" and self.num_bits is not None and self.num_bits not in RQ_NUM_BITS:
             raise InputError(
                 f"--num-bits {self.num_bits} is outside what Lance's IVF_RQ accepts: use 1 to 9"
             )
@@ -98,6 +98,11 @@ class BuildConfig:
             raise InputError("--refine-factor values must be 0 (none) or more")
         if self.min_recall is not None and not 0 <= self.min_recall <= 1:
             raise InputError(f"--min-recall must be between 0 and 1, got {self.min_recall}")
+        if self.min_recall is not None and not self.verify_queries and not self.query_file:
+            raise InputError(
+                "--min-recall needs a recall check, and --verify-queries 0 with no --query-file "
+                "skips it: give --verify-queries N (or --query-file), or drop --min-recall"
+            )
         if self.version is not None and self.version < 1:
             raise InputError(f"--version {self.version} is not a dataset version (they start at 1)")
 

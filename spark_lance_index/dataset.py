@@ -8,31 +8,71 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Iterable, Mapping, Optional, Sequence
 
 import pyarrow as pa
 
 from .config import BuildConfig
 from .errors import InputError
+from .index_types import INDEX_TYPES
+from .storage import Location, locate
 
-# Rows per partition Lance aims for when num_partitions is not given (lance.util).
-TARGET_PARTITION_SIZE = 8192
-MAX_DEFAULT_PARTITIONS = 4096
 
 
 @dataclass(frozen=True)
 class FragmentInfo:
-    """One fragment at the pinned version: its id, live (not deleted) rows and data files."""
+    """One fragment at the pinned version: its id, live (not deleted) rows, and what a segment
+    built from it depends on: the data file holding the vector column and the physical rows.
+
+    Deletes (a new deletion file) and new columns (a new data file) leave both unchanged, and
+    the segment stays valid; a compaction or a rewrite of the column changes them."""
 
     fragment_id: int
     num_rows: int
-    files: tuple[str, ...] = ()
+    vector_file: str = ""
+    physical_rows: int = 0
 
 
-def fragment_infos(ds) -> tuple[FragmentInfo, ...]:
+def column_field_id(ds, column: str) -> int:
+    """Lance's field id of a (possibly dotted) column: data files list the ids they hold."""
+    parts = column.split(".")
+    field = ds.lance_schema.field(parts[0])
+    for part in parts[1:]:
+        field = next(c for c in field.children() if c.name() == part)
+    return field.id()
+
+
+def fragment_infos(ds, column: str) -> tuple[FragmentInfo, ...]:
+    field_id = column_field_id(ds, column)
+    out = []
+    for f in ds.get_fragments():
+        meta = f.metadata
+        files = [d.path for d in meta.files if field_id in d.fields]
+        out.append(FragmentInfo(f.fragment_id, f.count_rows(), files[0] if files else "", meta.physical_rows))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """One index of the dataset, as `describe_indices` tells it."""
+
+    name: str
+    index_type: str
+    columns: tuple[str, ...]
+    is_vector: bool
+    segments: tuple[str, ...]  # uuids
+    fragment_ids: frozenset
+
+
+def index_infos(ds) -> tuple[IndexInfo, ...]:
     return tuple(
-        FragmentInfo(f.fragment_id, f.count_rows(), tuple(d.path for d in f.data_files()))
-        for f in ds.get_fragments()
+        IndexInfo(
+            name=i.name, index_type=i.index_type, columns=tuple(i.field_names),
+            is_vector="VectorIndexDetails" in (i.type_url or ""),
+            segments=tuple(str(s.uuid) for s in i.segments),
+            fragment_ids=frozenset(f for s in i.segments for f in s.fragment_ids),
+        )
+        for i in ds.describe_indices()
     )
 
 
@@ -40,17 +80,26 @@ def fragment_infos(ds) -> tuple[FragmentInfo, ...]:
 class DatasetSnapshot:
     """What the job knows about the dataset at the version it pinned."""
 
-    uri: str
+    uri: str  # as the user gave it, for Lance
     version: int
     column: str
     dim: int
     value_type: str  # "float16" | "float32" | "float64"
     fragments: tuple[FragmentInfo, ...]
-    index_names: tuple[str, ...]
+    indexes: tuple[IndexInfo, ...] = ()
+
+    @property
+    def location(self) -> Location:
+        """Where Lance keeps it: the job's own file handling goes through this."""
+        return locate(self.uri)
 
     @property
     def num_rows(self) -> int:
         return sum(f.num_rows for f in self.fragments)
+
+    @property
+    def index_names(self) -> tuple[str, ...]:
+        return tuple(sorted(i.name for i in self.indexes))
 
 
 def open_dataset(uri: str, storage_options: Mapping[str, str], version: Optional[int] = None):
@@ -126,22 +175,58 @@ def vector_shape(field: pa.Field, column: str) -> tuple[int, str]:
     return dim, _FLOAT_NAMES[value]
 
 
-def snapshot_dataset(config: BuildConfig) -> DatasetSnapshot:
-    """Open the dataset, pin its version and check the column and index name against it."""
-    ds = open_dataset(config.uri, config.storage_options, config.version)
+def snapshot_dataset(config: BuildConfig, version: Optional[int] = None) -> DatasetSnapshot:
+    """Open the dataset at `version` (default: --version, else the latest), pin it, and check
+    the column against it."""
+    ds = open_dataset(config.uri, config.storage_options, version or config.version)
     field = resolve_vector_field(ds.schema, config.column)
     dim, value_type = vector_shape(field, config.column)
-    fragments = fragment_infos(ds)
-    index_names = tuple(sorted({i.name for i in ds.describe_indices()}))
     return DatasetSnapshot(
         uri=config.uri,
         version=ds.version,
         column=config.column,
         dim=dim,
         value_type=value_type,
-        fragments=fragments,
-        index_names=index_names,
+        fragments=fragment_infos(ds, config.column),
+        indexes=index_infos(ds),
     )
+
+
+def index_conflict(
+    name: str, column: str, replace: bool, indexes: Sequence[IndexInfo], *,
+    own_segments: Optional[Sequence[str]] = None, planned: Optional[Iterable[int]] = None,
+) -> Optional[str]:
+    """Why committing index `name` on `column` over `indexes` would be wrong, or None.
+
+    - an index of that name, unless --replace (or it is this job's own commit, `own_segments`);
+    - with --replace, an index of that name covering fragments the build does not (`planned`):
+      Lance refuses that commit, and the user should know before the build, not after;
+    - another vector index on the column: Lance's nearest query picks one vector index per
+      column with no way to choose, so a second one is never used and its recall cannot be
+      measured.
+    """
+    for i in indexes:
+        if i.name == name:
+            if own_segments is not None and set(i.segments) == set(own_segments):
+                continue
+            if not replace:
+                return (f"an index named {name!r} already exists ({i.index_type}): pass --replace "
+                        "to rebuild it, or --index-name to build another")
+            extra = sorted(i.fragment_ids - set(planned)) if planned is not None else []
+            if extra:
+                return (f"the index {name!r} to replace covers fragments {_ids(extra)} that this build "
+                        "does not index (added after the pinned version): rerun without --version to "
+                        "index the latest version")
+        elif i.is_vector and column in i.columns:
+            return (f"column {column!r} already has the vector index {i.name!r} ({i.index_type}); "
+                    "Lance queries one vector index per column, so a second one would never be used "
+                    f"and its recall could not be measured: rebuild that one with --replace "
+                    f"--index-name {i.name}, or drop it first")
+    return None
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return str(list(ids)) if len(ids) <= 8 else f"{list(ids[:7])}... ({len(ids)} in all)"
 
 
 @dataclass(frozen=True)
@@ -161,23 +246,17 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
     rows = snap.num_rows
     if rows == 0:
         raise InputError(f"dataset {snap.uri} (version {snap.version}) has no rows to index")
-    if config.name in snap.index_names and not config.replace:
-        raise InputError(
-            f"an index named {config.name!r} already exists on {snap.uri}: pass --replace to "
-            "rebuild it, or --index-name to build another"
-        )
     if config.index_type == "IVF_RQ" and snap.dim % 8 != 0:
         raise InputError(
             f"IVF_RQ needs a dimension divisible by 8 and {config.column!r} has {snap.dim}: "
             "use IVF_PQ or IVF_FLAT, or pad the vectors"
         )
-    partitions = config.num_partitions or min(
-        max(1, rows // TARGET_PARTITION_SIZE), MAX_DEFAULT_PARTITIONS
-    )
+    kind = INDEX_TYPES[config.index_type]
+    partitions = config.num_partitions or kind.default_partitions(rows)
     if partitions > rows:
         raise InputError(
             f"--num-partitions {partitions} is more than the {rows} rows to index: "
-            f"use at most {rows} (about rows/{TARGET_PARTITION_SIZE} is typical)"
+            f"use at most {rows} (Lance's default for {kind.name} is rows/{kind.target_partition_size})"
         )
     sub_vectors = 0
     if config.index_type == "IVF_PQ":
@@ -191,7 +270,7 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
         index_type=config.index_type,
         metric=config.metric,
         num_partitions=partitions,
-        num_bits=config.num_bits if config.index_type == "IVF_RQ" else 0,
+        num_bits=(config.num_bits or kind.default_num_bits) if kind.rotation else 0,
         num_sub_vectors=sub_vectors,
         sample_rate=config.sample_rate,
     )

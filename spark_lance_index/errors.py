@@ -47,3 +47,12 @@ class RecallTooLowError(JobError):
 
 class DatasetChangedError(JobError):
     """Planned fragments were removed or rewritten while the job ran. Nothing was committed."""
+
+
+class IndexConflictError(DatasetChangedError):
+    """Another index got in the way while the job ran (the same name, or a second vector index
+    on the column). Nothing was committed."""
+
+
+class JobBusyError(JobError):
+    """Another live run holds this job's lease. Nothing was written or deleted."""

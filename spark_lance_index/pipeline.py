@@ -1,65 +1,40 @@
-"""The build job, phase by phase: inspect, plan, train, build, check, commit, verify, clean up.
+"""The build job, phase by phase: inspect, plan, train, build, check, merge, commit, verify,
+clean up.
 
 `run(config)` is the one entry point the CLI, spark-submit and Databricks call. Each phase is a
 function of its own, timed by `@phase`; the Spark-specific ones only hand work to `spark.py`.
 The job directory (`state.py`) makes a rerun of the same command resume where a dead driver
-stopped.
+stopped; `resume.py` decides what of an earlier run can be trusted.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict
-from typing import Optional, Sequence
-
-import numpy as np
+from typing import Sequence
 
 from . import spark as spark_layer
 from .build import SegmentResult, SegmentTask, run_task
 from .commit import (
-    CommitReport, MergeTask, check_segments, commit_segments, merge_batches, remove_leftovers,
-    verify_commit,
+    CommitReport, MergeTask, check_segments, commit_segments, interrupted_merge_leftovers, merge_batches,
+    remove_leftovers, verify_commit,
 )
 from .config import BuildConfig
-from .dataset import DatasetSnapshot, IndexParams, open_dataset, resolve_params, snapshot_dataset
-from .errors import DatasetChangedError, JobError, SparkStageError
+from .dataset import DatasetSnapshot, IndexParams, index_infos, open_dataset
+from .errors import DatasetChangedError, JobBusyError, JobError, SparkStageError
 from .plan import FragmentGroup, default_rows_per_task, plan_groups
 from .report import JobResult, reporting, settings_of
-from .state import JobState, default_job_dir
+from .resume import Inspection, inspect_inputs
+from .state import JobState
 from .storage import index_dirs
 from .timing import PhaseClock, phase
 from .train import SharedArtifacts, train_artifacts
-from .verify_job import load_queries, measure_recall
+from .verify_job import measure_recall
 
 log = logging.getLogger("spark_lance_index")
 
 _BYTES = {"float16": 2, "float32": 4, "float64": 8}
-
-
-def make_job_id(snap: DatasetSnapshot, config: BuildConfig, params: IndexParams) -> str:
-    """Stable for the same dataset version, index and parameters: a rerun finds its state."""
-    key = json.dumps(
-        [snap.uri, snap.version, snap.column, config.name, asdict(params)], sort_keys=True
-    )
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-@phase("inspect")
-def inspect_inputs(config: BuildConfig) -> tuple[DatasetSnapshot, IndexParams, Optional[np.ndarray]]:
-    """Pin the dataset version and check every input; raises InputError, writes nothing."""
-    config.validate()
-    snap = snapshot_dataset(config)
-    params = resolve_params(config, snap)
-    queries = load_queries(config, snap.dim)
-    log.info(
-        "dataset %s version %d: %d rows in %d fragments, column %r %s[%d]",
-        snap.uri, snap.version, snap.num_rows, len(snap.fragments), snap.column,
-        snap.value_type, snap.dim,
-    )
-    return snap, params, queries
 
 
 @phase("spark start")
@@ -94,24 +69,23 @@ def train(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> Sh
     return artifacts
 
 
-def prepare(config, snap, params, state: JobState, job_id: str, parallelism: int):
+def prepare(config, insp: Inspection, parallelism: int):
     """Plan and train, or take both from an earlier run of the same job. -> (groups, artifacts)"""
-    if state.exists():
-        try:
-            _, groups, artifacts = state.load_job()
-        except (ValueError, KeyError, OSError) as e:
-            raise JobError(
-                f"the job directory {state.uri} is damaged ({e}): delete it to start afresh"
-            ) from None
+    snap, params, state = insp.snap, insp.params, insp.state
+    if insp.job is not None:
+        if insp.job["params"] != asdict(params):
+            raise JobError(f"the job directory {state.uri} was written with other parameters "
+                           f"({insp.job['params']}): delete it to start afresh")
+        groups, artifacts = state.load_plan(insp.job)
         log.info(
-            "resuming job %s from %s: reusing its plan (%d tasks) and artifacts (%s)",
-            job_id, state.uri, len(groups), artifacts.describe(),
+            "resuming job %s from %s: pinned version %d, its plan (%d tasks) and artifacts (%s)",
+            insp.job_id, state.uri, snap.version, len(groups), artifacts.describe(),
         )
         return groups, artifacts
     groups = plan(config, snap, parallelism)
     artifacts = train(config, snap, params)
-    job = {"job_id": job_id, "uri": snap.uri, "version": snap.version, "column": snap.column,
-           "index_name": config.name, "params": asdict(params)}
+    job = {"job_id": insp.job_id, "identity": insp.identity, "uri": snap.uri, "version": snap.version,
+           "column": snap.column, "index_name": config.name, "params": asdict(params)}
     state.save_job(job, groups, artifacts)
     return groups, artifacts
 
@@ -119,7 +93,7 @@ def prepare(config, snap, params, state: JobState, job_id: str, parallelism: int
 def reusable_segments(snap, config, state: JobState, groups, expected) -> dict[int, SegmentResult]:
     """Segments an earlier run finished that fit this plan and these artifacts, by group."""
     planned = {g.group_id: g for g in groups}
-    indices = index_dirs(snap.uri, config.storage_options)
+    indices = index_dirs(snap.location, config.storage_options)
     return {
         gid: r
         for gid, r in state.finished_segments().items()
@@ -178,8 +152,8 @@ def merge(spark, config: BuildConfig, snap: DatasetSnapshot, results, state: Job
     """
     batches = merge_batches(results, config.max_segment_rows)
     tasks = [
-        MergeTask(snap.uri, snap.version, tuple(r.segment for r in b), sum(r.num_rows for r in b),
-                  dict(config.storage_options))
+        MergeTask(snap.uri, snap.location, snap.version, tuple(r.segment for r in b),
+                  sum(r.num_rows for r in b), dict(config.storage_options))
         for b in batches
     ]
     with spark_layer.job_group(
@@ -191,34 +165,61 @@ def merge(spark, config: BuildConfig, snap: DatasetSnapshot, results, state: Job
     return merged
 
 
-@phase("commit")
-def commit(config: BuildConfig, snap: DatasetSnapshot, groups, merged: Sequence):
-    """Commit the merged segments in one commit on the latest version."""
+def planned_fragments(snap: DatasetSnapshot, groups: Sequence[FragmentGroup]):
     in_plan = {f for g in groups for f in g.fragment_ids}
-    planned = [f for f in snap.fragments if f.fragment_id in in_plan]
+    return [f for f in snap.fragments if f.fragment_id in in_plan]
+
+
+@phase("commit")
+def commit(config: BuildConfig, snap: DatasetSnapshot, groups, merged: Sequence, state: JobState, lease):
+    """Commit the merged segments in one commit on the latest version.
+
+    The segments are recorded first, so a rerun after a driver death right after the commit
+    finishes the job instead of refusing the index it finds."""
+    lease.check()
+    state.record_commit([str(m.uuid) for m in merged])
     return commit_segments(
         lambda: open_dataset(snap.uri, config.storage_options), config.name, snap.column,
-        merged, planned, snap.version,
+        merged, planned_fragments(snap, groups), snap.version, bool(config.replace),
     )
 
 
 @phase("verify")
-def verify(config, params, groups, committed_ds, merged, artifacts) -> CommitReport:
-    """Read the committed index back: right type, our segments, exactly the planned rows."""
+def verify(config, params, snap, groups, committed_ds, merged_uuids, artifacts) -> CommitReport:
+    """Read the committed index back: right type, our segments, exactly the planned fragments."""
     return verify_commit(
-        committed_ds, config.name, params.index_type, [str(m.uuid) for m in merged],
-        planned_rows=sum(g.num_rows for g in groups),
-        planned_fragments=sum(len(g.fragment_ids) for g in groups),
+        committed_ds, config.name, params.index_type, merged_uuids, planned_fragments(snap, groups),
         rotation_signs=artifacts.rotation_signs,
     )
 
 
 @phase("cleanup")
-def cleanup(config, snap, state: JobState, merged) -> int:
-    """Remove our segment directories the index does not use, then the job directory."""
-    removed = remove_leftovers(snap.uri, config.storage_options, state.attempts(), [str(m.uuid) for m in merged])
+def cleanup(config, snap, state: JobState, keep: Sequence[str], lease) -> tuple[int, list[str]]:
+    """Remove our segment directories the index does not use, then our files in the job
+    directory. -> (directories removed, unaccounted directories left after interrupted merges)"""
+    lease.check()
+    attempts = state.attempts()
+    unaccounted = interrupted_merge_leftovers(snap.location, config.storage_options, state.merges(), attempts, keep)
+    if unaccounted:
+        log.warning(
+            "%d directories under _indices appeared while this job merged and are not accounted for "
+            "(a merge killed mid-write, or another writer): %s; left in place, since the job cannot "
+            "prove they are its own", len(unaccounted), ", ".join(unaccounted[:8]),
+        )
+    removed = remove_leftovers(snap.location, config.storage_options, attempts, keep)
     state.discard()
-    return len(removed)
+    return len(removed), unaccounted
+
+
+def drop_stale_state(config, insp: Inspection) -> None:
+    """An earlier run's state that cannot be resumed: remove its segment directories (never
+    one a committed index uses) and its files, before this run starts afresh."""
+    state = insp.state
+    log.info("the state of an earlier run in %s cannot be resumed (%s): starting afresh", state.uri, insp.stale)
+    latest = open_dataset(insp.snap.uri, config.storage_options)
+    in_use = {u for i in index_infos(latest) for u in i.segments} | set(state.committing() or [])
+    remove_leftovers(insp.snap.location, config.storage_options, state.attempts(), keep=in_use)
+    state.discard()
 
 
 def run(config: BuildConfig, spark=None, *, task_fn=run_task) -> JobResult:
@@ -238,42 +239,49 @@ def run(config: BuildConfig, spark=None, *, task_fn=run_task) -> JobResult:
 def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
     started = time.perf_counter()
     with PhaseClock() as clock:
-        snap, params, queries = inspect_inputs(config)
-        job_id = make_job_id(snap, config, params)
-        result.job_id, result.pinned_version, result.params = job_id, snap.version, params
-        state = JobState(config.job_dir or default_job_dir(snap.uri, job_id), config.storage_options)
+        insp = inspect_inputs(config)
+        snap, params, state = insp.snap, insp.params, insp.state
+        result.job_id, result.pinned_version, result.params = insp.job_id, snap.version, params
+        result.job_dir = state.uri
         created = False
         if spark is None:
             spark, created = start_session(config)
+        lease = None
         try:
             result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
             parallelism = spark_layer.default_parallelism(spark)
-            groups, artifacts = prepare(config, snap, params, state, job_id, parallelism)
-            expected = result.fingerprints = artifacts.fingerprints()
-            result.artifacts, result.job_dir = artifacts, state.uri
-            reused = reusable_segments(snap, config, state, groups, expected)
-            if reused:
-                log.info("reusing %d finished segments; %d to build", len(reused), len(groups) - len(reused))
-            todo = [t for t in make_tasks(config, snap, params, groups, job_id) if t.group.group_id not in reused]
-            built = build(spark, todo, artifacts, state, job_id, task_fn, config.progress_interval)
-            results = check_segments(groups, [*reused.values(), *built], expected)
-            merged = merge(spark, config, snap, results, state)
-            committed_ds = commit(config, snap, groups, merged)
-            report = verify(config, params, groups, committed_ds, merged, artifacts)
+            lease = state.acquire_lease()
+            if insp.stale:
+                drop_stale_state(config, insp)
+            groups, artifacts = prepare(config, insp, parallelism)
+            result.fingerprints, result.artifacts = artifacts.fingerprints(), artifacts
+            result.num_tasks = len(groups)
+            if insp.committed is not None:
+                log.info("an earlier run of job %s committed its index; finishing its checks and cleanup", insp.job_id)
+                merged_uuids = insp.committed
+                committed_ds = open_dataset(snap.uri, config.storage_options)
+                result.segments_reused = result.segments_built = 0
+            else:
+                merged_uuids, committed_ds = _build_and_commit(spark, config, insp, groups, artifacts, task_fn, lease, result)
+            report = verify(config, params, snap, groups, committed_ds, merged_uuids, artifacts)
             result.committed_version, result.num_rows = report.version, report.num_indexed_rows
-            result.num_fragments, result.num_tasks, result.num_segments = report.num_indexed_fragments, len(groups), len(results)
-            result.segments_reused, result.segments_built = len(reused), len(built)
-            result.segments_committed = len(merged)
+            result.num_fragments, result.segments_committed = report.num_indexed_fragments, len(merged_uuids)
             result.unindexed_rows, result.unindexed_fragments = report.num_unindexed_rows, report.num_unindexed_fragments
-            result.leftovers_removed = cleanup(config, snap, state, merged)
-            if config.verify_queries or queries is not None:
+            result.deleted_rows = report.num_deleted_rows
+            result.leftovers_removed, result.leftovers_unaccounted = cleanup(config, snap, state, merged_uuids, lease)
+            if config.verify_queries or insp.queries is not None:
                 result.recall = measure_recall(spark, config, snap.uri, report.version, snap.column,
-                                               params.metric, params.index_type, queries, parallelism)
+                                               params.metric, params.index_type, insp.queries, parallelism,
+                                               config.name)
         except DatasetChangedError:
-            # The segments index fragments that no longer exist: nothing to resume.
-            remove_leftovers(snap.uri, config.storage_options, state.attempts(), keep=[])
+            # The segments index fragments that no longer exist, or another index took the
+            # place: nothing to resume, and nothing of ours was committed.
+            lease.check()
+            remove_leftovers(snap.location, config.storage_options, state.attempts(), keep=[])
             state.discard()
             raise
+        except JobBusyError:
+            raise  # another run holds the job: touch nothing of it
         except JobError as e:
             if state.exists():
                 e.args = (
@@ -282,7 +290,27 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
                 )
             raise
         finally:
+            if lease is not None:
+                lease.release()
             clock.seconds["total"] = time.perf_counter() - started
             result.seconds = dict(clock.seconds)
             if created:
                 spark.stop()
+
+
+def _build_and_commit(spark, config, insp: Inspection, groups, artifacts: SharedArtifacts, task_fn, lease,
+                      result: JobResult):
+    """Build the segments not already built, check, merge and commit them. -> (uuids, dataset)"""
+    snap, params, state = insp.snap, insp.params, insp.state
+    expected = artifacts.fingerprints()
+    reused = reusable_segments(snap, config, state, groups, expected)
+    if reused:
+        log.info("reusing %d finished segments; %d to build", len(reused), len(groups) - len(reused))
+    todo = [t for t in make_tasks(config, snap, params, groups, insp.job_id) if t.group.group_id not in reused]
+    built = build(spark, todo, artifacts, state, insp.job_id, task_fn, config.progress_interval)
+    results = check_segments(groups, [*reused.values(), *built], expected)
+    result.num_segments, result.segments_reused, result.segments_built = len(results), len(reused), len(built)
+    lease.check()
+    merged = merge(spark, config, snap, results, state)
+    committed_ds = commit(config, snap, groups, merged, state, lease)
+    return [str(m.uuid) for m in merged], committed_ds

@@ -71,6 +71,8 @@ class JobResult:
     unindexed_rows: Optional[int] = None
     unindexed_fragments: Optional[int] = None
     leftovers_removed: Optional[int] = None
+    leftovers_unaccounted: list[str] = field(default_factory=list)
+    deleted_rows: Optional[int] = None
     job_dir: Optional[str] = None
     spark_app_id: Optional[str] = None
     spark_master: Optional[str] = None
@@ -119,7 +121,9 @@ class JobResult:
                 "rows_unindexed": self.unindexed_rows,
                 "fragments_unindexed": self.unindexed_fragments,
                 "leftovers_removed": self.leftovers_removed,
+                "rows_deleted_since_pinned": self.deleted_rows,
             },
+            "leftovers_unaccounted": list(self.leftovers_unaccounted),
             "timings_seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "spark": {"application_id": self.spark_app_id, "master": self.spark_master},
             "recall": [asdict(f) for f in self.recall],
@@ -157,6 +161,11 @@ def render_summary(r: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments")
+    if c.get("rows_deleted_since_pinned"):
+        lines.append(f"  rows deleted after the pinned version: {c['rows_deleted_since_pinned']:,} "
+                     "(the index covers their fragments; Lance skips deleted rows)")
+    if r.get("leftovers_unaccounted"):
+        lines.append(f"  left in _indices, not provably this job's: {', '.join(r['leftovers_unaccounted'][:8])}")
     if c["rows_unindexed"]:
         lines.append(
             f"  not yet indexed: {c['rows_unindexed']:,} rows in {c['fragments_unindexed']} fragments "

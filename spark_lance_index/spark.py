@@ -30,12 +30,13 @@ _LOCAL_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 def is_connect(spark) -> bool:
-    """True for a Spark Connect session (no RDD API, no SparkContext)."""
-    try:
-        from pyspark.sql.connect.session import SparkSession as ConnectSession
-    except Exception:  # the Connect client's dependencies are not installed
-        return False
-    return isinstance(spark, ConnectSession)
+    """True for a Spark Connect session (no RDD API, no SparkContext).
+
+    Told from the session's class, never by importing `pyspark.sql.connect`: that import
+    calls sys.exit(0) when the Connect client's dependencies are missing and `__main__` has
+    no `__file__` (`python -c`, some notebook and job runners), which ended the job as a
+    silent success."""
+    return any(c.__module__.startswith("pyspark.sql.connect") for c in type(spark).__mro__)
 
 
 def get_session(master: Optional[str], app_name: str, verbose: bool = False):

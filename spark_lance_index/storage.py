@@ -1,7 +1,11 @@
-"""Small files on local disk or an object store (the job directory, the report).
+"""Where things are: one mapping from a URI to a place on local disk or an object store.
 
-Lance takes object-store settings as "storage options"; pyarrow's filesystems take the same
-settings under other names. `filesystem_for` maps the common ones so users give them once.
+Lance takes a plain path literally, and parses anything with a scheme (`file://`, `s3://`, ...)
+as a URL: `%xx` escapes are decoded and `?query` and `#fragment` are dropped. The job's own
+files (job directory, `_indices` cleanup, report, query file) go through `locate`, which applies
+the same rules, so the job never looks for or deletes anything anywhere but where Lance put it.
+Measured on pylance 14.0.2: `file:///d/a%20b.lance` writes `/d/a b.lance`, `file:///d/f#v2.lance`
+writes `/d/f`, and the plain path `/d/c%20d.lance` writes `/d/c%20d.lance`.
 """
 
 from __future__ import annotations
@@ -9,26 +13,65 @@ from __future__ import annotations
 import os
 import uuid
 from typing import Mapping
-from urllib.parse import urlparse
+from dataclasses import dataclass, replace
+from urllib.parse import unquote, urlsplit
 
 import pyarrow.fs as pafs
 
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
+@dataclass(frozen=True)
+class Location:
+    """A decoded place: `scheme` "" is local disk (`path` absolute), else `bucket` and a key
+    prefix `path` (no leading slash) on that object store."""
+
+    scheme: str
+    bucket: str
+    path: str
+
+    def child(self, name: str) -> "Location":
+        name = name.strip("/")
+        if not name:
+            return self
+        return replace(self, path=f"{self.path.rstrip('/')}/{name}" if self.path else name)
+
+    def sibling(self, suffix: str) -> "Location":
+        """The same place with `suffix` appended to its last component ("<ds>.index-jobs")."""
+        return replace(self, path=self.path.rstrip("/") + suffix)
+
+    def contains(self, other: "Location") -> bool:
+        """True if `other` is this place or lies inside it."""
+        if (self.scheme, self.bucket) != (other.scheme, other.bucket):
+            return False
+        mine, theirs = self.path.rstrip("/"), other.path.rstrip("/")
+        return theirs == mine or theirs.startswith(mine + "/") or mine == ""
+
+    def __str__(self) -> str:
+        if not self.scheme:
+            return self.path
+        return f"{self.scheme}://{self.bucket}/{self.path}"
 
 
-def filesystem_for(uri: str, storage_options: Mapping[str, str]) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path within it) for a local path or an s3://, gs://, az:// URI."""
-    if is_local(uri):
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
-        return pafs.LocalFileSystem(), os.path.abspath(path)
-    parsed = urlparse(uri)
-    path = f"{parsed.netloc}{parsed.path}".rstrip("/")
+def locate(uri: str) -> Location:
+    """Where Lance reads and writes `uri` (see the module docstring for the rules)."""
+    if "://" not in uri:
+        return Location("", "", os.path.abspath(uri))
+    parsed = urlsplit(uri)
+    path = unquote(parsed.path)
+    scheme = parsed.scheme.lower()
+    if scheme == "file":
+        return Location("", "", os.path.abspath(path or "/"))
+    return Location(scheme, unquote(parsed.netloc), path.strip("/"))
+
+
+def filesystem_for(where: Location, storage_options: Mapping[str, str]) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path within it) for a located place: local disk, s3, gs or az."""
+    if not where.scheme:
+        return pafs.LocalFileSystem(), where.path
+    path = f"{where.bucket}/{where.path}".rstrip("/")
     opts = {k.lower(): v for k, v in storage_options.items()}
-    if parsed.scheme in ("s3", "s3a"):
+    if where.scheme in ("s3", "s3a"):
         endpoint = opts.get("aws_endpoint") or opts.get("endpoint") or opts.get("aws_endpoint_url")
         kwargs = dict(
             access_key=opts.get("aws_access_key_id") or opts.get("access_key_id"),
@@ -42,39 +85,47 @@ def filesystem_for(uri: str, storage_options: Mapping[str, str]) -> tuple[pafs.F
         if opts.get("allow_http", "").lower() in _TRUE and "scheme" not in kwargs:
             kwargs["scheme"] = "http"
         return pafs.S3FileSystem(**{k: v for k, v in kwargs.items() if v}), path
-    if parsed.scheme in ("gs", "gcs"):
+    if where.scheme in ("gs", "gcs"):
         return pafs.GcsFileSystem(), path
-    if parsed.scheme in ("az", "abfs", "abfss"):
+    if where.scheme in ("az", "abfs", "abfss"):
         account = opts.get("azure_storage_account_name") or opts.get("account_name")
         key = opts.get("azure_storage_account_key") or opts.get("account_key")
         return pafs.AzureFileSystem(account_name=account, account_key=key), path
-    fs, path = pafs.FileSystem.from_uri(uri)
-    return fs, path
+    raise ValueError(f"unsupported storage scheme {where.scheme!r}")
 
 
-def read_file(path: str, storage_options: Mapping[str, str]) -> bytes:
+def _folder_and_name(uri: str) -> tuple[Location, str]:
+    where = locate(uri)
+    folder, _, name = where.path.rstrip("/").rpartition("/")
+    return replace(where, path=folder), name
+
+
+def read_file(uri: str, storage_options: Mapping[str, str]) -> bytes:
     """One whole file, by its local path or object-store URI."""
-    folder, _, name = path.rstrip("/").rpartition("/")
-    return Files(folder or ".", storage_options).read(name)
+    folder, name = _folder_and_name(uri)
+    return Files(folder, storage_options).read(name)
 
 
-def write_file(path: str, storage_options: Mapping[str, str], data: bytes) -> None:
+def write_file(uri: str, storage_options: Mapping[str, str], data: bytes) -> None:
     """Write one whole file, by its local path or object-store URI."""
-    folder, _, name = path.rstrip("/").rpartition("/")
-    Files(folder or ".", storage_options).write(name, data)
+    folder, name = _folder_and_name(uri)
+    Files(folder, storage_options).write(name, data)
 
 
-def index_dirs(dataset_uri: str, storage_options: Mapping[str, str]) -> Files:
+def index_dirs(dataset: Location, storage_options: Mapping[str, str]) -> "Files":
     """The dataset's `_indices` folder: one directory per index segment."""
-    return Files(f"{dataset_uri.rstrip('/')}/_indices", storage_options)
+    return Files(dataset.child("_indices"), storage_options)
 
 
 class Files:
     """A directory of small files, addressed by relative names."""
 
-    def __init__(self, uri: str, storage_options: Mapping[str, str]):
-        self.uri = uri.rstrip("/")
-        self.fs, self.root = filesystem_for(self.uri, storage_options)
+    def __init__(self, where: Location, storage_options: Mapping[str, str]):
+        self.where = where
+        self.fs, self.root = filesystem_for(where, storage_options)
+
+    def __str__(self) -> str:
+        return str(self.where)
 
     def _path(self, name: str) -> str:
         return f"{self.root}/{name}" if name else self.root
@@ -92,6 +143,24 @@ class Files:
             with self.fs.open_output_stream(path) as f:
                 f.write(data)
 
+    def create(self, name: str, data: bytes) -> bool:
+        """Write a file only if there is none: False if one exists. Atomic on local disk
+        (O_EXCL); on an object store, which offers no such PUT here, a check then a write."""
+        path = self._path(name)
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        if self.exists(name):
+            return False
+        self.write(name, data)
+        return True
+
     def read(self, name: str) -> bytes:
         with self.fs.open_input_stream(self._path(name)) as f:
             return f.read()
@@ -99,7 +168,7 @@ class Files:
     def exists(self, name: str = "") -> bool:
         return self.fs.get_file_info(self._path(name)).type != pafs.FileType.NotFound
 
-    def list(self, folder: str) -> list[str]:
+    def list(self, folder: str = "") -> list[str]:
         """Names of the files directly in `folder` (empty when it does not exist)."""
         selector = pafs.FileSelector(self._path(folder), allow_not_found=True)
         return sorted(
@@ -107,7 +176,29 @@ class Files:
             if info.type == pafs.FileType.File and not info.base_name.endswith(".tmp")
         )
 
-    def delete_dir(self, name: str = "") -> None:
+    def entries(self, folder: str = "") -> list[str]:
+        """Names of everything directly in `folder`, files and directories."""
+        selector = pafs.FileSelector(self._path(folder), allow_not_found=True)
+        return sorted(info.base_name for info in self.fs.get_file_info(selector))
+
+    def delete_file(self, name: str) -> None:
+        try:
+            self.fs.delete_file(self._path(name))
+        except FileNotFoundError:
+            pass
+
+    def delete_dir(self, name: str) -> None:
+        """Delete one named directory and what is in it (a segment directory of ours)."""
+        if not name:
+            raise ValueError("refusing to delete the root of " + str(self))
         path = self._path(name)
         if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
             self.fs.delete_dir(path)
+
+    def remove_if_empty(self, name: str = "") -> bool:
+        """Remove a directory only when nothing is in it (object stores have no empty ones)."""
+        path = self._path(name)
+        if isinstance(self.fs, pafs.LocalFileSystem) and os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
+            return True
+        return False

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import spark as spark_layer
 from .config import BuildConfig
-from .dataset import IndexParams, fragment_infos, open_dataset, snapshot_dataset
+from .dataset import IndexParams, fragment_infos, index_infos, open_dataset, snapshot_dataset
 from .errors import InputError
 from .plan import default_rows_per_task, plan_groups
 from .report import JobResult, reporting, settings_of
@@ -43,14 +43,32 @@ def load_queries(config: BuildConfig, dim: int) -> Optional[np.ndarray]:
     return queries.astype(np.float32)
 
 
+def sole_vector_index(ds, column: str, index_name: str) -> None:
+    """Refuse unless `index_name` is the only vector index on `column` at this version.
+
+    Lance's nearest query has no index selector: with two vector indexes on a column it
+    queries one of them, and the recall measured would be another index's."""
+    vector = sorted(i.name for i in index_infos(ds) if i.is_vector and column in i.columns)
+    if vector != [index_name]:
+        others = [n for n in vector if n != index_name]
+        raise InputError(
+            f"cannot measure the recall of index {index_name!r}: column {column!r} has the vector "
+            f"indexes {vector} at version {ds.version}, and Lance queries one vector index per "
+            f"column without saying which; drop {others} (or rebuild it with --replace --index-name)"
+            if others else f"no vector index named {index_name!r} on column {column!r} at version {ds.version}"
+        )
+
+
 @phase("recall")
 def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: str, metric: str,
-                   index_type: str, queries: Optional[np.ndarray], parallelism: int) -> list[RecallFigure]:
+                   index_type: str, queries: Optional[np.ndarray], parallelism: int,
+                   index_name: str) -> list[RecallFigure]:
     """recall@k of the committed index at each query setting, against exact search."""
     ds = open_dataset(uri, config.storage_options, version)
+    sole_vector_index(ds, column, index_name)
     if queries is None:
         queries = sample_queries(ds, column, config.verify_queries)
-    fragments = [f for f in fragment_infos(ds) if f.num_rows > 0]
+    fragments = [f for f in fragment_infos(ds, column) if f.num_rows > 0]
     dim = queries.shape[1]
     groups = plan_groups(fragments, rows_per_task=default_rows_per_task(
         sum(f.num_rows for f in fragments), dim * 4, parallelism))
@@ -80,6 +98,7 @@ def run_verify(config: BuildConfig, spark=None) -> JobResult:
                 raise InputError(f"no index named {config.name!r} on {snap.uri}: build it first, or give --index-name")
             queries = load_queries(config, snap.dim)
             ds = open_dataset(snap.uri, config.storage_options, snap.version)
+            sole_vector_index(ds, snap.column, config.name)
             stats = ds.stats.index_stats(config.name)
             segment = (stats.get("segments") or stats.get("indices"))[0]
             result.params = IndexParams(stats["index_type"], segment["metric_type"], segment["num_partitions"],
@@ -94,7 +113,7 @@ def run_verify(config: BuildConfig, spark=None) -> JobResult:
                 result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
                 result.recall = measure_recall(spark, config, snap.uri, snap.version, snap.column,
                                                result.params.metric, result.params.index_type, queries,
-                                               spark_layer.default_parallelism(spark))
+                                               spark_layer.default_parallelism(spark), config.name)
             finally:
                 if created:
                     spark.stop()

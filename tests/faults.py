@@ -112,6 +112,12 @@ def apply_change(uri: str, change: str) -> None:
         ds.delete(f"id >= {ids.min()} AND id <= {ids.max()}")
     elif change == "same_index":
         ds.create_index("vector", "IVF_FLAT", name="vector_idx", num_partitions=2, replace=True)
+    elif change == "other_vector_index":
+        ds.create_index("vector", "IVF_PQ", name="other_idx", metric="dot", num_partitions=2, num_sub_vectors=4)
+    elif change == "delete_rows":  # some rows of the first two fragments, not whole fragments
+        ds.delete("id % 500 = 7 AND id < 2000")
+    elif change == "add_columns":  # a new data file in every fragment, the same rows
+        ds.add_columns({"id2": "id * 2"})
     else:
         raise ValueError(change)
 

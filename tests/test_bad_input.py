@@ -1,5 +1,7 @@
 """Bad input is refused before any Spark work, in one line, and leaves the dataset as it was."""
 
+import os
+
 import lance
 import numpy as np
 import pyarrow as pa
@@ -7,7 +9,7 @@ import pytest
 from conftest import dataset_state, fsl, spark_job_count
 
 from spark_lance_index.cli import main
-from spark_lance_index.config import make_config
+from spark_lance_index.config import BuildConfig, make_config
 from spark_lance_index.errors import InputError
 from spark_lance_index.pipeline import run
 
@@ -31,7 +33,7 @@ def odd_dataset(tmp_path_factory):
     )
     lance.write_dataset(table, uri, max_rows_per_file=500)
     ds = lance.dataset(uri)
-    ds.create_index("vector", "IVF_FLAT", name="taken", num_partitions=2)
+    ds.create_index("v12", "IVF_FLAT", name="taken", num_partitions=2)
     return uri
 
 
@@ -49,19 +51,38 @@ CASES = {
     "unknown metric": ({"metric": "hamming"}, "unknown metric"),
     "PQ sub-vectors": ({"index_type": "IVF_PQ", "num_sub_vectors": 5}, "does not divide"),
     "index name taken": ({"index_name": "taken"}, "already exists.*--replace"),
+    "second vector index on the column": (
+        {"column": "v12", "index_type": "IVF_FLAT"},
+        "column 'v12' already has the vector index 'taken'.*--replace --index-name taken"),
     "no such version": ({"version": 99}, "no version 99|cannot open"),
+    "version 0": ({"version": 0}, "is not a dataset version"),
+    "min-recall that nothing measures": ({"min_recall": 0.9, "verify_queries": 0}, "--min-recall needs a recall check"),
+    "job dir inside the dataset": ({"job_dir": "{uri}/_state"}, "inside the dataset"),
+    "job dir is the dataset": ({"job_dir": "{uri}"}, "is the dataset"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_refused_before_spark_and_untouched(spark, odd_dataset, case):
     overrides, message = CASES[case]
+    overrides = {k: v.format(uri=odd_dataset) if isinstance(v, str) else v for k, v in overrides.items()}
     before, jobs = dataset_state(odd_dataset), spark_job_count(spark)
+    # Built without make_config's checks, so that run() itself must refuse, before Spark.
+    config = BuildConfig(**{"uri": odd_dataset, "column": "vector", **overrides})
     with pytest.raises(InputError, match=message) as err:
-        run(make_config({}, {"uri": odd_dataset, "column": "vector", **overrides}), spark=spark)
+        run(config, spark=spark)
     assert "\n" not in str(err.value)
     assert spark_job_count(spark) == jobs
     assert dataset_state(odd_dataset) == before
+    assert not os.path.exists(odd_dataset + ".index-jobs")  # no job state was written either
+
+
+@pytest.mark.parametrize("case", ["num_bits 0", "num_bits 10", "unknown index type", "unknown metric",
+                                  "version 0", "min-recall that nothing measures"])
+def test_make_config_refuses_bad_parameters_too(odd_dataset, case):
+    overrides, message = CASES[case]
+    with pytest.raises(InputError, match=message):
+        make_config({}, {"uri": odd_dataset, "column": "vector", **overrides})
 
 
 def test_missing_dataset(spark, tmp_path):

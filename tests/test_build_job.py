@@ -17,6 +17,7 @@ from spark_lance_index.errors import InputError, SegmentCheckError
 from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 from spark_lance_index.spark import run_segment_builds
 from spark_lance_index.state import JobState
+from spark_lance_index.storage import locate
 
 ROWS, DIM, PARTITIONS, NPROBES = 20_000, 32, 32, 8
 
@@ -66,17 +67,18 @@ def test_every_segment_uses_one_rotation_and_a_foreign_one_is_refused(spark, tmp
     data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
     config = make_config({}, {"uri": data.uri, "column": "vector", "num_partitions": 8, "rows_per_task": 2000})
     before = dataset_state(data.uri)
-    snap, params, _ = pipeline.inspect_inputs(config)
+    insp = pipeline.inspect_inputs(config)
+    snap, params = insp.snap, insp.params
     groups = pipeline.plan(config, snap, 2)
     artifacts = pipeline.train(config, snap, params)
     tasks = pipeline.make_tasks(config, snap, params, groups, "test-job")
 
-    state = JobState(str(tmp_path / "job"), {})
+    state = JobState(locate(str(tmp_path)), "job", {})
     good = run_segment_builds(spark, tasks[:-1], artifacts, state)
     assert {r.fingerprints["rotation"] for r in good} == {artifacts.fingerprints()["rotation"]}
 
     from lance.lance import indices
-    other = dataclasses.replace(artifacts, rq_model=indices.build_rq_model(DIM, num_bits=1))
+    other = dataclasses.replace(artifacts, rq_model=indices.build_rq_model(DIM, num_bits=params.num_bits))
     assert other.fingerprints()["rotation"] != artifacts.fingerprints()["rotation"]
     foreign = run_segment_builds(spark, tasks[-1:], other, state)
 
@@ -195,7 +197,7 @@ def test_large_tables_commit_several_merged_segments(spark, tmp_path):
     assert sorted(os.listdir(os.path.join(job.uri, "_indices"))) == sorted(s["uuid"] for s in stats["segments"])
     assert "4 segments merged into 2" in result.summary()
     a = result.artifacts
-    lance.dataset(single.uri).create_index("vector", "IVF_RQ", num_partitions=16, num_bits=1,
+    lance.dataset(single.uri).create_index("vector", "IVF_RQ", num_partitions=16, num_bits=result.params.num_bits,
                                            ivf_centroids=a.centroids_arrow(), rabitq_model=a.rq_model)
     for nprobes, refine in ((2, None), (2, 10), (8, 10)):
         assert abs(recall(job.uri, job, nprobes=nprobes, refine=refine)

@@ -17,7 +17,7 @@ from conftest import dataset_state, write_vectors
 
 from spark_lance_index import pipeline
 from spark_lance_index.config import make_config
-from spark_lance_index.errors import DatasetChangedError, InputError, SparkStageError
+from spark_lance_index.errors import DatasetChangedError, IndexConflictError, InputError, SparkStageError
 from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,7 +60,7 @@ def test_task_failing_its_first_attempt_is_retried_and_leaves_nothing(spark, tmp
     assert not os.path.exists(result.job_dir)
     # the same index as without the retry: a one-node build with the same artifacts
     a = result.artifacts
-    lance.dataset(twin.uri).create_index("vector", "IVF_RQ", num_partitions=16, num_bits=1,
+    lance.dataset(twin.uri).create_index("vector", "IVF_RQ", num_partitions=16, num_bits=result.params.num_bits,
                                          ivf_centroids=a.centroids_arrow(), rabitq_model=a.rq_model)
     assert abs(recall(data.uri, data) - recall(twin.uri, twin)) <= 0.005
     assert recall(data.uri, data) > 0.8
@@ -130,7 +130,7 @@ def test_driver_killed_then_rerun_resumes(tmp_path):
     stats = lance.dataset(data.uri).stats.index_stats("vector_idx")
     assert (stats["num_indexed_rows"], len(stats["segments"])) == (48_000, 1)
     assert index_dirs(data.uri) == committed_uuids(data.uri)  # the killed run's debris too
-    assert not os.listdir(job_root)
+    assert not os.path.exists(job_root)  # the default root is removed once empty
     assert recall(data.uri, data, nprobes=8) > 0.8
 
 
@@ -166,12 +166,25 @@ def test_planned_fragments_rewritten_during_the_build_fail_cleanly(spark, tmp_pa
     # nothing of the job's is left: new directories are the other writer's (a compaction
     # rewrites the index it keeps), and the job directory is gone
     assert index_dirs(data.uri) - before <= mine
-    assert not os.listdir(data.uri + ".index-jobs")
+    assert not os.path.exists(data.uri + ".index-jobs")
 
 
-def test_another_commit_of_the_same_index_lands_first(spark, tmp_path):
+def test_an_index_of_the_same_name_committed_during_the_build_is_never_replaced_without_replace(spark, tmp_path):
     data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
-    result = pipeline.run(config_for(data.uri), spark=spark,
+    before = index_dirs(data.uri)
+    with pytest.raises(IndexConflictError, match="an index named 'vector_idx' already exists.*nothing was committed") as err:
+        pipeline.run(config_for(data.uri), spark=spark, task_fn=faults.change_dataset_during_build(0, "same_index"))
+    assert "\n" not in str(err.value)
+    stats = lance.dataset(data.uri).stats.index_stats("vector_idx")
+    assert stats["index_type"] == "IVF_FLAT"  # the other writer's index stands
+    # nothing of the job's is left: the only new directory is the other writer's index
+    assert index_dirs(data.uri) - before == committed_uuids(data.uri)
+    assert not os.path.exists(data.uri + ".index-jobs")
+
+
+def test_with_replace_an_index_committed_during_the_build_is_replaced(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
+    result = pipeline.run(config_for(data.uri, replace=True), spark=spark,
                           task_fn=faults.change_dataset_during_build(0, "same_index"))
     stats = lance.dataset(data.uri).stats.index_stats("vector_idx")
     assert (stats["index_type"], stats["num_indexed_rows"], len(stats["segments"])) == ("IVF_RQ", 8000, 1)

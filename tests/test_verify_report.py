@@ -123,7 +123,7 @@ def test_report_of_a_successful_build_validates_and_matches(spark, tmp_path):
     assert doc["spark"]["application_id"] == spark.sparkContext.applicationId
     assert set(doc["timings_seconds"]) >= {"inspect", "train", "build", "commit", "recall", "total"}
     assert doc["settings"]["storage_options"] == ["aws_secret_access_key"]
-    assert result.summary().splitlines()[0].startswith("index 'vector_idx' (IVF_RQ, l2, 16 partitions, 1 bit)")
+    assert result.summary().splitlines()[0].startswith("index 'vector_idx' (IVF_RQ, l2, 16 partitions, 5 bit)")
 
 
 def test_report_of_refused_input_validates(tmp_path, capsys):

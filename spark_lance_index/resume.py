@@ -1,0 +1,124 @@
+"""Phase 0 (inspect): which job this is, what an earlier run of it left, and every input checked.
+
+A job is its identity: the dataset (where Lance keeps it), the column, the index name and the
+parameters the user gave. Its id is a hash of that identity, not of the dataset's latest
+version, so a rerun after rows were appended finds the crashed run's state. What it finds is
+used only when job.json carries the same identity, its pinned version still exists, and the
+fragments it planned are still valid; otherwise the rerun starts afresh.
+
+Nothing here writes: the state of a stale run is removed later, once this run holds the lease.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from .commit import check_fragments_unchanged
+from .config import BuildConfig
+from .dataset import (
+    DatasetSnapshot, IndexParams, index_conflict, index_infos, open_dataset, resolve_params, snapshot_dataset,
+)
+from .errors import DatasetChangedError, InputError
+from .state import JobState, default_jobs_root
+from .storage import Location, locate
+from .timing import phase
+from .verify_job import load_queries
+
+log = logging.getLogger("spark_lance_index")
+
+
+def job_identity(config: BuildConfig, dataset: Location) -> dict:
+    """What makes two runs the same job: the same index on the same data, with the same
+    user-given parameters. Task sizes are not part of it (they do not change the index)."""
+    return {
+        "dataset": str(dataset), "column": config.column, "index_name": config.name,
+        "index_type": config.index_type, "metric": config.metric, "version": config.version,
+        "num_partitions": config.num_partitions, "num_bits": config.num_bits,
+        "num_sub_vectors": config.num_sub_vectors, "sample_rate": config.sample_rate,
+        "max_sample_rows": config.max_sample_rows, "max_iters": config.max_iters,
+    }
+
+
+def make_job_id(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Inspection:
+    """Everything inspect found: the pinned snapshot, and what the job directory holds."""
+
+    snap: DatasetSnapshot
+    params: IndexParams
+    queries: Optional[np.ndarray]
+    state: JobState
+    identity: dict
+    job: Optional[dict]  # job.json of an earlier run of this job, when it can be resumed
+    stale: Optional[str] = None  # why an earlier run's state cannot be resumed
+    committed: Optional[list[str]] = None  # an earlier run's commit landed: these segments
+
+    @property
+    def job_id(self) -> str:
+        return self.state.job_id
+
+
+@phase("inspect")
+def inspect_inputs(config: BuildConfig) -> Inspection:
+    """Pin the dataset version and check every input; raises InputError, writes nothing."""
+    config.validate()
+    dataset = locate(config.uri)
+    root = locate(config.job_dir) if config.job_dir else default_jobs_root(dataset)
+    if dataset.contains(root):
+        raise InputError(
+            f"the job directory {root} is {'the dataset' if root == dataset else 'inside the dataset'} "
+            f"{dataset}: give a --job-dir outside it"
+        )
+    identity = job_identity(config, dataset)
+    state = JobState(root, make_job_id(identity), config.storage_options, owns_root=not config.job_dir)
+    latest = open_dataset(config.uri, config.storage_options)
+    job = state.load_job(identity)
+    snap, stale = None, None
+    if job is not None:
+        snap, stale = _resumable_snapshot(config, job, latest)
+    if snap is None:
+        snap = snapshot_dataset(config)
+    params = resolve_params(config, snap)
+    resuming = job if job is not None and stale is None else None
+    own = state.committing() if resuming else None
+    live = [f.fragment_id for f in snap.fragments if f.num_rows > 0]
+    latest_indexes = index_infos(latest)
+    for where, indexes in ((f"version {snap.version}", snap.indexes), (f"the latest version {latest.version}", latest_indexes)):
+        conflict = index_conflict(config.name, config.column, bool(config.replace), indexes,
+                                  own_segments=own, planned=live)
+        if conflict:
+            raise InputError(f"{conflict} (at {where} of {config.uri})")
+    committed = None
+    if own is not None and any(i.name == config.name and set(i.segments) == set(own) for i in latest_indexes):
+        committed = own
+    queries = load_queries(config, snap.dim)
+    log.info(
+        "dataset %s version %d: %d rows in %d fragments, column %r %s[%d]",
+        snap.uri, snap.version, snap.num_rows, len(snap.fragments), snap.column, snap.value_type, snap.dim,
+    )
+    return Inspection(snap, params, queries, state, identity, resuming, stale, committed)
+
+
+def _resumable_snapshot(config: BuildConfig, job: dict, latest) -> tuple[Optional[DatasetSnapshot], Optional[str]]:
+    """(the snapshot at the earlier run's pinned version, None) if its state can be resumed,
+    else (None, why not)."""
+    version = job["version"]
+    try:
+        snap = snapshot_dataset(config, version)
+    except InputError as e:
+        return None, f"its pinned version {version} cannot be opened ({e})"
+    planned = {f for g in job["groups"] for f in g["fragment_ids"]}
+    try:
+        check_fragments_unchanged(latest, config.column, [f for f in snap.fragments if f.fragment_id in planned], version)
+    except DatasetChangedError as e:
+        return None, str(e).split(";")[0]
+    return snap, None
