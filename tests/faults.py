@@ -44,11 +44,14 @@ def slow(seconds: float):
     return task_fn
 
 
-def always_fail(group_id: int):
-    """Group `group_id` fails on every attempt: more than Spark retries."""
+def always_fail(group_id: int, delay: float = 0.0):
+    """Group `group_id` fails on every attempt (after `delay` seconds): more than Spark retries."""
 
     def task_fn(task, artifacts, state, attempt):
         if task.group.group_id == group_id:
+            import time
+
+            time.sleep(delay)
             raise ValueError(f"disk full while building group {group_id}")
         return run_task(task, artifacts, state, attempt)
 

@@ -1,0 +1,360 @@
+"""The job's promises under hostile conditions: no wrong index, no false figure, no lost file.
+
+Each test is named for the promise it checks, and each failed on the main of 2026-11-25
+(issue 9 lists what it did instead).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import faults
+import lance
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import dataset_state, spark_job_count, write_vectors
+
+from spark_lance_index import pipeline
+from spark_lance_index.config import make_config
+from spark_lance_index.errors import IndexConflictError, InputError, JobBusyError, JobError
+from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
+from spark_lance_index.state import JobState, default_jobs_root
+from spark_lance_index.storage import locate
+
+DIM = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ship_faults():
+    faults.ship()
+
+
+def config_for(uri, **kw):
+    return make_config({}, {"uri": uri, "column": "vector", "num_partitions": 16, "rows_per_task": 2000,
+                            "verify_queries": 20, **kw})
+
+
+def recall(uri, data, nprobes=4, refine=10):
+    truth = exact_topk(data.vectors, data.queries, 10)
+    return recall_at_k(truth, ann_topk(lance.dataset(uri), "vector", data.queries, 10, nprobes, refine))
+
+
+def index_dirs(path):
+    path = os.path.join(path, "_indices")
+    return set(os.listdir(path)) if os.path.isdir(path) else set()
+
+
+def committed(uri, name="vector_idx"):
+    return {s["uuid"] for s in lance.dataset(uri).stats.index_stats(name)["segments"]}
+
+
+def fail_and_keep_state(spark, config, group=1) -> int:
+    """A run whose group `group` fails past Spark's retries: its job state stays, as after a
+    driver death. Returns how many other groups finished their segments (at least one)."""
+    with pytest.raises(JobError, match="job state kept in") as err:
+        pipeline.run(config, spark=spark, task_fn=faults.always_fail(group, delay=1.0))
+    state_dir = str(err.value).split("job state kept in ")[1].split(":")[0]
+    finished = len(os.listdir(os.path.join(state_dir, "segments")))
+    assert finished >= 1
+    return finished
+
+
+# --- 1. the job directory ----------------------------------------------------------------
+
+def test_another_jobs_state_in_the_job_dir_is_never_reused_and_the_users_files_survive(spark, tmp_path):
+    x = write_vectors(tmp_path / "x", 4000, DIM, rows_per_fragment=1000, seed=1)
+    y = write_vectors(tmp_path / "y", 8000, DIM, rows_per_fragment=1000, seed=2)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "notes.txt").write_text("the user's own file")
+    finished = fail_and_keep_state(spark, config_for(x.uri, job_dir=str(jobs)))
+    x_state = sorted(os.listdir(jobs))
+    assert len(x_state) == 2  # notes.txt and X's own folder
+
+    result = pipeline.run(config_for(y.uri, job_dir=str(jobs)), spark=spark)
+    assert (result.num_rows, result.num_tasks, result.segments_reused) == (8000, 4, 0)  # Y's own plan
+    assert recall(y.uri, y) > 0.8
+    assert sorted(os.listdir(jobs)) == x_state  # X's state untouched, Y's gone, the user's file kept
+    assert (jobs / "notes.txt").read_text() == "the user's own file"
+
+    resumed = pipeline.run(config_for(x.uri, job_dir=str(jobs)), spark=spark)  # X resumes its own
+    assert (resumed.segments_reused, resumed.segments_built, resumed.num_rows) == (finished, 2 - finished, 4000)
+    assert sorted(os.listdir(jobs)) == ["notes.txt"]
+
+
+def test_a_job_directory_whose_identity_differs_is_refused_and_kept(spark, tmp_path):
+    x = write_vectors(tmp_path / "x", 4000, DIM, rows_per_fragment=1000, seed=1)
+    y = write_vectors(tmp_path / "y", 4000, DIM, rows_per_fragment=1000, seed=2)
+    jobs = tmp_path / "jobs"
+    fail_and_keep_state(spark, config_for(x.uri, job_dir=str(jobs)))
+    (x_dir,) = os.listdir(jobs)
+    # a copy of X's state where Y's job looks for its own (a copied or hand-edited folder)
+    y_id = pipeline.inspect_inputs(config_for(y.uri, job_dir=str(jobs))).job_id
+    shutil.copytree(jobs / x_dir, jobs / y_id)
+    before, jobs_run = dataset_state(y.uri), spark_job_count(spark)
+    with pytest.raises(JobError, match="holds the state of another job") as err:
+        pipeline.run(config_for(y.uri, job_dir=str(jobs)), spark=spark)
+    assert "\n" not in str(err.value)
+    assert spark_job_count(spark) == jobs_run and dataset_state(y.uri) == before
+    assert sorted(os.listdir(jobs / y_id)) == sorted(os.listdir(jobs / x_dir))  # nothing deleted
+
+
+def test_cleanup_removes_only_the_files_the_job_wrote(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    config = config_for(data.uri)
+    fail_and_keep_state(spark, config)
+    (job_dir,) = os.listdir(data.uri + ".index-jobs")
+    stray = os.path.join(data.uri + ".index-jobs", job_dir, "segments", "README")
+    with open(stray, "w") as f:
+        f.write("not the job's")
+    pipeline.run(config, spark=spark)
+    assert open(stray).read() == "not the job's"  # survives, and so do its folders
+    assert sorted(os.listdir(os.path.join(data.uri + ".index-jobs", job_dir))) == ["segments"]
+
+
+# --- 2. the recall reported is the committed index's ------------------------------------
+
+def test_a_second_vector_index_appearing_during_the_build_is_refused_before_commit(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
+    before = index_dirs(data.uri)
+    with pytest.raises(IndexConflictError, match="already has the vector index 'other_idx'") as err:
+        pipeline.run(config_for(data.uri), spark=spark,
+                     task_fn=faults.change_dataset_during_build(0, "other_vector_index"))
+    assert "\n" not in str(err.value)
+    names = {i.name for i in lance.dataset(data.uri).describe_indices()}
+    assert names == {"other_idx"}  # ours was not committed
+    assert index_dirs(data.uri) - before == committed(data.uri, "other_idx")  # ours were removed
+
+
+def test_verify_refuses_to_measure_when_two_vector_indexes_share_the_column(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    ds = lance.dataset(data.uri)
+    ds.create_index("vector", "IVF_FLAT", name="vector_idx", num_partitions=4)
+    ds.create_index("vector", "IVF_PQ", name="other_idx", metric="dot", num_partitions=4, num_sub_vectors=4)
+    from spark_lance_index.verify_job import run_verify
+
+    jobs = spark_job_count(spark)
+    with pytest.raises(InputError, match=r"has the vector indexes \['other_idx', 'vector_idx'\]"):
+        run_verify(config_for(data.uri), spark=spark)
+    assert spark_job_count(spark) == jobs
+
+
+# --- 3. an index of the same name at the latest version ----------------------------------
+
+def test_an_index_of_the_same_name_at_the_latest_version_is_not_replaced_without_replace(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    lance.dataset(data.uri).create_index("vector", "IVF_PQ", name="vector_idx", num_partitions=4, num_sub_vectors=4)
+    before, jobs = dataset_state(data.uri), spark_job_count(spark)
+    with pytest.raises(InputError, match=r"already exists \(IVF_PQ\).*at the latest version 5"):
+        pipeline.run(config_for(data.uri, version=4), spark=spark)
+    assert spark_job_count(spark) == jobs and dataset_state(data.uri) == before
+
+
+def test_replace_of_an_index_covering_fragments_the_build_does_not_is_refused_before_spark(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    lance.dataset(data.uri).create_index("vector", "IVF_PQ", name="vector_idx", num_partitions=4, num_sub_vectors=4)
+    before, jobs = dataset_state(data.uri), spark_job_count(spark)
+    with pytest.raises(InputError, match=r"covers fragments \[3\] that this build does not index"):
+        pipeline.run(config_for(data.uri, version=3, replace=True), spark=spark)
+    assert spark_job_count(spark) == jobs and dataset_state(data.uri) == before
+
+
+# --- 4. deletes and new columns after the pinned version ---------------------------------
+
+@pytest.mark.parametrize("change", ["delete_rows", "add_columns"])
+def test_deletes_and_new_columns_during_the_build_commit_a_correct_index(spark, tmp_path, change):
+    data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
+    result = pipeline.run(config_for(data.uri), spark=spark, task_fn=faults.change_dataset_during_build(0, change))
+    ds = lance.dataset(data.uri)
+    stats = ds.stats.index_stats("vector_idx")
+    assert stats["num_indexed_rows"] == ds.count_rows() and stats["num_unindexed_rows"] == 0
+    deleted = 4 if change == "delete_rows" else 0
+    assert (result.num_rows, result.deleted_rows) == (8000 - deleted, deleted)
+    if deleted:
+        assert "rows deleted after the pinned version: 4" in result.summary()
+    assert index_dirs(data.uri) == committed(data.uri)
+    assert recall(data.uri, data) > 0.8
+
+
+def test_an_older_pinned_version_with_deletes_after_it_builds(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    lance.dataset(data.uri).delete("id < 2")
+    result = pipeline.run(config_for(data.uri, version=4), spark=spark)
+    assert (result.pinned_version, result.num_rows, result.deleted_rows) == (4, 3998, 2)
+
+
+# --- 5. resume when the version moves, and after the commit -------------------------------
+
+def test_a_rerun_after_appends_resumes_the_same_job(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
+    config = config_for(data.uri)
+    finished = fail_and_keep_state(spark, config)
+    faults.apply_change(data.uri, "append")
+    result = pipeline.run(config, spark=spark)
+    assert (result.pinned_version, result.segments_reused, result.segments_built) == (8, finished, 4 - finished)
+    assert (result.num_rows, result.unindexed_rows) == (8000, 100)
+    assert index_dirs(data.uri) == committed(data.uri)  # the first run's debris too
+    assert not os.path.exists(data.uri + ".index-jobs")
+
+
+def test_a_driver_dead_after_the_commit_is_finished_by_the_rerun(spark, tmp_path, monkeypatch):
+    data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
+    config = config_for(data.uri)
+
+    def driver_dies(*args, **kwargs):
+        raise SystemError("the driver died after the commit")
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "cleanup", driver_dies)
+        with pytest.raises(SystemError):
+            pipeline.run(config, spark=spark)
+    version = lance.dataset(data.uri).version
+    assert len(index_dirs(data.uri)) > len(committed(data.uri))  # the merge sources are still there
+    result = pipeline.run(config, spark=spark)
+    assert result.committed_version == version  # nothing new committed
+    assert result.leftovers_removed == 4 and index_dirs(data.uri) == committed(data.uri)
+    assert result.num_rows == 8000 and result.recall
+    assert not os.path.exists(data.uri + ".index-jobs")
+
+
+def test_stale_state_whose_fragments_were_compacted_is_dropped_and_the_job_starts_afresh(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
+    config = config_for(data.uri)
+    fail_and_keep_state(spark, config)
+    faults.apply_change(data.uri, "compact")
+    result = pipeline.run(config, spark=spark)
+    assert (result.segments_reused, result.num_rows) == (0, 8000)
+    assert result.pinned_version == lance.dataset(data.uri).version - 1
+    assert index_dirs(data.uri) == committed(data.uri)  # the stale run's segments were removed
+
+
+# --- 6. escaped URIs ---------------------------------------------------------------------
+
+def test_an_escaped_file_uri_resumes_and_cleans_where_lance_writes(spark, tmp_path):
+    data = write_vectors(tmp_path / "a b.lance", 4000, DIM, rows_per_fragment=1000)
+    uri = "file://" + str(tmp_path / "a%20b.lance")
+    config = config_for(uri)
+    finished = fail_and_keep_state(spark, config)
+    assert os.path.isdir(str(tmp_path / "a b.lance.index-jobs"))
+    result = pipeline.run(config, spark=spark)
+    assert (result.segments_reused, result.num_rows) == (finished, 4000)
+    assert result.leftovers_removed >= 2
+    assert index_dirs(data.uri) == committed(data.uri)
+    assert sorted(os.listdir(tmp_path)) == ["a b.lance"]
+
+
+def test_the_job_directory_never_resolves_into_the_dataset():
+    dataset = locate("s3://bucket/data/emb#v2.lance")
+    assert str(dataset) == "s3://bucket/data/emb"  # where Lance writes it
+    root = default_jobs_root(dataset)
+    assert str(root) == "s3://bucket/data/emb.index-jobs" and not dataset.contains(root)
+    assert str(locate("file:///d/a%20b.lance?x=1")) == "/d/a b.lance"
+    assert str(locate("/d/a%20b.lance")) == "/d/a%20b.lance"  # a plain path is taken literally
+
+
+# --- 7. one run at a time, and merges ----------------------------------------------------
+
+def test_a_second_run_of_the_same_job_waits_its_turn(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
+    config = config_for(data.uri)
+    first = {}
+
+    def run_first():
+        try:
+            first["result"] = pipeline.run(config, spark=spark, task_fn=faults.slow(1.5))
+        except Exception as e:  # reported below
+            first["error"] = e
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    job_root = data.uri + ".index-jobs"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (os.path.isdir(job_root) and any(
+            os.path.exists(os.path.join(job_root, d, "lease.json")) for d in os.listdir(job_root))):
+        time.sleep(0.05)
+    with pytest.raises(JobBusyError, match="another run of this job is active") as err:
+        pipeline.run(config, spark=spark)
+    assert "\n" not in str(err.value)
+    thread.join(timeout=300)
+    assert "error" not in first, first.get("error")
+    assert first["result"].num_rows == 8000 and index_dirs(data.uri) == committed(data.uri)
+    assert recall(data.uri, data) > 0.8
+
+
+def test_the_lease_of_a_dead_run_is_taken_over(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    config = config_for(data.uri)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    state = JobState(default_jobs_root(locate(data.uri)), pipeline.inspect_inputs(config).job_id, {})
+    import socket
+
+    state.files.write("lease.json", json.dumps({"owner": "x", "host": socket.gethostname(), "pid": dead.pid,
+                                                 "heartbeat": time.time()}).encode())
+    result = pipeline.run(config, spark=spark)
+    assert result.num_rows == 4000
+
+
+def test_a_merge_output_the_job_did_not_mark_is_reported_not_deleted(spark, tmp_path):
+    """A merge killed between Lance's write and the job's marker leaves a directory the job
+    cannot prove is its own: the intent recorded before the merge lets cleanup name it."""
+    from spark_lance_index.commit import MergeTask, merge_segments
+
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    config = config_for(data.uri)
+    insp = pipeline.inspect_inputs(config)
+    groups = pipeline.plan(config, insp.snap, 2)
+    artifacts = pipeline.train(config, insp.snap, insp.params)
+    tasks = pipeline.make_tasks(config, insp.snap, insp.params, groups, insp.job_id)
+    state = insp.state
+    from spark_lance_index.spark import run_segment_builds
+
+    built = run_segment_builds(spark, tasks, artifacts, state)
+    merged = merge_segments(MergeTask(data.uri, insp.snap.location, insp.snap.version,
+                                      tuple(r.segment for r in built), 4000), state)
+    assert len(state.merges()) == 1  # the intent was recorded
+    os.remove(os.path.join(state.uri, "attempts", str(merged.uuid)))  # as if killed before marking
+    class Lease:
+        def check(self):
+            pass
+    removed, unaccounted = pipeline.cleanup(config, insp.snap, state, [], Lease())
+    assert unaccounted == [str(merged.uuid)] and removed == len(built)
+    assert index_dirs(data.uri) == {str(merged.uuid)}  # reported, never deleted
+
+
+# --- 8. a dependency's sys.exit is never a success -----------------------------------------
+
+def test_connect_detection_does_not_let_a_dependency_exit_the_job(tmp_path):
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    # `python -c` has no __main__.__file__: importing pyspark.sql.connect without grpc then
+    # calls sys.exit(0). The job must not import it, and must build.
+    code = ("import sys; sys.modules['grpc'] = None; from spark_lance_index.cli import entry; "
+            f"sys.argv = ['x', 'build', '--uri', {data.uri!r}, '--column', 'vector', '--num-partitions', '8', "
+            "'--master', 'local[1]', '--verify-queries', '0']; entry()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert lance.dataset(data.uri).stats.index_stats("vector_idx")["num_indexed_rows"] == 4000
+
+
+# --- 9. one-node defaults --------------------------------------------------------------------
+
+@pytest.mark.parametrize("index_type", ["IVF_RQ", "IVF_PQ", "IVF_FLAT"])
+def test_defaults_are_one_node_lances(spark, tmp_path, index_type):
+    job = write_vectors(tmp_path / "job", 40_000, DIM, rows_per_fragment=10_000)
+    one = write_vectors(tmp_path / "one", 40_000, DIM, rows_per_fragment=10_000)
+    for uri in (job.uri, one.uri):  # live rows decide: 36,000 of 40,000
+        lance.dataset(uri).delete("id % 10 = 0")
+    config = make_config({}, {"uri": job.uri, "column": "vector", "index_type": index_type, "verify_queries": 0})
+    result = pipeline.run(config, spark=spark)
+    kwargs = {"num_sub_vectors": result.params.num_sub_vectors} if index_type == "IVF_PQ" else {}
+    lance.dataset(one.uri).create_index("vector", index_type, **kwargs)
+    ours, theirs = (lance.dataset(u).stats.index_stats("vector_idx")["segments"][0] for u in (job.uri, one.uri))
+    assert ours["num_partitions"] == theirs["num_partitions"] == result.params.num_partitions
+    assert ours["metric_type"] == theirs["metric_type"]
+    for key in ("num_bits", "nbits", "num_sub_vectors"):
+        assert ours["sub_index"].get(key) == theirs["sub_index"].get(key), key
