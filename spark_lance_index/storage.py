@@ -130,10 +130,16 @@ class Files:
     def _path(self, name: str) -> str:
         return f"{self.root}/{name}" if name else self.root
 
+    def _make_parent(self, path: str) -> None:
+        # Object stores need no folders, and pyarrow's S3 create_dir leaves marker objects
+        # behind that the job would then have to delete.
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+
     def write(self, name: str, data: bytes) -> None:
         """Write a whole file; readers see the old or the new content, never a part."""
         path = self._path(name)
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        self._make_parent(path)
         if isinstance(self.fs, pafs.LocalFileSystem):
             tmp = f"{path}.{uuid.uuid4().hex}.tmp"
             with self.fs.open_output_stream(tmp) as f:
@@ -147,7 +153,7 @@ class Files:
         """Write a file only if there is none: False if one exists. Atomic on local disk
         (O_EXCL); on an object store, which offers no such PUT here, a check then a write."""
         path = self._path(name)
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        self._make_parent(path)
         if isinstance(self.fs, pafs.LocalFileSystem):
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -196,9 +202,15 @@ class Files:
             self.fs.delete_dir(path)
 
     def remove_if_empty(self, name: str = "") -> bool:
-        """Remove a directory only when nothing is in it (object stores have no empty ones)."""
+        """Remove a folder only when nothing is in it. On an object store a folder is at most
+        a marker object (pyarrow leaves one when the last file in it is deleted)."""
         path = self._path(name)
-        if isinstance(self.fs, pafs.LocalFileSystem) and os.path.isdir(path) and not os.listdir(path):
-            os.rmdir(path)
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            if os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
+                return True
+            return False
+        if self.fs.get_file_info(path).type == pafs.FileType.Directory and not self.entries(name):
+            self.fs.delete_dir(path)
             return True
         return False

@@ -202,3 +202,30 @@ def test_large_tables_commit_several_merged_segments(spark, tmp_path):
     for nprobes, refine in ((2, None), (2, 10), (8, 10)):
         assert abs(recall(job.uri, job, nprobes=nprobes, refine=refine)
                    - recall(single.uri, single, nprobes=nprobes, refine=refine)) <= 0.01
+
+
+@pytest.mark.parametrize("index_type, nprobes", [("IVF_FLAT", 1), ("IVF_PQ", 4)])
+def test_own_training_matches_one_node_create_index_training(spark, tmp_path, index_type, nprobes):
+    """The parity tests above give one-node the job's artifacts, so a training defect could not
+    show there. Here each side trains its own (the job on the driver's sample, one-node inside
+    create_index): medians of 3 builds, since one k-means run differs from the next. 256
+    partitions, as many as the data has clusters, keep that spread to about 0.01."""
+    extra = {"num_sub_vectors": 8} if index_type == "IVF_PQ" else {}
+    job_recalls, single_recalls = [], []
+    for run in range(3):
+        job = write_vectors(tmp_path / f"job{run}", ROWS, DIM, rows_per_fragment=2500, queries=300)
+        single = write_vectors(tmp_path / f"single{run}", ROWS, DIM, rows_per_fragment=2500, queries=300)
+        config = make_config({}, {"uri": job.uri, "column": "vector", "index_type": index_type,
+                                  "num_partitions": 256, "rows_per_task": 5000, "verify_queries": 0, **extra})
+        pipeline.run(config, spark=spark)
+        lance.dataset(single.uri).create_index("vector", index_type, num_partitions=256, **extra)
+        job_recalls.append(recall(job.uri, job, nprobes=nprobes))
+        single_recalls.append(recall(single.uri, single, nprobes=nprobes))
+    print(f"{index_type} nprobes {nprobes}: job {sorted(job_recalls)} one-node {sorted(single_recalls)}")
+    gap = float(np.median(job_recalls)) - float(np.median(single_recalls))
+    if index_type == "IVF_FLAT":  # centroids alone decide: the same k-means on both sides
+        assert abs(gap) <= 0.02
+    else:
+        # Measured 2026-11-25: the job's own PQ codebook (train_pq_model) gives recall about
+        # 0.10 above one-node create_index's here (0.83 vs 0.73). Not worse is the promise.
+        assert gap >= -0.02

@@ -1,6 +1,7 @@
 """Datasets, job directories and reports on S3: a moto server on 127.0.0.1 started by the test."""
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -82,9 +83,15 @@ def list_keys(options, prefix):
     return fs, {i.path for i in infos}
 
 
-def test_build_on_s3_with_report_on_s3(spark, s3, capsys, caplog):
+@pytest.mark.parametrize("name", ["ds", "emb#v2.lance"])
+def test_build_on_s3_with_report_on_s3(spark, s3, capsys, caplog, name):
+    """`emb#v2.lance`: Lance drops the `#...` and writes the dataset at `emb`; the job's state,
+    cleanup and report must use the same place (the job directory once resolved to the
+    dataset itself, and deleting it would have deleted the dataset)."""
+    caplog.set_level(logging.INFO, logger="spark_lance_index")  # the INFO lines are checked too
     options, bucket = s3
-    uri = f"s3://{bucket}/ds"
+    uri = f"s3://{bucket}/{name}"
+    where = name.split("#")[0]
     vectors = clustered_vectors(6100, 32)
     data, queries = vectors[:6000], vectors[6000:]
     for i in range(4):
@@ -94,10 +101,11 @@ def test_build_on_s3_with_report_on_s3(spark, s3, capsys, caplog):
 
     code = main(["build", "--uri", uri, "--column", "vector", "--num-partitions", "8",
                  "--rows-per-task", "3000", "--verify-queries", "20",
-                 "--report", f"s3://{bucket}/reports/run.json", *flags(options)])
+                 "--report", f"s3://{bucket}/reports/{where}.json", *flags(options)])
     captured = capsys.readouterr()
     assert code == 0, captured.err[-2000:]
     everything = captured.out + captured.err + caplog.text
+    assert "report written to" in caplog.text  # the INFO lines really were captured
     assert SECRET not in everything and KEY_ID not in everything
 
     ds = lance.dataset(uri, storage_options=options)
@@ -107,14 +115,14 @@ def test_build_on_s3_with_report_on_s3(spark, s3, capsys, caplog):
     assert recall_at_k(truth, ann_topk(ds, "vector", queries, 10, 4, 10)) > 0.8
 
     fs, keys = list_keys(options, f"{bucket}/")
-    report_text = fs.open_input_stream(f"{bucket}/reports/run.json").read().decode()
+    report_text = fs.open_input_stream(f"{bucket}/reports/{where}.json").read().decode()
     assert SECRET not in report_text and KEY_ID not in report_text
     report = json.loads(report_text)
     jsonschema.validate(report, report_schema())
     assert report["outcome"] == "succeeded" and report["counts"]["rows_indexed"] == 6000
     # the job directory was on S3 too, and is gone; only the committed segment is left
-    assert not any(k.startswith(f"{bucket}/ds.index-jobs/") and k.endswith(".pkl") for k in keys)
-    segment_dirs = {k.split("/")[3] for k in keys if k.startswith(f"{bucket}/ds/_indices/")}
+    assert not any(k.startswith(f"{bucket}/{where}.index-jobs/") for k in keys)
+    segment_dirs = {k.split("/")[3] for k in keys if k.startswith(f"{bucket}/{where}/_indices/")}
     assert segment_dirs == {stats["segments"][0]["uuid"]}
 
 
