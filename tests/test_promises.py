@@ -358,3 +358,38 @@ def test_defaults_are_one_node_lances(spark, tmp_path, index_type):
     assert ours["metric_type"] == theirs["metric_type"]
     for key in ("num_bits", "nbits", "num_sub_vectors"):
         assert ours["sub_index"].get(key) == theirs["sub_index"].get(key), key
+
+
+def test_the_post_commit_check_catches_an_index_that_covers_other_fragments(tmp_path):
+    """What Lance commits is read back: an index missing a planned fragment (Lance prunes
+    coverage when a fragment is rewritten between the last check and the commit) is an error."""
+    from lance.lance import indices
+
+    from spark_lance_index.commit import verify_commit
+    from spark_lance_index.dataset import fragment_infos
+    from spark_lance_index.errors import CommitCheckError
+
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    ds = lance.dataset(data.uri)
+    planned = fragment_infos(ds, "vector")
+    centroids = indices.train_ivf_model(ds._ds, "vector", DIM, 4, "l2", 256, 10, None)
+    segment = ds.create_index_uncommitted("vector", "IVF_FLAT", name="vector_idx", num_partitions=4,
+                                          ivf_centroids=centroids, fragment_ids=[0, 1, 2])
+    ds = ds.commit_existing_index_segments("vector_idx", "vector", [segment])
+    with pytest.raises(CommitCheckError, match=r"covers fragments \[0, 1, 2\] instead of the planned ones \(missing \[3\]"):
+        verify_commit(ds, "vector_idx", "IVF_FLAT", [str(segment.uuid)], planned)
+    report = verify_commit(ds, "vector_idx", "IVF_FLAT", [str(segment.uuid)], planned[:3])
+    assert (report.num_indexed_rows, report.num_deleted_rows) == (3000, 0)
+
+
+def test_a_segment_directory_the_job_did_not_write_survives(spark, tmp_path):
+    """Another writer's uncommitted segment under _indices is never the job's to delete."""
+    from lance.lance import indices
+
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    ds = lance.dataset(data.uri)
+    centroids = indices.train_ivf_model(ds._ds, "vector", DIM, 4, "l2", 256, 10, None)
+    foreign = ds.create_index_uncommitted("vector", "IVF_FLAT", name="theirs", num_partitions=4,
+                                          ivf_centroids=centroids, fragment_ids=[0])
+    pipeline.run(config_for(data.uri), spark=spark)
+    assert index_dirs(data.uri) == committed(data.uri) | {str(foreign.uuid)}

@@ -1,0 +1,44 @@
+"""Break each safety check on purpose and run the test that must catch it: `python tests/break_checks.py [name ...]`.
+
+Each entry replaces one line of a check, runs its test, restores the file and prints RED (caught) or GREEN
+(not caught). A developer aid, not part of the suite; every entry printed RED on 2026-11-25.
+"""
+import os
+import subprocess
+import sys
+
+os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# (name, file, old, new, tests)
+B = [
+ ("lease liveness", "spark_lance_index/state.py", "            if held is not None and held.alive(time.time()):", "            if False:", "tests/test_promises.py -k waits_its_turn"),
+ ("sole vector index, both places", "spark_lance_index/verify_job.py", "    vector = sorted(i.name for i in index_infos(ds) if i.is_vector and column in i.columns)", "    vector = [index_name]", "tests/test_promises.py -k two_vector_indexes"),
+ ("identity check", "spark_lance_index/state.py", 'if job.get("identity") != json.loads(json.dumps(identity, default=str)):', 'if False:', "tests/test_promises.py -k identity_differs"),
+ ("name re-check before commit", "spark_lance_index/commit.py", "        if conflict:\n            raise IndexConflictError(", "        if False:\n            raise IndexConflictError(", "tests/test_reliability.py -k same_name tests/test_promises.py -k second_vector_index_appearing"),
+ ("name check at latest (inspect)", "spark_lance_index/resume.py", '(f"the latest version {latest.version}", latest_indexes)', '(f"the latest version {latest.version}", ())', "tests/test_promises.py -k latest_version_is_not_replaced"),
+ ("fragment check", "spark_lance_index/commit.py", "    if gone or rewritten:\n", "    if False:\n", "tests/test_reliability.py -k rewritten"),
+ ("cleanup marker", "spark_lance_index/pipeline.py", "    removed = remove_leftovers(snap.location, config.storage_options, attempts, keep)", "    removed = remove_leftovers(snap.location, config.storage_options, index_dirs(snap.location, config.storage_options).entries(), keep)", "tests/test_promises.py -k did_not_write"),
+ ("discard only own files", "spark_lance_index/state.py", '        for folder in ("attempts", "segments", "merges", "artifacts", ""):\n            self.files.remove_if_empty(folder)', '        import shutil; shutil.rmtree(self.files.root, ignore_errors=True)', "tests/test_promises.py -k only_the_files"),
+ ("lease", "spark_lance_index/pipeline.py", "            lease = state.acquire_lease()", "            lease = state.acquire_lease(); lease.release(); lease.check = lambda: None", "tests/test_promises.py -k waits_its_turn"),
+ ("coverage check after commit", "spark_lance_index/commit.py", "    if set(info.fragment_ids) != planned_ids:", "    if False:", "tests/test_promises.py -k post_commit"),
+ ("deletions accounted", "spark_lance_index/commit.py", "    expected_rows = sum(live_now.get(f, 0) for f in planned_ids)", "    expected_rows = sum(f.num_rows for f in planned)", "tests/test_promises.py -k deletes"),
+ ("sole vector index for recall", "spark_lance_index/verify_job.py", "            sole_vector_index(ds, snap.column, config.name)\n", "", "tests/test_promises.py -k two_vector_indexes"),
+ ("is_connect without import", "spark_lance_index/spark.py", '    return any(c.__module__.startswith("pyspark.sql.connect") for c in type(spark).__mro__)', '    from pyspark.sql.connect.session import SparkSession as C\n    return isinstance(spark, C)', "tests/test_promises.py -k dependency_exit"),
+ ("URI mapping", "spark_lance_index/storage.py", "    path = unquote(parsed.path)", "    path = parsed.path", "tests/test_promises.py -k escaped"),
+ ("job dir outside dataset", "spark_lance_index/resume.py", "    if dataset.contains(root):", "    if False:", "tests/test_bad_input.py -k inside"),
+ ("resume keyed by identity, not version", "spark_lance_index/resume.py", '        "dataset": str(dataset), "column": config.column,', '        "dataset": str(dataset), "latest": __import__("lance").dataset(config.uri).version, "column": config.column,', "tests/test_promises.py -k appends"),
+ ("default root removed when empty", "spark_lance_index/state.py", "        if self.owns_root:", "        if False:", "tests/test_reliability.py -k rewritten"),
+ ("min-recall gate", "spark_lance_index/config.py", "        if self.min_recall is not None and not self.verify_queries and not self.query_file:", "        if False:", "tests/test_bad_input.py -k min-recall"),
+]
+only = sys.argv[1:]
+for name, f, old, new, tests in B:
+    if only and name not in only: continue
+    src = open(f).read()
+    assert src.count(old) == 1, (name, src.count(old))
+    open(f, "w").write(src.replace(old, new))
+    try:
+        p = subprocess.run(f".venv/bin/python -m pytest -p no:cacheprovider -q {tests}", shell=True, capture_output=True, text=True, timeout=900)
+        last = [l for l in p.stdout.splitlines() if "passed" in l or "failed" in l or "error" in l.lower()][-1:]
+        fails = [l.split(" - ")[0] for l in p.stdout.splitlines() if l.startswith("FAILED")]
+        print(f"{name}: {'RED' if p.returncode else 'GREEN (not caught!)'} {last} {fails}", flush=True)
+    finally:
+        open(f, "w").write(src)
