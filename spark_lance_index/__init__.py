@@ -1,12 +1,15 @@
 """Build Lance IVF vector indexes across a Spark cluster.
 
 The pipeline, one module per phase:
+    resume.py    inspect  the job's identity and state, what to resume (driver)
     dataset.py   inspect  pin a version, check the inputs          (driver)
+    index_types.py        each index type's one-node defaults
     plan.py      plan     balanced groups of contiguous fragments  (driver)
     train.py     train    centroids, PQ codebook, RaBitQ rotation  (driver)
     build.py     build    one uncommitted segment per group        (executors)
     commit.py    check, merge, commit, verify                      (driver)
     pipeline.py  run(config): the phases in order
+    state.py     the job directory: plan, artifacts, markers, lease
     spark.py     the thin Spark layer: session, broadcast, map, collect
     cli.py       flags and TOML into one BuildConfig
 """

@@ -114,6 +114,6 @@ def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexPar
         )
     rq_model = None
     if params.index_type == "IVF_RQ":
-        # num_bits is passed explicitly: build_rq_model defaults to 5, the index build to 1.
+        # num_bits is passed explicitly on both sides (here and in every build): a mismatch fails.
         rq_model = lance_indices.build_rq_model(snap.dim, num_bits=params.num_bits)
     return SharedArtifacts(centroids=to_matrix(centroids), codebook=codebook, rq_model=rq_model)
