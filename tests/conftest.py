@@ -97,3 +97,21 @@ def dataset_state(uri: str) -> DatasetState:
     path = os.path.join(uri, "_indices")
     dirs = frozenset(os.listdir(path)) if os.path.isdir(path) else frozenset()
     return DatasetState(ds.version, dirs, tuple(sorted(i.name for i in ds.describe_indices())))
+
+
+def index_dirs(uri: str) -> set:
+    """The directory names under the dataset's `_indices`."""
+    path = os.path.join(uri, "_indices")
+    return set(os.listdir(path)) if os.path.isdir(path) else set()
+
+
+def committed_uuids(uri: str, name: str = "vector_idx") -> set:
+    return {s["uuid"] for s in lance.dataset(uri).stats.index_stats(name)["segments"]}
+
+
+def recall(uri: str, data: VectorData, nprobes: int = 4, refine: Optional[int] = 10) -> float:
+    """recall@10 of the index on `uri` for the held-out queries, against brute force."""
+    from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
+
+    truth = exact_topk(data.vectors, data.queries, 10)
+    return recall_at_k(truth, ann_topk(lance.dataset(uri), "vector", data.queries, 10, nprobes, refine))

@@ -14,15 +14,12 @@ import time
 
 import faults
 import lance
-import numpy as np
-import pyarrow as pa
 import pytest
-from conftest import dataset_state, spark_job_count, write_vectors
+from conftest import committed_uuids, dataset_state, index_dirs, recall, spark_job_count, write_vectors
 
 from spark_lance_index import pipeline
 from spark_lance_index.config import make_config
 from spark_lance_index.errors import IndexConflictError, InputError, JobBusyError, JobError
-from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 from spark_lance_index.state import JobState, default_jobs_root
 from spark_lance_index.storage import locate
 
@@ -37,20 +34,6 @@ def _ship_faults():
 def config_for(uri, **kw):
     return make_config({}, {"uri": uri, "column": "vector", "num_partitions": 16, "rows_per_task": 2000,
                             "verify_queries": 20, **kw})
-
-
-def recall(uri, data, nprobes=4, refine=10):
-    truth = exact_topk(data.vectors, data.queries, 10)
-    return recall_at_k(truth, ann_topk(lance.dataset(uri), "vector", data.queries, 10, nprobes, refine))
-
-
-def index_dirs(path):
-    path = os.path.join(path, "_indices")
-    return set(os.listdir(path)) if os.path.isdir(path) else set()
-
-
-def committed(uri, name="vector_idx"):
-    return {s["uuid"] for s in lance.dataset(uri).stats.index_stats(name)["segments"]}
 
 
 def fail_and_keep_state(spark, config, group=1) -> int:
@@ -128,7 +111,7 @@ def test_a_second_vector_index_appearing_during_the_build_is_refused_before_comm
     assert "\n" not in str(err.value)
     names = {i.name for i in lance.dataset(data.uri).describe_indices()}
     assert names == {"other_idx"}  # ours was not committed
-    assert index_dirs(data.uri) - before == committed(data.uri, "other_idx")  # ours were removed
+    assert index_dirs(data.uri) - before == committed_uuids(data.uri, "other_idx")  # ours were removed
 
 
 def test_verify_refuses_to_measure_when_two_vector_indexes_share_the_column(spark, tmp_path):
@@ -177,7 +160,7 @@ def test_deletes_and_new_columns_during_the_build_commit_a_correct_index(spark, 
     assert (result.num_rows, result.deleted_rows) == (8000 - deleted, deleted)
     if deleted:
         assert "rows deleted after the pinned version: 4" in result.summary()
-    assert index_dirs(data.uri) == committed(data.uri)
+    assert index_dirs(data.uri) == committed_uuids(data.uri)
     assert recall(data.uri, data) > 0.8
 
 
@@ -198,7 +181,7 @@ def test_a_rerun_after_appends_resumes_the_same_job(spark, tmp_path):
     result = pipeline.run(config, spark=spark)
     assert (result.pinned_version, result.segments_reused, result.segments_built) == (8, finished, 4 - finished)
     assert (result.num_rows, result.unindexed_rows) == (8000, 100)
-    assert index_dirs(data.uri) == committed(data.uri)  # the first run's debris too
+    assert index_dirs(data.uri) == committed_uuids(data.uri)  # the first run's debris too
     assert not os.path.exists(data.uri + ".index-jobs")
 
 
@@ -214,10 +197,10 @@ def test_a_driver_dead_after_the_commit_is_finished_by_the_rerun(spark, tmp_path
         with pytest.raises(SystemError):
             pipeline.run(config, spark=spark)
     version = lance.dataset(data.uri).version
-    assert len(index_dirs(data.uri)) > len(committed(data.uri))  # the merge sources are still there
+    assert len(index_dirs(data.uri)) > len(committed_uuids(data.uri))  # the merge sources are still there
     result = pipeline.run(config, spark=spark)
     assert result.committed_version == version  # nothing new committed
-    assert result.leftovers_removed == 4 and index_dirs(data.uri) == committed(data.uri)
+    assert result.leftovers_removed == 4 and index_dirs(data.uri) == committed_uuids(data.uri)
     assert result.num_rows == 8000 and result.recall
     assert not os.path.exists(data.uri + ".index-jobs")
 
@@ -230,7 +213,7 @@ def test_stale_state_whose_fragments_were_compacted_is_dropped_and_the_job_start
     result = pipeline.run(config, spark=spark)
     assert (result.segments_reused, result.num_rows) == (0, 8000)
     assert result.pinned_version == lance.dataset(data.uri).version - 1
-    assert index_dirs(data.uri) == committed(data.uri)  # the stale run's segments were removed
+    assert index_dirs(data.uri) == committed_uuids(data.uri)  # the stale run's segments were removed
 
 
 # --- 6. escaped URIs ---------------------------------------------------------------------
@@ -244,7 +227,7 @@ def test_an_escaped_file_uri_resumes_and_cleans_where_lance_writes(spark, tmp_pa
     result = pipeline.run(config, spark=spark)
     assert (result.segments_reused, result.num_rows) == (finished, 4000)
     assert result.leftovers_removed >= 2
-    assert index_dirs(data.uri) == committed(data.uri)
+    assert index_dirs(data.uri) == committed_uuids(data.uri)
     assert sorted(os.listdir(tmp_path)) == ["a b.lance"]
 
 
@@ -282,7 +265,7 @@ def test_a_second_run_of_the_same_job_waits_its_turn(spark, tmp_path):
     assert "\n" not in str(err.value)
     thread.join(timeout=300)
     assert "error" not in first, first.get("error")
-    assert first["result"].num_rows == 8000 and index_dirs(data.uri) == committed(data.uri)
+    assert first["result"].num_rows == 8000 and index_dirs(data.uri) == committed_uuids(data.uri)
     assert recall(data.uri, data) > 0.8
 
 
@@ -392,4 +375,4 @@ def test_a_segment_directory_the_job_did_not_write_survives(spark, tmp_path):
     foreign = ds.create_index_uncommitted("vector", "IVF_FLAT", name="theirs", num_partitions=4,
                                           ivf_centroids=centroids, fragment_ids=[0])
     pipeline.run(config_for(data.uri), spark=spark)
-    assert index_dirs(data.uri) == committed(data.uri) | {str(foreign.uuid)}
+    assert index_dirs(data.uri) == committed_uuids(data.uri) | {str(foreign.uuid)}

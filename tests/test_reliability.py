@@ -13,12 +13,11 @@ import time
 import faults
 import lance
 import pytest
-from conftest import dataset_state, write_vectors
+from conftest import committed_uuids, dataset_state, index_dirs, recall, write_vectors
 
 from spark_lance_index import pipeline
 from spark_lance_index.config import make_config
 from spark_lance_index.errors import DatasetChangedError, IndexConflictError, InputError, SparkStageError
-from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIM = 32
@@ -27,20 +26,6 @@ DIM = 32
 @pytest.fixture(autouse=True, scope="module")
 def _ship_faults():
     faults.ship()
-
-
-def recall(uri, data, nprobes=4, refine=10):
-    truth = exact_topk(data.vectors, data.queries, 10)
-    return recall_at_k(truth, ann_topk(lance.dataset(uri), "vector", data.queries, 10, nprobes, refine))
-
-
-def index_dirs(uri):
-    path = os.path.join(uri, "_indices")
-    return set(os.listdir(path)) if os.path.isdir(path) else set()
-
-
-def committed_uuids(uri, name="vector_idx"):
-    return {s["uuid"] for s in lance.dataset(uri).stats.index_stats(name)["segments"]}
 
 
 def config_for(uri, **kw):
