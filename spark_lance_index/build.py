@@ -22,15 +22,17 @@ from .train import SharedArtifacts
 SEGMENT_NAMESPACE = uuid.UUID("5d1f3b8e-2f0c-4c1e-9a55-6c0de1ab1e10")
 
 
-def segment_uuid(job_id: str, group: FragmentGroup, attempt: int) -> str:
+def segment_uuid(job_id: str, group: FragmentGroup, attempt: int, artifacts_key: str = "") -> str:
     """The uuid one attempt of one group writes its segment under.
 
     Each attempt gets its own directory: a speculative copy never writes into the directory
     of an attempt that is still running, and a rerun after a driver crash rewrites the
-    directories of the crashed run's attempts instead of leaving more behind.
+    directories of the crashed run's attempts instead of leaving more behind. The artifacts
+    are part of the name: two runs that trained different artifacts (a lease lost to a
+    network error) never write into one directory.
     """
     frags = ",".join(map(str, group.fragment_ids))
-    return str(uuid.uuid5(SEGMENT_NAMESPACE, f"{job_id}/{group.group_id}/{frags}/{attempt}"))
+    return str(uuid.uuid5(SEGMENT_NAMESPACE, f"{job_id}/{group.group_id}/{frags}/{attempt}/{artifacts_key}"))
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int)
     `state` is the job's JobState; the marker lets cleanup find this directory even if the
     task dies half-way, and the saved result lets a rerun skip this group.
     """
-    index_uuid = segment_uuid(task.job_id, task.group, attempt)
+    index_uuid = segment_uuid(task.job_id, task.group, attempt, artifacts.describe())
     state.mark_attempt(index_uuid)
     result = build_segment(task, artifacts, index_uuid, attempt)
     state.save_segment(result)

@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Sequence
 
 from .build import SegmentResult
 from .dataset import FragmentInfo, _ids, fragment_infos, index_conflict, index_infos, open_dataset
-from .errors import CommitCheckError, DatasetChangedError, IndexConflictError, SegmentCheckError
+from .errors import CommitCheckError, DatasetChangedError, IndexConflictError, JobError, SegmentCheckError
 from .plan import FragmentGroup
 from .report import short
 from .storage import Location, index_dirs
@@ -184,7 +184,7 @@ def commit_segments(
             return latest.commit_existing_index_segments(index_name, column, list(merged))
         except Exception as e:  # Lance raises OSError or RuntimeError depending on the path
             if "retryable commit conflict" not in str(e).lower() or attempt == COMMIT_ATTEMPTS:
-                raise
+                raise JobError(f"the commit failed: {str(e).splitlines()[0][:300]}; nothing was committed") from e
             log.warning("commit conflict (attempt %d of %d), retrying: %s", attempt, COMMIT_ATTEMPTS, str(e).splitlines()[0][:200])
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")

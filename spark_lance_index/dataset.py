@@ -52,6 +52,11 @@ def fragment_infos(ds, column: str) -> tuple[FragmentInfo, ...]:
     return tuple(out)
 
 
+def fragment_signature(fragments: Sequence[FragmentInfo]) -> list:
+    """What job.json keeps of the planned fragments, to recognise the same data on resume."""
+    return [[f.fragment_id, f.vector_file, f.physical_rows] for f in fragments]
+
+
 @dataclass(frozen=True)
 class IndexInfo:
     """One index of the dataset, as `describe_indices` tells it."""
@@ -207,6 +212,9 @@ def index_conflict(
     """
     for i in indexes:
         if i.name == name:
+            if column not in i.columns:
+                return (f"an index named {name!r} already exists on column {i.columns[0]!r} "
+                        f"({i.index_type}): give another --index-name")
             if own_segments is not None and set(i.segments) == set(own_segments):
                 continue
             if not replace:

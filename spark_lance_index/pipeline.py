@@ -21,8 +21,8 @@ from .commit import (
     remove_leftovers, verify_commit,
 )
 from .config import BuildConfig
-from .dataset import DatasetSnapshot, IndexParams, index_infos, open_dataset
-from .errors import DatasetChangedError, JobBusyError, JobError, SparkStageError
+from .dataset import DatasetSnapshot, IndexParams, fragment_signature, index_infos, open_dataset
+from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, SparkStageError
 from .plan import FragmentGroup, default_rows_per_task, plan_groups
 from .report import JobResult, reporting, settings_of
 from .resume import Inspection, inspect_inputs
@@ -69,7 +69,7 @@ def train(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> Sh
     return artifacts
 
 
-def prepare(config, insp: Inspection, parallelism: int):
+def prepare(config, insp: Inspection, parallelism: int, lease):
     """Plan and train, or take both from an earlier run of the same job. -> (groups, artifacts)"""
     snap, params, state = insp.snap, insp.params, insp.state
     if insp.job is not None:
@@ -85,7 +85,9 @@ def prepare(config, insp: Inspection, parallelism: int):
     groups = plan(config, snap, parallelism)
     artifacts = train(config, snap, params)
     job = {"job_id": insp.job_id, "identity": insp.identity, "uri": snap.uri, "version": snap.version,
-           "column": snap.column, "index_name": config.name, "params": asdict(params)}
+           "column": snap.column, "index_name": config.name, "params": asdict(params),
+           "fragments": fragment_signature(planned_fragments(snap, groups))}
+    lease.check()  # training takes minutes: never overwrite the state of a run that took over
     state.save_job(job, groups, artifacts)
     return groups, artifacts
 
@@ -160,7 +162,13 @@ def merge(spark, config: BuildConfig, snap: DatasetSnapshot, results, state: Job
         spark, f"spark-lance-index-merge-{snap.version}",
         f"spark-lance-index: merge {len(results)} segments into {len(tasks)}",
     ):
-        merged = spark_layer.run_merges(spark, tasks, state)
+        try:
+            merged = spark_layer.run_merges(spark, tasks, state)
+        except Exception as e:
+            raise SparkStageError(
+                f"merging segments failed after Spark's retries: {spark_layer.failure_reason(e)}; "
+                "nothing was committed (the executor logs have the full trace)"
+            ) from e
     log.info("merged %d segments into %d", len(results), len(merged))
     return merged
 
@@ -211,14 +219,14 @@ def cleanup(config, snap, state: JobState, keep: Sequence[str], lease) -> tuple[
     return len(removed), unaccounted
 
 
-def drop_stale_state(config, insp: Inspection) -> None:
-    """An earlier run's state that cannot be resumed: remove its segment directories (never
-    one a committed index uses) and its files, before this run starts afresh."""
-    state = insp.state
-    log.info("the state of an earlier run in %s cannot be resumed (%s): starting afresh", state.uri, insp.stale)
-    latest = open_dataset(insp.snap.uri, config.storage_options)
+def discard_own_work(config, snap: DatasetSnapshot, state: JobState, lease) -> None:
+    """Remove the segment directories the job marked and its files, keeping any segment an
+    index at the latest version uses (an earlier run's commit, which older versions may also
+    reference), and only while this run still holds the job."""
+    lease.check()
+    latest = open_dataset(snap.uri, config.storage_options)
     in_use = {u for i in index_infos(latest) for u in i.segments} | set(state.committing() or [])
-    remove_leftovers(insp.snap.location, config.storage_options, state.attempts(), keep=in_use)
+    remove_leftovers(snap.location, config.storage_options, state.attempts(), keep=in_use)
     state.discard()
 
 
@@ -252,8 +260,10 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
             parallelism = spark_layer.default_parallelism(spark)
             lease = state.acquire_lease()
             if insp.stale:
-                drop_stale_state(config, insp)
-            groups, artifacts = prepare(config, insp, parallelism)
+                log.info("the state of an earlier run in %s cannot be resumed (%s): starting afresh",
+                         state.uri, insp.stale)
+                discard_own_work(config, snap, state, lease)
+            groups, artifacts = prepare(config, insp, parallelism, lease)
             result.fingerprints, result.artifacts = artifacts.fingerprints(), artifacts
             result.num_tasks = len(groups)
             if insp.committed is not None:
@@ -276,12 +286,15 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
         except DatasetChangedError:
             # The segments index fragments that no longer exist, or another index took the
             # place: nothing to resume, and nothing of ours was committed.
-            lease.check()
-            remove_leftovers(snap.location, config.storage_options, state.attempts(), keep=[])
-            state.discard()
+            discard_own_work(config, snap, state, lease)
             raise
         except JobBusyError:
             raise  # another run holds the job: touch nothing of it
+        except CommitCheckError as e:
+            # Committed, but not what was planned: a rerun must rebuild, not finish this commit.
+            state.forget_commit()
+            e.args = (f"{e} [rerun with --replace to rebuild it; job state kept in {state.uri}]",)
+            raise
         except JobError as e:
             if state.exists():
                 e.args = (

@@ -22,7 +22,7 @@ import numpy as np
 from .commit import check_fragments_unchanged
 from .config import BuildConfig
 from .dataset import (
-    DatasetSnapshot, IndexParams, index_conflict, index_infos, open_dataset, resolve_params, snapshot_dataset,
+    DatasetSnapshot, IndexParams, fragment_signature, index_conflict, index_infos, open_dataset, resolve_params, snapshot_dataset,
 )
 from .errors import DatasetChangedError, InputError
 from .state import JobState, default_jobs_root
@@ -115,8 +115,13 @@ def _resumable_snapshot(config: BuildConfig, job: dict, latest) -> tuple[Optiona
     try:
         snap = snapshot_dataset(config, version)
     except InputError as e:
-        return None, f"its pinned version {version} cannot be opened ({e})"
+        if "has no version" not in str(e):
+            raise  # the store is unreachable, say: keep the state for a later rerun
+        return None, f"its pinned version {version} no longer exists"
     planned = {f for g in job["groups"] for f in g["fragment_ids"]}
+    now = fragment_signature([f for f in snap.fragments if f.fragment_id in planned])
+    if now != job.get("fragments"):  # the dataset was recreated under the same name
+        return None, f"version {version} no longer holds the fragments it planned"
     try:
         check_fragments_unchanged(latest, config.column, [f for f in snap.fragments if f.fragment_id in planned], version)
     except DatasetChangedError as e:

@@ -173,6 +173,10 @@ class JobState:
         """Written before the commit: a rerun can tell whether the commit landed."""
         self.files.write("commit.json", json.dumps({"segments": sorted(segment_uuids)}).encode())
 
+    def forget_commit(self) -> None:
+        """The recorded commit was checked and found wrong: a rerun must not finish it."""
+        self.files.delete_file("commit.json")
+
     def committing(self) -> Optional[list[str]]:
         """The segment uuids a run was about to commit, if it got that far."""
         if not self.files.exists("commit.json"):
@@ -216,7 +220,11 @@ class JobState:
     def acquire_lease(self) -> "Lease":
         """Hold the job for this run, or raise JobBusyError if another live run holds it."""
         lease = Lease(self)
-        lease.acquire()
+        try:
+            lease.acquire()
+        except OSError as e:
+            raise JobError(f"cannot write the job directory {self.uri}: {str(e).splitlines()[0][:300]} "
+                           "(check --job-dir and its storage options)") from None
         return lease
 
 
@@ -262,8 +270,8 @@ class Lease:
             return LeaseRecord(**json.loads(self.state.files.read("lease.json")))
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError, OSError):
-            return LeaseRecord("unreadable", "?", 0, 0.0)  # a torn write: treat as dead
+        except (ValueError, TypeError):  # a torn write: its writer is alive, or was just now
+            return LeaseRecord("unreadable", "?", -1, time.time())
 
     def acquire(self) -> None:
         files = self.state.files

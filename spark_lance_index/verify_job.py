@@ -16,7 +16,7 @@ import numpy as np
 from . import spark as spark_layer
 from .config import BuildConfig
 from .dataset import IndexParams, fragment_infos, index_infos, open_dataset, snapshot_dataset
-from .errors import InputError
+from .errors import InputError, SparkStageError
 from .plan import default_rows_per_task, plan_groups
 from .report import JobResult, reporting, settings_of
 from .storage import read_file
@@ -43,8 +43,9 @@ def load_queries(config: BuildConfig, dim: int) -> Optional[np.ndarray]:
     return queries.astype(np.float32)
 
 
-def sole_vector_index(ds, column: str, index_name: str) -> None:
-    """Refuse unless `index_name` is the only vector index on `column` at this version.
+def sole_vector_index(ds, column: str, index_name: str):
+    """The IndexInfo of `index_name`; refuse unless it is the only vector index on `column`
+    at this version.
 
     Lance's nearest query has no index selector: with two vector indexes on a column it
     queries one of them, and the recall measured would be another index's."""
@@ -57,6 +58,7 @@ def sole_vector_index(ds, column: str, index_name: str) -> None:
             f"column without saying which; drop {others} (or rebuild it with --replace --index-name)"
             if others else f"no vector index named {index_name!r} on column {column!r} at version {ds.version}"
         )
+    return next(i for i in index_infos(ds) if i.name == index_name)
 
 
 @phase("recall")
@@ -65,10 +67,12 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
                    index_name: str) -> list[RecallFigure]:
     """recall@k of the committed index at each query setting, against exact search."""
     ds = open_dataset(uri, config.storage_options, version)
-    sole_vector_index(ds, column, index_name)
+    index = sole_vector_index(ds, column, index_name)
     if queries is None:
         queries = sample_queries(ds, column, config.verify_queries)
-    fragments = [f for f in fragment_infos(ds, column) if f.num_rows > 0]
+    # The index's recall, not the table's: the truth covers the fragments it indexes, and the
+    # queries skip the rest (Lance would otherwise search unindexed rows exactly, and count them).
+    fragments = [f for f in fragment_infos(ds, column) if f.num_rows > 0 and f.fragment_id in index.fragment_ids]
     dim = queries.shape[1]
     groups = plan_groups(fragments, rows_per_task=default_rows_per_task(
         sum(f.num_rows for f in fragments), dim * 4, parallelism))
@@ -76,7 +80,11 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
                              g.num_rows, dict(config.storage_options)) for g in groups]
     with spark_layer.job_group(spark, f"spark-lance-index-recall-{version}",
                                f"spark-lance-index: exact search for {len(queries)} queries"):
-        truth = spark_layer.run_exact_search(spark, tasks, queries.astype(np.float32), config.progress_interval)
+        try:
+            truth = spark_layer.run_exact_search(spark, tasks, queries.astype(np.float32), config.progress_interval)
+        except Exception as e:
+            raise SparkStageError(f"exact search for the recall check failed after Spark's retries: "
+                                  f"{spark_layer.failure_reason(e)}") from e
     settings = [RecallSetting(n, r or None) for n in config.nprobes for r in config.refine_factor]
     figures = ann_recall(ds, column, queries, truth.ids, settings)
     for f in figures:

@@ -10,6 +10,10 @@ import sys
 os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # (name, file, old, new, tests)
 B = [
+ ("recall over the index's rows only", "spark_lance_index/verify.py", ", fast_search=True).column", ").column", "tests/test_promises.py -k own_when"),
+ ("forget a commit found wrong", "spark_lance_index/pipeline.py", "            state.forget_commit()\n", "", "tests/test_promises.py -k found_wrong"),
+ ("resume only the same data", "spark_lance_index/resume.py", "    if now != job.get(\"fragments\"):", "    if False:", "tests/test_promises.py -k recreated"),
+ ("unreadable lease is busy", "spark_lance_index/state.py", "            return LeaseRecord(\"unreadable\", \"?\", -1, time.time())", "            return LeaseRecord(\"unreadable\", \"?\", -1, 0.0)", "tests/test_promises.py -k unreadable"),
  ("lease liveness", "spark_lance_index/state.py", "            if held is not None and held.alive(time.time()):", "            if False:", "tests/test_promises.py -k waits_its_turn"),
  ("sole vector index, both places", "spark_lance_index/verify_job.py", "    vector = sorted(i.name for i in index_infos(ds) if i.is_vector and column in i.columns)", "    vector = [index_name]", "tests/test_promises.py -k two_vector_indexes"),
  ("identity check", "spark_lance_index/state.py", 'if job.get("identity") != json.loads(json.dumps(identity, default=str)):', 'if False:', "tests/test_promises.py -k identity_differs"),

@@ -50,7 +50,9 @@ CASES = {
     "unknown index type": ({"index_type": "IVF_HNSW_SQ"}, "unknown index type"),
     "unknown metric": ({"metric": "hamming"}, "unknown metric"),
     "PQ sub-vectors": ({"index_type": "IVF_PQ", "num_sub_vectors": 5}, "does not divide"),
-    "index name taken": ({"index_name": "taken"}, "already exists.*--replace"),
+    "index name taken": ({"column": "v12", "index_type": "IVF_FLAT", "index_name": "taken"}, "already exists.*--replace"),
+    "replace an index of that name on another column": (
+        {"index_name": "taken", "replace": True}, "already exists on column 'v12'.*another --index-name"),
     "second vector index on the column": (
         {"column": "v12", "index_type": "IVF_FLAT"},
         "column 'v12' already has the vector index 'taken'.*--replace --index-name taken"),

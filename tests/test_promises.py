@@ -376,3 +376,81 @@ def test_a_segment_directory_the_job_did_not_write_survives(spark, tmp_path):
                                           ivf_centroids=centroids, fragment_ids=[0])
     pipeline.run(config_for(data.uri), spark=spark)
     assert index_dirs(data.uri) == committed_uuids(data.uri) | {str(foreign.uuid)}
+
+
+def test_the_reported_recall_is_the_index_s_own_when_rows_are_unindexed(spark, tmp_path):
+    """Rows appended after the build are not in the index: Lance would search them exactly and
+    the truth would include them, inflating the figure. The recall is over what the index covers."""
+    from spark_lance_index.recall import exact_topk, recall_at_k
+    from spark_lance_index.verify_job import run_verify
+    from conftest import fsl
+
+    data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=2000)
+    np_queries = tmp_path / "q.npy"
+    import numpy as np
+
+    np.save(np_queries, data.queries)
+    pipeline.run(config_for(data.uri, verify_queries=0, index_type="IVF_PQ", num_sub_vectors=4), spark=spark)
+    more = data.vectors[:4000] + 0.01  # near-twins of indexed rows: they would be true neighbours
+    lance.write_dataset(pa_table(np.arange(8000, 12000), fsl(more)), data.uri, mode="append")
+    result = run_verify(config_for(data.uri, query_file=str(np_queries), nprobes=(4,), refine_factor=(0,)), spark=spark)
+    (figure,) = result.recall
+    truth = exact_topk(data.vectors, data.queries, 10)  # the 8,000 indexed rows: ids are positions
+    ds = lance.dataset(data.uri)
+    found = [ds.to_table(nearest={"column": "vector", "q": q, "k": 10, "nprobes": 4}, columns=["id"],
+                         fast_search=True).column("id").to_numpy() for q in data.queries]
+    expected = recall_at_k(truth, found)
+    print(f"reported {figure.recall:.3f}, numpy over the indexed rows {expected:.3f}")
+    assert abs(figure.recall - expected) <= 0.01
+    assert figure.recall < 0.95  # PQ without refine: far from the near-1.0 a flat scan would add
+
+
+def pa_table(ids, vectors):
+    import pyarrow as pa
+
+    return pa.table({"id": pa.array(ids), "vector": vectors})
+
+
+def test_a_commit_found_wrong_is_rebuilt_by_a_rerun_with_replace(spark, tmp_path, monkeypatch):
+    from spark_lance_index.errors import CommitCheckError
+
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+
+    def wrong(*args, **kwargs):
+        raise CommitCheckError("index 'vector_idx' was committed but is wrong: injected")
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "verify_commit", wrong)
+        with pytest.raises(CommitCheckError, match="rerun with --replace"):
+            pipeline.run(config_for(data.uri), spark=spark)
+    version = lance.dataset(data.uri).version
+    result = pipeline.run(config_for(data.uri, replace=True), spark=spark)
+    assert result.committed_version == version + 1  # rebuilt and committed again, not "finished"
+    assert result.num_rows == 4000 and recall(data.uri, data) > 0.8
+    assert len(committed_uuids(data.uri)) == 1
+
+
+def test_state_of_a_dataset_recreated_under_the_same_name_is_not_resumed(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000, seed=1)
+    config = config_for(data.uri)
+    fail_and_keep_state(spark, config)
+    (job_dir,) = os.listdir(data.uri + ".index-jobs")
+    with open(os.path.join(data.uri + ".index-jobs", job_dir, "job.json")) as f:
+        old = json.load(f)["fingerprints"]["centroids"]
+    shutil.rmtree(data.uri)
+    fresh = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000, seed=2)  # same versions
+    result = pipeline.run(config, spark=spark)
+    assert (result.segments_reused, result.num_rows) == (0, 4000)
+    assert result.fingerprints["centroids"] != old  # trained on the new data, not reused
+    assert recall(fresh.uri, fresh) > 0.8
+
+
+def test_an_unreadable_lease_is_taken_as_busy(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    config = config_for(data.uri)
+    state = pipeline.inspect_inputs(config).state
+    state.files.write("lease.json", b'{"owner": "half-writ')
+    before = dataset_state(data.uri)
+    with pytest.raises(JobBusyError, match="another run of this job is active"):
+        pipeline.run(config, spark=spark)
+    assert dataset_state(data.uri) == before
