@@ -219,13 +219,16 @@ def cleanup(config, snap, state: JobState, keep: Sequence[str], lease) -> tuple[
     return len(removed), unaccounted
 
 
-def discard_own_work(config, snap: DatasetSnapshot, state: JobState, lease) -> None:
+def discard_own_work(config, snap: DatasetSnapshot, state: JobState, lease, commit_landed: bool) -> None:
     """Remove the segment directories the job marked and its files, keeping any segment an
-    index at the latest version uses (an earlier run's commit, which older versions may also
-    reference), and only while this run still holds the job."""
+    index at the latest version uses, and, when an earlier run's recorded commit may have
+    landed (`commit_landed`), the segments it recorded (older versions reference them). Only
+    while this run still holds the job."""
     lease.check()
     latest = open_dataset(snap.uri, config.storage_options)
-    in_use = {u for i in index_infos(latest) for u in i.segments} | set(state.committing() or [])
+    in_use = {u for i in index_infos(latest) for u in i.segments}
+    if commit_landed:
+        in_use |= set(state.committing() or [])
     remove_leftovers(snap.location, config.storage_options, state.attempts(), keep=in_use)
     state.discard()
 
@@ -262,7 +265,7 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
             if insp.stale:
                 log.info("the state of an earlier run in %s cannot be resumed (%s): starting afresh",
                          state.uri, insp.stale)
-                discard_own_work(config, snap, state, lease)
+                discard_own_work(config, snap, state, lease, commit_landed=True)
             groups, artifacts = prepare(config, insp, parallelism, lease)
             result.fingerprints, result.artifacts = artifacts.fingerprints(), artifacts
             result.num_tasks = len(groups)
@@ -286,7 +289,7 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
         except DatasetChangedError:
             # The segments index fragments that no longer exist, or another index took the
             # place: nothing to resume, and nothing of ours was committed.
-            discard_own_work(config, snap, state, lease)
+            discard_own_work(config, snap, state, lease, commit_landed=False)  # it was refused
             raise
         except JobBusyError:
             raise  # another run holds the job: touch nothing of it
