@@ -14,10 +14,13 @@ import contextlib
 import logging
 import os
 import re
+import shutil
+import subprocess
 import sys
 from typing import Callable, Iterator, Optional, Sequence
 
 from .build import SegmentResult, SegmentTask, run_task
+from .errors import JobError
 from .commit import MergeTask, merge_segments
 from .progress import DEFAULT_INTERVAL, Progress, Ticker
 from .train import SharedArtifacts
@@ -39,10 +42,81 @@ def is_connect(spark) -> bool:
     return any(c.__module__.startswith("pyspark.sql.connect") for c in type(spark).__mro__)
 
 
+def find_java() -> tuple[Optional[str], str]:
+    """(the java Spark would start, where it looked): $JAVA_HOME/bin/java, else java on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        java = os.path.join(home, "bin", "java")
+        return (java if os.access(java, os.X_OK) else None), f"JAVA_HOME={home}"
+    return shutil.which("java"), "PATH (JAVA_HOME is not set)"
+
+
+def java_major(java: str) -> Optional[int]:
+    """The major version `java -version` reports (8 for "1.8.0_x"), or None if unreadable."""
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not found:
+        return None
+    major = int(found.group(1))
+    return int(found.group(2) or 0) if major == 1 else major
+
+
+def check_java() -> None:
+    """Refuse in one line, before Spark tries, when there is no Java or one too old for this
+    pyspark (4.x needs 17; 3.5 needs 8)."""
+    import pyspark
+
+    java, where = find_java()
+    if java is None:
+        raise JobError(f"Java was not found (looked in {where}): install Java 17 and put it on PATH "
+                       "or set JAVA_HOME; Spark needs it to start")
+    needed = 17 if int(pyspark.__version__.split(".")[0]) >= 4 else 8
+    major = java_major(java)
+    if major is not None and major < needed:
+        raise JobError(f"{java} is Java {major}, and pyspark {pyspark.__version__} needs Java {needed} "
+                       "or newer: install it and put it on PATH or set JAVA_HOME")
+
+
+MASTER_ATTEMPTS = 3  # connection tries per standalone master, a second apart
+
+
+def check_master(master: str) -> None:
+    """For a standalone master (`spark://host:port[,host:port]`), refuse in one line when no
+    master accepts a connection, instead of Spark's minute of retries and JVM stack traces."""
+    import socket
+    import time
+
+    addresses = [a.strip() for a in master[len("spark://"):].split(",") if a.strip()]
+    reasons = []
+    for attempt in range(MASTER_ATTEMPTS):
+        reasons = []
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            try:
+                socket.create_connection((host or address, int(port or 7077)), timeout=5).close()
+                return
+            except (OSError, ValueError) as e:
+                reasons.append(f"{address}: {getattr(e, 'strerror', None) or e}")
+        if attempt < MASTER_ATTEMPTS - 1:
+            time.sleep(1)
+    raise JobError(f"cannot reach the Spark master {master} ({'; '.join(reasons)}) after {MASTER_ATTEMPTS} "
+                   "tries: check --master, and that the master is running and reachable from here")
+
+
 def get_session(master: Optional[str], app_name: str, verbose: bool = False):
     """Return (session, created). An active session (Databricks, a notebook, a test) is
     reused and never stopped by the job; otherwise one is created and the caller stops it."""
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise JobError(
+            "pyspark is not installed: install it with the spark extra (pip install "
+            "'spark-lance-index[spark]'), or run the job inside a Spark environment "
+            "(spark-submit, Databricks)"
+        ) from None
 
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -61,7 +135,17 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False):
     # Lance's Rust log level on executors: quiet unless asked (one "partition N is empty"
     # warning per partition per task otherwise floods the executor logs).
     builder = builder.config("spark.executorEnv.LANCE_LOG", "info" if verbose else "error")
-    spark = builder.getOrCreate()
+    if not (master or "").startswith("sc://") and not os.environ.get("SPARK_REMOTE"):
+        check_java()  # a Connect client starts no JVM
+    if (master or "").startswith("spark://"):
+        check_master(master)
+    try:
+        spark = builder.getOrCreate()
+    except Exception as e:
+        if "JAVA_GATEWAY_EXITED" in str(e):
+            raise JobError("Spark's Java process exited before it started (JAVA_GATEWAY_EXITED): "
+                           "rerun with --verbose to see its output") from None
+        raise
     if not verbose:
         spark.sparkContext.setLogLevel("WARN")
     return spark, True

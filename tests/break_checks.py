@@ -10,6 +10,9 @@ import sys
 os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # (name, file, old, new, tests)
 B = [
+ ("master reachable", "spark_lance_index/spark.py", "        check_master(master)", "        pass", "tests/test_first_minutes.py -k unreachable"),
+ ("java check", "spark_lance_index/spark.py", "        check_java()  # a Connect client starts no JVM", "        pass", "tests/test_first_minutes.py"),
+ ("pyspark import", "spark_lance_index/spark.py", "    except ImportError:\n        raise JobError(", "    except KeyError:\n        raise JobError(", "tests/test_first_minutes.py"),
  ("recall over the index's rows only", "spark_lance_index/verify.py", ", fast_search=True).column", ").column", "tests/test_promises.py -k own_when"),
  ("forget a commit found wrong", "spark_lance_index/pipeline.py", "            state.forget_commit()\n", "", "tests/test_promises.py -k found_wrong"),
  ("resume only the same data", "spark_lance_index/resume.py", "    if now != job.get(\"fragments\"):", "    if False:", "tests/test_promises.py -k recreated"),
