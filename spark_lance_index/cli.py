@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="measure recall@k of an existing index against exact search on the executors"
     )
     _add_build_flags(verify)
+    doctor = sub.add_parser("doctor", help="check pyspark, Java, the master, the executors' libraries, "
+                                           "the dataset and the job directory, one line each")
+    doctor.add_argument("--uri", help="the Lance dataset to check")
+    doctor.add_argument("--master", help="Spark master, e.g. spark://host:7077 or local[2]")
+    doctor.add_argument("--job-dir", help="folder for job state to check for write access")
+    doctor.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    doctor.add_argument("--verbose", action="store_true", default=None)
     demo = sub.add_parser("demo", help="generate a dataset, index it with local Spark, print recall")
     demo.add_argument("--dir", default="demo-data", help="where to write the demo dataset")
     demo.add_argument("--rows", type=int, default=200_000)
@@ -104,7 +111,7 @@ def _setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", message="lance is not fork-safe")
 
 
-COMMANDS = ("build", "verify", "demo")
+COMMANDS = ("build", "verify", "demo", "doctor")
 _BOOLEAN_FLAGS = ("--replace", "--verbose")
 _TRUE = ("1", "true", "yes", "on")
 _BARE_KEY_VALUE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*=")
@@ -154,6 +161,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             run_demo(args.dir, rows=args.rows, dim=args.dim, fragments=args.fragments, master=args.master)
             return 0
+        if args.command == "doctor":
+            from .doctor import run_doctor
+
+            ok, lines = run_doctor(args.uri, args.master, parse_storage_options(args.storage_option) or {}, args.job_dir)
+            print("\n".join(lines))
+            return 0 if ok else 1
         from .pipeline import run
         from .verify_job import run_verify
 

@@ -54,5 +54,10 @@ class IndexConflictError(DatasetChangedError):
     on the column). Nothing was committed."""
 
 
+class PreflightError(JobError):
+    """The executors cannot run the job (a library missing, or at another version). Nothing
+    was written."""
+
+
 class JobBusyError(JobError):
     """Another live run holds this job's lease. Nothing was written or deleted."""

@@ -22,8 +22,9 @@ from .commit import (
 )
 from .config import BuildConfig
 from .dataset import DatasetSnapshot, IndexParams, fragment_signature, index_infos, open_dataset
-from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, SparkStageError
+from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, PreflightError, SparkStageError
 from .plan import FragmentGroup, default_rows_per_task, plan_groups
+from .preflight import mismatch, node_versions
 from .report import JobResult, reporting, settings_of
 from .resume import Inspection, inspect_inputs
 from .state import JobState
@@ -41,6 +42,22 @@ _BYTES = {"float16": 2, "float32": 4, "float64": 8}
 def start_session(config: BuildConfig):
     """Create the Spark session (only when none is active). -> (session, created)"""
     return spark_layer.get_session(config.master, config.app_name, config.verbose)
+
+
+@phase("preflight")
+def preflight(spark, result: JobResult) -> None:
+    """Before any training: every executor imports this job's libraries, at the driver's versions."""
+    driver = node_versions()
+    with spark_layer.job_group(spark, "spark-lance-index-preflight", "spark-lance-index: executors' libraries"):
+        try:
+            executors = spark_layer.run_preflight(spark)
+        except Exception as e:
+            raise SparkStageError(f"the preflight task failed on the executors: {spark_layer.failure_reason(e)}") from e
+    result.executors = [f"{v.host.rsplit(':', 1)[0]}: {v.describe()}" for v in executors]
+    problem = mismatch(driver, executors)
+    if problem:
+        raise PreflightError(problem + "; nothing was written")
+    log.info("preflight: %d executor processes, all with %s", len(executors), driver.describe())
 
 
 @phase("plan")
@@ -261,6 +278,7 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
         try:
             result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
             parallelism = spark_layer.default_parallelism(spark)
+            preflight(spark, result)
             lease = state.acquire_lease()
             if insp.stale:
                 log.info("the state of an earlier run in %s cannot be resumed (%s): starting afresh",

@@ -73,6 +73,7 @@ class JobResult:
     leftovers_removed: Optional[int] = None
     leftovers_unaccounted: list[str] = field(default_factory=list)
     deleted_rows: Optional[int] = None
+    executors: list[str] = field(default_factory=list)  # "host: libraries", from the preflight
     job_dir: Optional[str] = None
     spark_app_id: Optional[str] = None
     spark_master: Optional[str] = None
@@ -130,6 +131,7 @@ class JobResult:
             "min_recall": self.min_recall,
             "job_dir": self.job_dir,
             "versions": _versions(),
+            "executors": list(self.executors),
         }
 
     def summary(self) -> str:

@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 from .build import SegmentResult, SegmentTask, run_task
 from .errors import JobError
+from .preflight import node_versions
 from .commit import MergeTask, merge_segments
 from .progress import DEFAULT_INTERVAL, Progress, Ticker
 from .train import SharedArtifacts
@@ -296,6 +297,16 @@ def run_exact_search(
             return rdd.map(one).treeReduce(merge_topk)
         finally:
             queries_bc.unpersist()
+
+
+def run_preflight(spark) -> list:
+    """NodeVersions from one tiny task per executor slot (deduplicated by process)."""
+    slots = default_parallelism(spark)
+    if is_connect(spark):
+        found = [v for _, v in _connect_map(spark, list(range(slots)), lambda i, attempt: node_versions())]
+    else:
+        found = spark.sparkContext.parallelize(range(slots), slots).map(node_versions).collect()
+    return list({v.host: v for v in found}.values())
 
 
 def run_merges(spark, tasks: Sequence[MergeTask], state) -> list:

@@ -10,6 +10,7 @@ import sys
 os.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # (name, file, old, new, tests)
 B = [
+ ("preflight", "spark_lance_index/pipeline.py", "    if problem:\n        raise PreflightError(", "    if False:\n        raise PreflightError(", "tests/test_first_minutes.py -k executors"),
  ("master reachable", "spark_lance_index/spark.py", "        check_master(master)", "        pass", "tests/test_first_minutes.py -k unreachable"),
  ("java check", "spark_lance_index/spark.py", "        check_java()  # a Connect client starts no JVM", "        pass", "tests/test_first_minutes.py"),
  ("pyspark import", "spark_lance_index/spark.py", "    except ImportError:\n        raise JobError(", "    except KeyError:\n        raise JobError(", "tests/test_first_minutes.py"),

@@ -76,3 +76,59 @@ def test_an_unreachable_master_is_one_line_and_writes_nothing(dataset):
     assert "Connection refused" in line
     assert time.monotonic() - start < 30
     assert dataset_state(dataset) == before and not os.path.exists(dataset + ".index-jobs")
+
+
+def executor_python(tmp_path, lance_init: str) -> str:
+    """A PYSPARK_PYTHON for the executors only: this venv's Python, with a `lance` package of
+    our own first on its path (another version, or one that cannot be imported)."""
+    fake = tmp_path / "executor-site" / "lance"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(lance_init)
+    wrapper = tmp_path / "executor-python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={fake.parent}${{PYTHONPATH:+:$PYTHONPATH}} exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+@pytest.mark.parametrize("case, lance_init, message", [
+    ("executor without lance", "raise ImportError(\"No module named 'lance'\")\n",
+     r"executor \S+ cannot import pylance \(the driver has 14\.0\.2\): install pylance==14\.0\.2 on every node"),
+    ("executor with another pylance", "__version__ = '13.0.1'\n",
+     r"executor \S+ has pylance 13\.0\.1 and the driver 14\.0\.2: segments built by two engine versions"),
+])
+def test_executors_with_other_libraries_stop_the_job_before_training(dataset, tmp_path, case, lance_init, message):
+    import re
+
+    before = dataset_state(dataset)
+    proc = run_cli(dataset, env={"PYSPARK_PYTHON": executor_python(tmp_path, lance_init)})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("spark-lance-index: error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert re.search(message, lines[0]), lines[0]
+    assert "train: started" not in proc.stderr  # stopped before training
+    assert dataset_state(dataset) == before and not os.path.exists(dataset + ".index-jobs")
+
+
+def test_doctor_all_green_then_one_failure(spark, dataset, tmp_path, capsys):
+    from spark_lance_index.cli import main
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "keep.txt").write_text("the user's")
+    code = main(["doctor", "--uri", dataset, "--job-dir", str(jobs), "--master", "local[1]"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0, out
+    assert [line.split(":")[0] for line in out] == [
+        "ok   pyspark", "ok   java", "ok   spark master", "ok   executors' libraries",
+        "ok   dataset readable", "ok   job directory writable"]
+    assert "pylance 14.0.2" in out[3] and "2,000 rows" in out[4]
+    assert sorted(os.listdir(jobs)) == ["keep.txt"]  # the probe is gone, the user's file is not
+
+    before = dataset_state(dataset)
+    code = main(["doctor", "--uri", str(tmp_path / "missing"), "--master", "local[1]"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    failed = [line for line in out if line.startswith("FAIL")]
+    assert len(failed) == 1 and failed[0].startswith("FAIL dataset readable: cannot open a Lance dataset"), out
+    assert dataset_state(dataset) == before
+    assert sorted(os.listdir(tmp_path)) == sorted(["ds", "jobs"])  # the probe's folder went with it
