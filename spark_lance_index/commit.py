@@ -140,8 +140,7 @@ def check_fragments_unchanged(latest, column: str, planned: Sequence[FragmentInf
     now = {f.fragment_id: f for f in fragment_infos(latest, column)}
     gone = [f.fragment_id for f in planned if f.fragment_id not in now]
     rewritten = [
-        f.fragment_id for f in planned if f.fragment_id in now
-        and (now[f.fragment_id].vector_file, now[f.fragment_id].physical_rows) != (f.vector_file, f.physical_rows)
+        f.fragment_id for f in planned if f.fragment_id in now and now[f.fragment_id].segment_inputs != f.segment_inputs
     ]
     if gone or rewritten:
         what = []
@@ -243,7 +242,7 @@ def verify_commit(
     segments = stats.get("segments") or stats.get("indices") or []
     (info,) = [i for i in index_infos(ds) if i.name == index_name]
     planned_ids = {f.fragment_id for f in planned}
-    live_now = {f.fragment_id: f.num_rows for f in fragment_infos(ds, stats_column(info))}
+    live_now = {f.fragment_id: f.num_rows for f in fragment_infos(ds, info.columns[0])}
     expected_rows = sum(live_now.get(f, 0) for f in planned_ids)
     report = CommitReport(
         version=ds.version,
@@ -279,6 +278,3 @@ def verify_commit(
         )
     return report
 
-
-def stats_column(info) -> str:
-    return info.columns[0]

@@ -32,6 +32,11 @@ class FragmentInfo:
     vector_file: str = ""
     physical_rows: int = 0
 
+    @property
+    def segment_inputs(self) -> tuple[str, int]:
+        """What a segment built from this fragment depends on (see the class docstring)."""
+        return self.vector_file, self.physical_rows
+
 
 def column_field_id(ds, column: str) -> int:
     """Lance's field id of a (possibly dotted) column: data files list the ids they hold."""
@@ -54,7 +59,7 @@ def fragment_infos(ds, column: str) -> tuple[FragmentInfo, ...]:
 
 def fragment_signature(fragments: Sequence[FragmentInfo]) -> list:
     """What job.json keeps of the planned fragments, to recognise the same data on resume."""
-    return [[f.fragment_id, f.vector_file, f.physical_rows] for f in fragments]
+    return [[f.fragment_id, *f.segment_inputs] for f in fragments]
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,11 @@ class DatasetSnapshot:
     @property
     def num_rows(self) -> int:
         return sum(f.num_rows for f in self.fragments)
+
+    @property
+    def live_fragments(self) -> tuple[FragmentInfo, ...]:
+        """The fragments with rows to index (all rows deleted: nothing to index)."""
+        return tuple(f for f in self.fragments if f.num_rows > 0)
 
     @property
     def index_names(self) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ def run_doctor(uri: Optional[str], master: Optional[str], storage_options: Mappi
     libraries, the dataset, write access to the job directory."""
     from . import spark as spark_layer
     from .dataset import open_dataset
-    from .preflight import mismatch, node_versions
+    from .preflight import require_driver_libraries
     from .state import default_jobs_root
     from .storage import Files, locate
 
@@ -69,10 +69,8 @@ def run_doctor(uri: Optional[str], master: Optional[str], storage_options: Mappi
             lines.append(f"ok   spark master: {spark_layer.master(spark)} (the active session)")
     if session["spark"] is not None:
         def executors() -> str:
-            driver, found = node_versions(), spark_layer.run_preflight(session["spark"])
-            problem = mismatch(driver, found)
-            if problem:
-                raise JobError(problem)
+            found = spark_layer.run_preflight(session["spark"])
+            driver = require_driver_libraries(found)
             return f"{len(found)} executor processes, all with {driver.describe()}"
 
         ok &= _check("executors' libraries", executors, lines)

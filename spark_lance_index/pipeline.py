@@ -22,9 +22,9 @@ from .commit import (
 )
 from .config import BuildConfig
 from .dataset import DatasetSnapshot, IndexParams, fragment_signature, index_infos, open_dataset
-from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, PreflightError, SparkStageError
+from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, SparkStageError
 from .plan import FragmentGroup, default_rows_per_task, plan_groups
-from .preflight import mismatch, node_versions
+from .preflight import require_driver_libraries
 from .report import JobResult, reporting, settings_of
 from .resume import Inspection, inspect_inputs
 from .state import JobState
@@ -47,16 +47,13 @@ def start_session(config: BuildConfig):
 @phase("preflight")
 def preflight(spark, result: JobResult) -> None:
     """Before any training: every executor imports this job's libraries, at the driver's versions."""
-    driver = node_versions()
     with spark_layer.job_group(spark, "spark-lance-index-preflight", "spark-lance-index: executors' libraries"):
         try:
             executors = spark_layer.run_preflight(spark)
         except Exception as e:
             raise SparkStageError(f"the preflight task failed on the executors: {spark_layer.failure_reason(e)}") from e
     result.executors = [f"{v.host.rsplit(':', 1)[0]}: {v.describe()}" for v in executors]
-    problem = mismatch(driver, executors)
-    if problem:
-        raise PreflightError(problem + "; nothing was written")
+    driver = require_driver_libraries(executors)
     log.info("preflight: %d executor processes, all with %s", len(executors), driver.describe())
 
 
@@ -68,7 +65,7 @@ def plan(config: BuildConfig, snap: DatasetSnapshot, parallelism: int) -> tuple[
         rows_per_task = default_rows_per_task(
             snap.num_rows, snap.dim * _BYTES[snap.value_type], parallelism
         )
-    live = [f for f in snap.fragments if f.num_rows > 0]
+    live = snap.live_fragments
     groups = plan_groups(live, rows_per_task=rows_per_task, fragments_per_task=config.fragments_per_task)
     sizes = [g.num_rows for g in groups]
     log.info(

@@ -16,6 +16,8 @@ import socket
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from .errors import PreflightError
+
 # (module to import, the name users know it by)
 LIBRARIES = (("lance", "pylance"), ("pyarrow", "pyarrow"), ("numpy", "numpy"),
              ("spark_lance_index", "spark-lance-index"))
@@ -63,3 +65,12 @@ def mismatch(driver: NodeVersions, executors: Sequence[NodeVersions]) -> Optiona
             return (f"executor {host} runs Python {node.python} and the driver {driver.python}: PySpark "
                     "needs the same minor version; set PYSPARK_PYTHON to a matching interpreter")
     return None
+
+
+def require_driver_libraries(executors: Sequence[NodeVersions]) -> NodeVersions:
+    """The driver's NodeVersions; PreflightError if an executor differs from it."""
+    driver = node_versions()
+    problem = mismatch(driver, executors)
+    if problem:
+        raise PreflightError(problem + "; nothing was written")
+    return driver

@@ -90,7 +90,7 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
     params = resolve_params(config, snap)
     resuming = job if job is not None and stale is None else None
     own = state.committing() if resuming else None
-    live = [f.fragment_id for f in snap.fragments if f.num_rows > 0]
+    live = [f.fragment_id for f in snap.live_fragments]
     latest_indexes = index_infos(latest)
     for where, indexes in ((f"version {snap.version}", snap.indexes), (f"the latest version {latest.version}", latest_indexes)):
         conflict = index_conflict(config.name, config.column, bool(config.replace), indexes,
@@ -118,12 +118,12 @@ def _resumable_snapshot(config: BuildConfig, job: dict, latest) -> tuple[Optiona
         if "has no version" not in str(e):
             raise  # the store is unreachable, say: keep the state for a later rerun
         return None, f"its pinned version {version} no longer exists"
-    planned = {f for g in job["groups"] for f in g["fragment_ids"]}
-    now = fragment_signature([f for f in snap.fragments if f.fragment_id in planned])
-    if now != job.get("fragments"):  # the dataset was recreated under the same name
+    planned_ids = {f for g in job["groups"] for f in g["fragment_ids"]}
+    planned = [f for f in snap.fragments if f.fragment_id in planned_ids]
+    if fragment_signature(planned) != job.get("fragments"):  # the dataset was recreated under the same name
         return None, f"version {version} no longer holds the fragments it planned"
     try:
-        check_fragments_unchanged(latest, config.column, [f for f in snap.fragments if f.fragment_id in planned], version)
+        check_fragments_unchanged(latest, config.column, planned, version)
     except DatasetChangedError as e:
         return None, str(e).split(";")[0]
     return snap, None

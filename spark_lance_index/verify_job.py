@@ -49,7 +49,8 @@ def sole_vector_index(ds, column: str, index_name: str):
 
     Lance's nearest query has no index selector: with two vector indexes on a column it
     queries one of them, and the recall measured would be another index's."""
-    vector = sorted(i.name for i in index_infos(ds) if i.is_vector and column in i.columns)
+    indexes = index_infos(ds)
+    vector = sorted(i.name for i in indexes if i.is_vector and column in i.columns)
     if vector != [index_name]:
         others = [n for n in vector if n != index_name]
         raise InputError(
@@ -58,7 +59,7 @@ def sole_vector_index(ds, column: str, index_name: str):
             f"column without saying which; drop {others} (or rebuild it with --replace --index-name)"
             if others else f"no vector index named {index_name!r} on column {column!r} at version {ds.version}"
         )
-    return next(i for i in index_infos(ds) if i.name == index_name)
+    return next(i for i in indexes if i.name == index_name)
 
 
 @phase("recall")
