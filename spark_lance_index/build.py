@@ -29,7 +29,9 @@ def segment_uuid(job_id: str, group: FragmentGroup, attempt: int, artifacts_key:
     of an attempt that is still running, and a rerun after a driver crash rewrites the
     directories of the crashed run's attempts instead of leaving more behind. The artifacts
     are part of the name: two runs that trained different artifacts (a lease lost to a
-    network error) never write into one directory.
+    network error) never write into one directory. `job_id` carries the run id too: a later run
+    of the same job (the next update, a rebuild) never writes into a directory an index it
+    committed still uses.
     """
     frags = ",".join(map(str, group.fragment_ids))
     return str(uuid.uuid5(SEGMENT_NAMESPACE, f"{job_id}/{group.group_id}/{frags}/{attempt}/{artifacts_key}"))
@@ -45,7 +47,7 @@ class SegmentTask:
     index_name: str
     params: IndexParams
     group: FragmentGroup
-    job_id: str
+    job_id: str  # "<job id>:<run id>", the key of its segment uuids
     replace: bool
     storage_options: Mapping[str, str] = field(default_factory=dict)
     lance_log: str = "error"  # Lance's Rust log level in the task ("info" with --verbose)

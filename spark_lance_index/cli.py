@@ -1,4 +1,5 @@
-"""Command line: `spark-lance-index build|demo ...` parsed into one BuildConfig, then run()."""
+"""Command line: `spark-lance-index build|update|verify|demo|doctor ...`, parsed into one
+BuildConfig, then run()."""
 
 from __future__ import annotations
 
@@ -20,6 +21,22 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
     # Every default is None here so that a flag not given does not override --config.
     p.add_argument("--uri", help="Lance dataset URI (local path, s3://, gs://, az://)")
     p.add_argument("--column", help="vector column; a dotted path reaches into structs (emb.vector)")
+    _add_index_flags(p)
+    _add_run_flags(p)
+
+
+def _add_update_flags(p: argparse.ArgumentParser) -> None:
+    """`update` takes the index's type, metric and model from the index itself."""
+    p.add_argument("--uri", help="Lance dataset URI (local path, s3://, gs://, az://)")
+    p.add_argument("--column", help="the indexed vector column")
+    p.add_argument("--index-name", help="default <column>_idx")
+    p.add_argument("--segment-ratio", type=int,
+                   help="keep a small segment while it holds this many times the rows of all smaller "
+                        "ones, else re-encode it with the new rows (default 3)")
+    _add_run_flags(p)
+
+
+def _add_index_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index-type", type=str.upper, choices=INDEX_TYPES, help="default IVF_RQ")
     p.add_argument("--index-name", help="default <column>_idx")
     p.add_argument("--metric", type=str.lower, choices=METRICS, help="default l2")
@@ -28,18 +45,22 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
                         "or /8192 (IVF_PQ), clamped to 1..4096")
     p.add_argument("--num-bits", type=int, help="IVF_RQ bits per dimension, 1..9; default 5")
     p.add_argument("--num-sub-vectors", type=int, help="IVF_PQ sub-vectors; default dim/16")
+    p.add_argument("--sample-rate", type=int, help="training rows per partition; default 256")
+    p.add_argument("--max-sample-rows", type=int, help="cap on the driver's training sample")
+    p.add_argument("--max-iters", type=int, help="k-means iterations; default 50")
+    p.add_argument("--version", type=int, help="index this dataset version (default: latest)")
+    p.add_argument("--replace", action="store_true", default=None, help="replace an index of the same name")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """Task sizes, job state, storage, the recall check, the report and Spark: every command's."""
     size = p.add_mutually_exclusive_group()
     size.add_argument("--rows-per-task", type=int, help="target rows per Spark task")
     size.add_argument("--fragments-per-task", type=int, help="fragments per Spark task")
     p.add_argument("--max-segment-rows", type=int,
                    help="rows per committed segment; larger tables commit several (default 10M)")
-    p.add_argument("--sample-rate", type=int, help="training rows per partition; default 256")
-    p.add_argument("--max-sample-rows", type=int, help="cap on the driver's training sample")
-    p.add_argument("--max-iters", type=int, help="k-means iterations; default 50")
-    p.add_argument("--version", type=int, help="index this dataset version (default: latest)")
     p.add_argument("--job-dir", help="folder for job state (resume); the job uses only its own "
                                      "<job id> subfolder in it (default: <dataset>.index-jobs)")
-    p.add_argument("--replace", action="store_true", default=None, help="replace an index of the same name")
     p.add_argument(
         "--storage-option", action="append", metavar="KEY=VALUE",
         help="Lance storage option, repeatable (credentials, endpoint, region)",
@@ -66,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build and commit an index on a dataset")
     _add_build_flags(build)
+    update = sub.add_parser(
+        "update", help="index the rows the committed index does not cover yet, with its own model")
+    _add_update_flags(update)
     verify = sub.add_parser(
         "verify", help="measure recall@k of an existing index against exact search on the executors"
     )
@@ -92,6 +116,8 @@ def config_from_args(args: argparse.Namespace):
     flags = {
         k: v for k, v in vars(args).items() if k not in ("command", "config", "storage_option")
     }
+    if args.command == "update":
+        flags["mode"] = "update"
     flags["storage_options"] = parse_storage_options(args.storage_option)
     return make_config(file_values, flags)
 
@@ -111,7 +137,7 @@ def _setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", message="lance is not fork-safe")
 
 
-COMMANDS = ("build", "verify", "demo", "doctor")
+COMMANDS = ("build", "update", "verify", "demo", "doctor")
 _BOOLEAN_FLAGS = ("--replace", "--verbose")
 _TRUE = ("1", "true", "yes", "on")
 _BARE_KEY_VALUE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*=")
@@ -122,7 +148,7 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
 
     Databricks' python_wheel_task passes `parameters` as they are, `named_parameters` as
     `--key=value` (or `key=value` from some launchers), with no subcommand; booleans come as
-    `--replace=true`. The subcommand defaults to `build`.
+    `--replace=true`. The subcommand is `--command=update` in that style, else defaults to `build`.
     """
     out: list[str] = []
     for arg in argv:
@@ -139,6 +165,10 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
                 continue
             arg = f"{key}={value}"
         out.append(arg)
+    # Databricks named_parameters cannot name a subcommand: {"command": "update"} does.
+    named = [a for a in out if a.startswith("--command=")]
+    if named and (not out or out[0] not in COMMANDS):
+        out = [named[-1].split("=", 1)[1], *(a for a in out if not a.startswith("--command="))]
     if not out or (out[0] not in COMMANDS and out[0] not in ("-h", "--help")):
         out.insert(0, "build")
     return out

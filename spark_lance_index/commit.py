@@ -159,21 +159,27 @@ def check_fragments_unchanged(latest, column: str, planned: Sequence[FragmentInf
 COMMIT_ATTEMPTS = 5
 
 
+def build_conflict(index_name: str, column: str, replace: bool, planned: Sequence[FragmentInfo]):
+    """A build's check of the latest indexes: an index of this name (without --replace), or
+    another vector index on the column, that appeared while the job ran."""
+    planned_ids = [f.fragment_id for f in planned]
+    return lambda indexes: index_conflict(index_name, column, replace, indexes, planned=planned_ids)
+
+
 def commit_segments(
     open_latest, index_name: str, column: str, merged: Sequence, planned: Sequence[FragmentInfo],
-    pinned_version: int, replace: bool,
+    pinned_version: int, conflict_of,
 ):
     """Commit the merged segments, in one commit, on the latest version, retrying conflicts.
 
     Before every attempt the latest version is checked again: the planned fragments (a retry
-    never commits over a compaction that caused the conflict), and the indexes (an index of
-    this name, or another vector index on the column, that appeared while the job ran).
+    never commits over a compaction that caused the conflict), and the indexes, with
+    `conflict_of(indexes)` (a reason not to commit, or None).
     """
-    planned_ids = [f.fragment_id for f in planned]
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         latest = open_latest()
         check_fragments_unchanged(latest, column, planned, pinned_version)
-        conflict = index_conflict(index_name, column, replace, index_infos(latest), planned=planned_ids)
+        conflict = conflict_of(index_infos(latest))
         if conflict:
             raise IndexConflictError(
                 f"while the job ran, the dataset changed (now version {latest.version}): {conflict}; "
@@ -231,18 +237,23 @@ class CommitReport:
 
 def verify_commit(
     ds, index_name: str, index_type: str, merged_uuids: Sequence[str], planned: Sequence[FragmentInfo],
-    rotation_signs=None,
+    rotation_signs=None, encoded: Sequence[FragmentInfo] = None,
 ) -> CommitReport:
     """Read the committed index back and check it covers exactly the planned fragments.
 
     Rows deleted since the pinned version are accounted for: the index covers the planned
-    fragments, and Lance counts their live rows, so live rows now = indexed rows.
+    fragments, and Lance counts their live rows, so live rows now = indexed rows. For an update,
+    `planned` is every fragment the index should cover (the kept segments' and the new ones),
+    `merged_uuids` every segment it should have; a fragment removed since the pin, that a kept
+    segment still lists, is not counted on either side. Every fragment the job encoded
+    (`encoded`, default `planned`) must still exist.
     """
     stats = ds.stats.index_stats(index_name)
     segments = stats.get("segments") or stats.get("indices") or []
     (info,) = [i for i in index_infos(ds) if i.name == index_name]
-    planned_ids = {f.fragment_id for f in planned}
     live_now = {f.fragment_id: f.num_rows for f in fragment_infos(ds, info.columns[0])}
+    planned_ids = {f.fragment_id for f in planned if f.fragment_id in live_now}
+    covered = {f for f in info.fragment_ids if f in live_now}
     expected_rows = sum(live_now.get(f, 0) for f in planned_ids)
     report = CommitReport(
         version=ds.version,
@@ -255,13 +266,16 @@ def verify_commit(
     )
     uuids = [s.get("uuid") for s in segments]
     problems = []
+    removed = sorted(f.fragment_id for f in (planned if encoded is None else encoded) if f.fragment_id not in live_now)
+    if removed:
+        problems.append(f"fragments {_ids(removed)} it indexes were removed before the commit landed")
     if sorted(uuids) != sorted(merged_uuids):
         problems.append(f"segments {uuids} instead of the merged segments {sorted(merged_uuids)}")
     if stats.get("index_type") != index_type:
         problems.append(f"type {stats.get('index_type')} instead of {index_type}")
-    if set(info.fragment_ids) != planned_ids:
-        missing, extra = sorted(planned_ids - info.fragment_ids), sorted(info.fragment_ids - planned_ids)
-        problems.append(f"it covers fragments {_ids(sorted(info.fragment_ids))} instead of the planned "
+    if covered != planned_ids:
+        missing, extra = sorted(planned_ids - covered), sorted(covered - planned_ids)
+        problems.append(f"it covers fragments {_ids(sorted(covered))} instead of the planned "
                         f"ones (missing {_ids(missing)}, extra {_ids(extra)})")
     elif report.num_indexed_rows != expected_rows:
         problems.append(f"{report.num_indexed_rows} rows indexed instead of the {expected_rows} live rows "

@@ -38,6 +38,7 @@ class BuildConfig:
     rows_per_task: Optional[int] = None  # default: ~512 MiB of vectors, and >= 2 tasks per core
     fragments_per_task: Optional[int] = None
     max_segment_rows: int = 10_000_000  # merged segment size: ~1 GB of executor memory at 128-d
+    segment_ratio: int = 3  # update: a small segment is kept while it has >= this x the rows of all smaller ones
     sample_rate: int = DEFAULT_SAMPLE_RATE  # training rows per partition, as in Lance's create_index
     max_sample_rows: int = 1_048_576  # cap on the driver's training sample (4096 x 256)
     max_iters: int = DEFAULT_MAX_ITERS
@@ -57,6 +58,7 @@ class BuildConfig:
     master: Optional[str] = None
     app_name: str = "spark-lance-index"
     verbose: bool = False
+    mode: str = "build"  # "update": extend the committed index with the rows it does not cover
 
     @property
     def name(self) -> str:
@@ -85,6 +87,9 @@ class BuildConfig:
         _positive("--fragments-per-task", self.fragments_per_task)
         _positive("--sample-rate", self.sample_rate)
         _positive("--max-segment-rows", self.max_segment_rows)
+        _positive("--segment-ratio", self.segment_ratio)
+        if self.mode not in ("build", "update"):
+            raise InputError(f"unknown mode {self.mode!r}: build or update")
         _positive("--max-sample-rows", self.max_sample_rows)
         _positive("--max-iters", self.max_iters)
         if self.rows_per_task and self.fragments_per_task:

@@ -72,6 +72,7 @@ class IndexInfo:
     is_vector: bool
     segments: tuple[str, ...]  # uuids
     fragment_ids: frozenset
+    segment_fragments: tuple[tuple[str, frozenset], ...] = ()  # (uuid, fragment ids) per segment
 
 
 def index_infos(ds) -> tuple[IndexInfo, ...]:
@@ -81,6 +82,7 @@ def index_infos(ds) -> tuple[IndexInfo, ...]:
             is_vector="VectorIndexDetails" in (i.type_url or ""),
             segments=tuple(str(s.uuid) for s in i.segments),
             fragment_ids=frozenset(f for s in i.segments for f in s.fragment_ids),
+            segment_fragments=tuple((str(s.uuid), frozenset(s.fragment_ids)) for s in i.segments),
         )
         for i in ds.describe_indices()
     )

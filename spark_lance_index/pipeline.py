@@ -11,26 +11,30 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import asdict
 from typing import Sequence
 
 from . import spark as spark_layer
 from .build import SegmentResult, SegmentTask, run_task
+from .cleanup import cleanup, discard_own_work
 from .commit import (
-    CommitReport, MergeTask, check_segments, commit_segments, interrupted_merge_leftovers, merge_batches,
-    remove_leftovers, verify_commit,
+    CommitReport, MergeTask, build_conflict, check_segments, commit_segments, merge_batches, verify_commit,
 )
 from .config import BuildConfig
-from .dataset import DatasetSnapshot, IndexParams, fragment_signature, index_infos, open_dataset
+from .dataset import DatasetSnapshot, IndexParams, fragment_signature, open_dataset
+from .index_model import committed_model_mismatch
 from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, SparkStageError
 from .plan import FragmentGroup, default_rows_per_task, plan_groups
 from .preflight import require_driver_libraries
 from .report import JobResult, reporting, settings_of
-from .resume import Inspection, inspect_inputs
+from .resume import Inspection, inspect_inputs, inspect_update
 from .state import JobState
 from .storage import index_dirs
 from .timing import PhaseClock, phase
 from .train import SharedArtifacts, train_artifacts
+from .update import index_changed
+from .update_job import finish_noop, measure_drift, update_summary
 from .verify_job import measure_recall
 
 log = logging.getLogger("spark_lance_index")
@@ -58,14 +62,13 @@ def preflight(spark, result: JobResult) -> None:
 
 
 @phase("plan")
-def plan(config: BuildConfig, snap: DatasetSnapshot, parallelism: int) -> tuple[FragmentGroup, ...]:
-    """Group the pinned fragments into balanced tasks."""
+def plan(config: BuildConfig, snap: DatasetSnapshot, live, parallelism: int) -> tuple[FragmentGroup, ...]:
+    """Group the fragments to index (`live`, at the pinned version) into balanced tasks."""
     rows_per_task = config.rows_per_task
     if not rows_per_task and not config.fragments_per_task:
         rows_per_task = default_rows_per_task(
-            snap.num_rows, snap.dim * _BYTES[snap.value_type], parallelism
+            sum(f.num_rows for f in live), snap.dim * _BYTES[snap.value_type], parallelism
         )
-    live = snap.live_fragments
     groups = plan_groups(live, rows_per_task=rows_per_task, fragments_per_task=config.fragments_per_task)
     sizes = [g.num_rows for g in groups]
     log.info(
@@ -84,23 +87,30 @@ def train(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> Sh
 
 
 def prepare(config, insp: Inspection, parallelism: int, lease):
-    """Plan and train, or take both from an earlier run of the same job. -> (groups, artifacts)"""
+    """Plan and train (an update takes the index's own model instead), or take both from an
+    earlier run of the same job. -> (groups, artifacts)"""
     snap, params, state = insp.snap, insp.params, insp.state
     if insp.job is not None:
         if insp.job["params"] != asdict(params):
             raise JobError(f"the job directory {state.uri} was written with other parameters "
                            f"({insp.job['params']}): delete it to start afresh")
         groups, artifacts = state.load_plan(insp.job)
+        insp.run = insp.job.get("run", "")
         log.info(
             "resuming job %s from %s: pinned version %d, its plan (%d tasks) and artifacts (%s)",
             insp.job_id, state.uri, snap.version, len(groups), artifacts.describe(),
         )
         return groups, artifacts
-    groups = plan(config, snap, parallelism)
-    artifacts = train(config, snap, params)
-    job = {"job_id": insp.job_id, "identity": insp.identity, "uri": snap.uri, "version": snap.version,
+    groups = plan(config, snap, insp.fragments_to_index, parallelism)
+    artifacts = insp.model or train(config, snap, params)
+    # A fresh run's segment directories must never be an earlier run's, which a committed index
+    # may use (a one-task segment is committed as built): the run id is part of their uuids.
+    insp.run = uuid.uuid4().hex
+    job = {"job_id": insp.job_id, "run": insp.run, "identity": insp.identity, "uri": snap.uri, "version": snap.version,
            "column": snap.column, "index_name": config.name, "params": asdict(params),
            "fragments": fragment_signature(planned_fragments(snap, groups))}
+    if insp.update is not None:  # what the update's commit replaces and keeps must still be there
+        job["index_segments"] = sorted(s.uuid for s in (*insp.update.kept, *insp.update.reencoded))
     lease.check()  # training takes minutes: never overwrite the state of a run that took over
     state.save_job(job, groups, artifacts)
     return groups, artifacts
@@ -127,7 +137,7 @@ def make_tasks(
     return [
         SegmentTask(
             uri=snap.uri, version=snap.version, column=snap.column, index_name=config.name,
-            params=params, group=g, job_id=job_id, replace=config.replace,
+            params=params, group=g, job_id=job_id, replace=bool(config.replace) or config.mode == "update",
             storage_options=dict(config.storage_options),
             lance_log="info" if config.verbose else "error",
         )
@@ -193,58 +203,50 @@ def planned_fragments(snap: DatasetSnapshot, groups: Sequence[FragmentGroup]):
 
 
 @phase("commit")
-def commit(config: BuildConfig, snap: DatasetSnapshot, groups, merged: Sequence, state: JobState, lease):
+def commit(config: BuildConfig, insp: Inspection, groups, merged: Sequence, lease):
     """Commit the merged segments in one commit on the latest version.
 
+    A build commits a new index (or replaces one, with --replace). An update adds its segments
+    to the index under the same name; Lance drops the segments they cover entirely (the
+    re-encoded ones), and the commit is refused if the index changed since the pin.
     The segments are recorded first, so a rerun after a driver death right after the commit
     finishes the job instead of refusing the index it finds."""
+    snap, state = insp.snap, insp.state
+    planned = planned_fragments(snap, groups)
+    if insp.update is not None:
+        pinned = [s.uuid for s in (*insp.update.kept, *insp.update.reencoded)]
+        conflict_of = lambda indexes: index_changed(config.name, indexes, pinned)  # noqa: E731
+    else:
+        conflict_of = build_conflict(config.name, snap.column, bool(config.replace), planned)
     lease.check()
     state.record_commit([str(m.uuid) for m in merged])
     return commit_segments(
         lambda: open_dataset(snap.uri, config.storage_options), config.name, snap.column,
-        merged, planned_fragments(snap, groups), snap.version, bool(config.replace),
+        merged, planned, snap.version, conflict_of,
     )
 
 
 @phase("verify")
-def verify(config, params, snap, groups, committed_ds, merged_uuids, artifacts) -> CommitReport:
-    """Read the committed index back: right type, our segments, exactly the planned fragments."""
-    return verify_commit(
-        committed_ds, config.name, params.index_type, merged_uuids, planned_fragments(snap, groups),
-        rotation_signs=artifacts.rotation_signs,
+def verify(config, insp: Inspection, groups, committed_ds, merged_uuids, artifacts) -> CommitReport:
+    """Read the committed index back: right type, our segments (and, after an update, the kept
+    ones), exactly the planned fragments, the model the job encoded with."""
+    snap, expected_uuids = insp.snap, list(merged_uuids)
+    covered = encoded = planned_fragments(snap, groups)
+    if insp.update is not None:
+        kept = insp.update.kept
+        expected_uuids += [s.uuid for s in kept]
+        in_kept = {f for s in kept for f in s.fragment_ids}
+        covered = [f for f in snap.fragments if f.fragment_id in in_kept] + list(covered)
+    report = verify_commit(
+        committed_ds, config.name, insp.params.index_type, expected_uuids, covered,
+        rotation_signs=artifacts.rotation_signs, encoded=encoded,
     )
-
-
-@phase("cleanup")
-def cleanup(config, snap, state: JobState, keep: Sequence[str], lease) -> tuple[int, list[str]]:
-    """Remove our segment directories the index does not use, then our files in the job
-    directory. -> (directories removed, unaccounted directories left after interrupted merges)"""
-    lease.check()
-    attempts = state.attempts()
-    unaccounted = interrupted_merge_leftovers(snap.location, config.storage_options, state.merges(), attempts, keep)
-    if unaccounted:
-        log.warning(
-            "%d directories under _indices appeared while this job merged and are not accounted for "
-            "(a merge killed mid-write, or another writer): %s; left in place, since the job cannot "
-            "prove they are its own", len(unaccounted), ", ".join(unaccounted[:8]),
-        )
-    removed = remove_leftovers(snap.location, config.storage_options, attempts, keep)
-    state.discard()
-    return len(removed), unaccounted
-
-
-def discard_own_work(config, snap: DatasetSnapshot, state: JobState, lease, commit_landed: bool) -> None:
-    """Remove the segment directories the job marked and its files, keeping any segment an
-    index at the latest version uses, and, when an earlier run's recorded commit may have
-    landed (`commit_landed`), the segments it recorded (older versions reference them). Only
-    while this run still holds the job."""
-    lease.check()
-    latest = open_dataset(snap.uri, config.storage_options)
-    in_use = {u for i in index_infos(latest) for u in i.segments}
-    if commit_landed:
-        in_use |= set(state.committing() or [])
-    remove_leftovers(snap.location, config.storage_options, state.attempts(), keep=in_use)
-    state.discard()
+    mismatch = committed_model_mismatch(snap.location, config.storage_options,
+                                        committed_ds.stats.index_stats(config.name), artifacts)
+    if mismatch:
+        raise CommitCheckError(f"index {config.name!r} was committed at version {committed_ds.version} but is "
+                               f"wrong: {mismatch}")
+    return report
 
 
 def run(config: BuildConfig, spark=None, *, task_fn=run_task) -> JobResult:
@@ -264,10 +266,17 @@ def run(config: BuildConfig, spark=None, *, task_fn=run_task) -> JobResult:
 def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
     started = time.perf_counter()
     with PhaseClock() as clock:
-        insp = inspect_inputs(config)
+        insp = inspect_update(config) if config.mode == "update" else inspect_inputs(config)
         snap, params, state = insp.snap, insp.params, insp.state
         result.job_id, result.pinned_version, result.params = insp.job_id, snap.version, params
         result.job_dir = state.uri
+        if insp.update is not None:
+            result.update = update_summary(insp.update)
+            if insp.update.is_noop and insp.committed is None:
+                finish_noop(config, insp, result)
+                clock.seconds["total"] = time.perf_counter() - started
+                result.seconds = dict(clock.seconds)
+                return
         created = False
         if spark is None:
             spark, created = start_session(config)
@@ -291,16 +300,20 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
                 result.segments_reused = result.segments_built = 0
             else:
                 merged_uuids, committed_ds = _build_and_commit(spark, config, insp, groups, artifacts, task_fn, lease, result)
-            report = verify(config, params, snap, groups, committed_ds, merged_uuids, artifacts)
+            report = verify(config, insp, groups, committed_ds, merged_uuids, artifacts)
             result.committed_version, result.num_rows = report.version, report.num_indexed_rows
             result.num_fragments, result.segments_committed = report.num_indexed_fragments, len(merged_uuids)
             result.unindexed_rows, result.unindexed_fragments = report.num_unindexed_rows, report.num_unindexed_fragments
             result.deleted_rows = report.num_deleted_rows
             result.leftovers_removed, result.leftovers_unaccounted = cleanup(config, snap, state, merged_uuids, lease)
+            new_fragments = [f.fragment_id for f in insp.update.new_fragments] if insp.update else None
+            by_origin = None
             if config.verify_queries or insp.queries is not None:
-                result.recall = measure_recall(spark, config, snap.uri, report.version, snap.column,
-                                               params.metric, params.index_type, insp.queries, parallelism,
-                                               config.name)
+                result.recall, by_origin = measure_recall(
+                    spark, config, snap.uri, report.version, snap.column, params.metric, params.index_type,
+                    insp.queries, parallelism, config.name, new_fragments=new_fragments)
+            if insp.update is not None:
+                result.drift = measure_drift(config, snap, committed_ds, by_origin)
         except DatasetChangedError:
             # The segments index fragments that no longer exist, or another index took the
             # place: nothing to resume, and nothing of ours was committed.
@@ -337,11 +350,12 @@ def _build_and_commit(spark, config, insp: Inspection, groups, artifacts: Shared
     reused = reusable_segments(snap, config, state, groups, expected)
     if reused:
         log.info("reusing %d finished segments; %d to build", len(reused), len(groups) - len(reused))
-    todo = [t for t in make_tasks(config, snap, params, groups, insp.job_id) if t.group.group_id not in reused]
+    todo = [t for t in make_tasks(config, snap, params, groups, f"{insp.job_id}:{insp.run}")
+            if t.group.group_id not in reused]
     built = build(spark, todo, artifacts, state, insp.job_id, task_fn, config.progress_interval)
     results = check_segments(groups, [*reused.values(), *built], expected)
     result.num_segments, result.segments_reused, result.segments_built = len(results), len(reused), len(built)
     lease.check()
     merged = merge(spark, config, snap, results, state)
-    committed_ds = commit(config, snap, groups, merged, state, lease)
+    committed_ds = commit(config, insp, groups, merged, lease)
     return [str(m.uuid) for m in merged], committed_ds

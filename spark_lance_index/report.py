@@ -85,6 +85,8 @@ class JobResult:
     finished_at: Optional[str] = None
     settings: dict[str, Any] = field(default_factory=dict)
     artifacts: Optional[SharedArtifacts] = field(default=None, repr=False)
+    update: Optional[dict] = None  # `update`: what it encoded (pipeline.update_summary)
+    drift: Optional[Any] = None  # `update`: DriftFigures
 
     def to_report(self) -> dict[str, Any]:
         p = self.params
@@ -132,6 +134,8 @@ class JobResult:
             "job_dir": self.job_dir,
             "versions": _versions(),
             "executors": list(self.executors),
+            "update": None if self.update is None else {**self.update, "drift": None if self.drift is None else {
+                **asdict(self.drift), "advice": self.drift.advice}},
         }
 
     def summary(self) -> str:
@@ -144,6 +148,10 @@ def render_summary(r: dict[str, Any]) -> str:
     lines = []
     if r["outcome"] in ("failed", "refused"):
         lines.append(f"index {idx['name']!r} on {ds['uri']}: {r['outcome']}: {r['error']}")
+    u = r.get("update")
+    if u and r["outcome"] == "succeeded" and not u["new_rows"]:
+        lines.append(f"index {idx['name']!r} on {ds['uri']} is up to date at version {ds['pinned_version']}: "
+                     "every fragment is indexed; nothing committed")
     if c["rows_indexed"] is not None and ds["committed_version"] is not None:
         kind = f"{idx['type']}, {idx['metric']}, {idx['num_partitions']} partitions"
         if idx["num_bits"]:
@@ -163,6 +171,20 @@ def render_summary(r: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments")
+    if u and u["new_rows"] and ds["committed_version"] is not None:
+        lines.append(f"  update: {u['new_rows']:,} new rows in {u['new_fragments']} fragments, encoded with the index's "
+                     f"model; {u['segments_reencoded']} small segments ({u['rows_reencoded']:,} rows) re-encoded with "
+                     f"them, {u['segments_kept']} kept")
+    drift = (u or {}).get("drift")
+    if drift:
+        shift = "too few new rows to tell" if drift["partition_shift"] is None else f"{drift['partition_shift']:.3f}"
+        line = f"  drift: partition shift {shift}"
+        if drift["recall_new_rows"] is not None:
+            line += (f"; recall@k {drift['recall_new_rows']:.3f} on new rows, {drift['recall_old_rows']:.3f} on "
+                     f"older rows ({drift['recall_setting']})")
+        lines.append(line)
+        if drift["advice"]:
+            lines.append(f"  REBUILD ADVISED: {drift['advice']}")
     if c.get("rows_deleted_since_pinned"):
         lines.append(f"  rows deleted after the pinned version: {c['rows_deleted_since_pinned']:,} "
                      "(the index covers their fragments; Lance skips deleted rows)")

@@ -28,6 +28,8 @@ from .errors import DatasetChangedError, InputError
 from .state import JobState, default_jobs_root
 from .storage import Location, locate
 from .timing import phase
+from .train import SharedArtifacts
+from .update import SegmentPolicy, UpdatePlan, index_changed, plan_update, read_index_model
 from .verify_job import load_queries
 
 log = logging.getLogger("spark_lance_index")
@@ -42,6 +44,14 @@ def job_identity(config: BuildConfig, dataset: Location) -> dict:
         "num_partitions": config.num_partitions, "num_bits": config.num_bits,
         "num_sub_vectors": config.num_sub_vectors, "sample_rate": config.sample_rate,
         "max_sample_rows": config.max_sample_rows, "max_iters": config.max_iters,
+    }
+
+
+def update_identity(config: BuildConfig, dataset: Location) -> dict:
+    """An update is the same job while it extends the same index with the same segment policy."""
+    return {
+        "mode": "update", "dataset": str(dataset), "column": config.column, "index_name": config.name,
+        "max_segment_rows": config.max_segment_rows, "segment_ratio": config.segment_ratio,
     }
 
 
@@ -61,25 +71,25 @@ class Inspection:
     job: Optional[dict]  # job.json of an earlier run of this job, when it can be resumed
     stale: Optional[str] = None  # why an earlier run's state cannot be resumed
     committed: Optional[list[str]] = None  # an earlier run's commit landed: these segments
+    update: Optional[UpdatePlan] = None  # `update`: what it encodes and which segments stay
+    model: Optional[SharedArtifacts] = None  # `update`: the index's own model, instead of training
+    run: str = ""  # the run's id (job.json), part of its segment uuids
 
     @property
     def job_id(self) -> str:
         return self.state.job_id
+
+    @property
+    def fragments_to_index(self):
+        """The fragments the job encodes: every live one for a build, the update's for an update."""
+        return self.update.fragments if self.update is not None else self.snap.live_fragments
 
 
 @phase("inspect")
 def inspect_inputs(config: BuildConfig) -> Inspection:
     """Pin the dataset version and check every input; raises InputError, writes nothing."""
     config.validate()
-    dataset = locate(config.uri)
-    root = locate(config.job_dir) if config.job_dir else default_jobs_root(dataset)
-    if dataset.contains(root):
-        raise InputError(
-            f"the job directory {root} is {'the dataset' if root == dataset else 'inside the dataset'} "
-            f"{dataset}: give a --job-dir outside it"
-        )
-    identity = job_identity(config, dataset)
-    state = JobState(root, make_job_id(identity), config.storage_options, owns_root=not config.job_dir)
+    identity, state = _job_state(config, job_identity)
     latest = open_dataset(config.uri, config.storage_options)
     job = state.load_job(identity)
     snap, stale = None, None
@@ -106,6 +116,57 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
         snap.uri, snap.version, snap.num_rows, len(snap.fragments), snap.column, snap.value_type, snap.dim,
     )
     return Inspection(snap, params, queries, state, identity, resuming, stale, committed)
+
+
+def _job_state(config: BuildConfig, identity_of) -> tuple[dict, JobState]:
+    """The job's identity and its state folder, which must lie outside the dataset."""
+    dataset = locate(config.uri)
+    root = locate(config.job_dir) if config.job_dir else default_jobs_root(dataset)
+    if dataset.contains(root):
+        raise InputError(
+            f"the job directory {root} is {'the dataset' if root == dataset else 'inside the dataset'} "
+            f"{dataset}: give a --job-dir outside it"
+        )
+    identity = identity_of(config, dataset)
+    return identity, JobState(root, make_job_id(identity), config.storage_options, owns_root=not config.job_dir)
+
+
+@phase("inspect")
+def inspect_update(config: BuildConfig) -> Inspection:
+    """Pin the latest version, read the index's model and plan what the update encodes.
+
+    An earlier run's state is resumed when its pinned version and planned fragments are still
+    valid and the index still has the segments it pinned; if the index holds the segments that
+    run recorded for its commit, the commit landed and this run finishes it. Writes nothing.
+    """
+    config.validate()
+    if config.version is not None:
+        raise InputError("update always extends the index at the latest version: drop --version")
+    identity, state = _job_state(config, update_identity)
+    latest = open_dataset(config.uri, config.storage_options)
+    job = state.load_job(identity)
+    snap, stale, committed = None, None, None
+    if job is not None:
+        snap, stale = _resumable_snapshot(config, job, latest)
+        now = next((i for i in index_infos(latest) if i.name == config.name), None)
+        own = state.committing()
+        if own and now is not None and set(own) <= set(now.segments):
+            snap, stale, committed = snap or snapshot_dataset(config, job["version"]), None, own
+        elif stale is None and index_changed(config.name, index_infos(latest), job.get("index_segments", [])):
+            snap, stale = None, "the index changed since it pinned it"
+    if snap is None:
+        snap = snapshot_dataset(config)
+    model = read_index_model(snap, config.name, config.storage_options)
+    plan = plan_update(model, snap, SegmentPolicy(config.max_segment_rows, config.segment_ratio))
+    log.info(
+        "dataset %s version %d: index %r (%s, %d partitions, %d segments): %s",
+        snap.uri, snap.version, config.name, model.params.index_type, model.params.num_partitions,
+        len(model.segments), plan.describe(),
+    )
+    queries = load_queries(config, snap.dim)
+    resuming = job if job is not None and stale is None else None
+    return Inspection(snap, model.params, queries, state, identity, resuming, stale, committed,
+                      update=plan, model=model.artifacts)
 
 
 def _resumable_snapshot(config: BuildConfig, job: dict, latest) -> tuple[Optional[DatasetSnapshot], Optional[str]]:

@@ -135,12 +135,23 @@ def exact_topk_of_fragments(task: ExactSearchTask, queries: np.ndarray) -> TopK:
     return best
 
 
-def sample_queries(ds, column: str, n: int, seed: int = 0) -> np.ndarray:
-    """n vectors drawn at random from the dataset (null and NaN vectors skipped)."""
-    rows = ds.count_rows()
+def sample_queries(ds, column: str, n: int, seed: int = 0, fragment_ids=None) -> np.ndarray:
+    """n vectors drawn at random from the dataset, or from the fragments `fragment_ids` (null
+    and NaN vectors skipped)."""
     rng = np.random.default_rng(seed)
-    picked = rng.choice(rows, size=min(rows, max(n * 2, n + 16)), replace=False)
-    vectors = as_matrix(vector_column(ds.take(np.sort(picked), columns=[column]), column))
+    if fragment_ids is None:
+        rows = ds.count_rows()
+        picked = rng.choice(rows, size=min(rows, max(n * 2, n + 16)), replace=False)
+        vectors = as_matrix(vector_column(ds.take(np.sort(picked), columns=[column]), column))
+    else:
+        fragments = [f for f in (ds.get_fragment(i) for i in sorted(fragment_ids)) if f is not None]
+        counts = np.array([f.count_rows() for f in fragments])
+        picked = rng.choice(int(counts.sum()), size=min(int(counts.sum()), max(n * 2, n + 16)), replace=False)
+        owner = np.searchsorted(np.cumsum(counts), picked, side="right")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        parts = [as_matrix(vector_column(fragments[i].take(np.sort(picked[owner == i] - starts[i]), columns=[column]), column))
+                 for i in np.unique(owner)]
+        vectors = np.vstack(parts) if parts else np.empty((0, ds.schema.field(column.split(".")[0]).type.list_size))
     vectors = vectors[np.isfinite(vectors).all(1)]
     return vectors[rng.permutation(len(vectors))[:n]]
 

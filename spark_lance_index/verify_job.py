@@ -65,11 +65,22 @@ def sole_vector_index(ds, column: str, index_name: str):
 @phase("recall")
 def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: str, metric: str,
                    index_type: str, queries: Optional[np.ndarray], parallelism: int,
-                   index_name: str) -> list[RecallFigure]:
-    """recall@k of the committed index at each query setting, against exact search."""
+                   index_name: str, new_fragments=None) -> tuple[list[RecallFigure], Optional[tuple]]:
+    """recall@k of the committed index at each query setting, against exact search.
+
+    With `new_fragments` (an update) and sampled queries, half the queries come from those
+    fragments and half from the rest, in one exact search. -> (figures, None or the figures
+    at the first setting for (new-row queries, older-row queries))."""
     ds = open_dataset(uri, config.storage_options, version)
     index = sole_vector_index(ds, column, index_name)
-    if queries is None:
+    split = None
+    if queries is None and new_fragments:
+        older = index.fragment_ids - set(new_fragments)
+        fresh = sample_queries(ds, column, (config.verify_queries + 1) // 2, fragment_ids=new_fragments)
+        old = sample_queries(ds, column, config.verify_queries - len(fresh), seed=1, fragment_ids=older) \
+            if older else fresh[:0]
+        queries, split = np.vstack([fresh, old]), len(fresh)
+    elif queries is None:
         queries = sample_queries(ds, column, config.verify_queries)
     # The index's recall, not the table's: the truth covers the fragments it indexes, and the
     # queries skip the rest (Lance would otherwise search unindexed rows exactly, and count them).
@@ -91,7 +102,13 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     for f in figures:
         log.info("recall@%d %.3f at nprobes %d refine %s (%d queries)", f.k, f.recall, f.nprobes,
                  f.refine_factor, f.queries)
-    return figures
+    by_origin = None
+    if split is not None and 0 < split < len(queries):
+        by_origin = tuple(
+            ann_recall(ds, column, queries[part], truth.ids[part], settings[:1])[0]
+            for part in (slice(0, split), slice(split, None))
+        )
+    return figures, by_origin
 
 
 def run_verify(config: BuildConfig, spark=None) -> JobResult:
@@ -120,9 +137,9 @@ def run_verify(config: BuildConfig, spark=None) -> JobResult:
                 config.master, config.app_name, config.verbose)
             try:
                 result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
-                result.recall = measure_recall(spark, config, snap.uri, snap.version, snap.column,
-                                               result.params.metric, result.params.index_type, queries,
-                                               spark_layer.default_parallelism(spark), config.name)
+                result.recall, _ = measure_recall(spark, config, snap.uri, snap.version, snap.column,
+                                                  result.params.metric, result.params.index_type, queries,
+                                                  spark_layer.default_parallelism(spark), config.name)
             finally:
                 if created:
                     spark.stop()

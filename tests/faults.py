@@ -125,6 +125,42 @@ def apply_change(uri: str, change: str) -> None:
         raise ValueError(change)
 
 
+def kill_driver_after_segments(cmd, job_root: str, segments: int = 3, timeout: float = 120) -> str:
+    """Run the job command `cmd` in its own session and SIGKILL the driver, its JVM and its
+    workers once `segments` segments are saved in its job directory. -> that segments folder."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline, segments_dir = time.time() + timeout, None
+    while time.time() < deadline and driver.poll() is None:
+        jobs = os.listdir(job_root) if os.path.isdir(job_root) else []
+        if jobs:
+            segments_dir = os.path.join(job_root, jobs[0], "segments")
+            if os.path.isdir(segments_dir) and len(os.listdir(segments_dir)) >= segments:
+                break
+        time.sleep(0.05)
+    assert driver.poll() is None, "the job finished before it could be killed"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    return segments_dir
+
+
+def die_after_commit(monkeypatch, pipeline, run) -> None:
+    """Call `run()` with the driver dying right after the commit (in cleanup)."""
+    import pytest
+
+    def driver_dies(*args, **kwargs):
+        raise SystemError("the driver died after the commit")
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "cleanup", driver_dies)
+        with pytest.raises(SystemError):
+            run()
+
+
 if __name__ == "__main__":
     # python faults.py URI: build on local-cluster[2,1,1024], killing an executor mid-task.
     from pyspark.sql import SparkSession

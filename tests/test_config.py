@@ -73,5 +73,8 @@ def test_scheduler_argument_styles_are_normalised():
     assert normalise_argv(["uri=/d", "index_type=IVF_PQ", "--storage-option", "aws_region=x"]) == [
         "build", "--uri=/d", "--index-type=IVF_PQ", "--storage-option", "aws_region=x"]
     assert normalise_argv(["verify", "--uri", "s3://b/k=v"]) == ["verify", "--uri", "s3://b/k=v"]
+    assert normalise_argv(["uri=/d", "command=update", "column=v"]) == ["update", "--uri=/d", "--column=v"]
+    args = build_parser().parse_args(normalise_argv(["--command=update", "--uri=/d", "--segment-ratio=2"]))
+    assert (args.command, args.segment_ratio) == ("update", 2)
     args = build_parser().parse_args(normalise_argv(["--uri=/d", "--column=v", "--nprobes", "4", "8"]))
     assert (args.command, args.uri, args.nprobes) == ("build", "/d", [4, 8])

@@ -189,13 +189,7 @@ def test_a_driver_dead_after_the_commit_is_finished_by_the_rerun(spark, tmp_path
     data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
     config = config_for(data.uri)
 
-    def driver_dies(*args, **kwargs):
-        raise SystemError("the driver died after the commit")
-
-    with monkeypatch.context() as m:
-        m.setattr(pipeline, "cleanup", driver_dies)
-        with pytest.raises(SystemError):
-            pipeline.run(config, spark=spark)
+    faults.die_after_commit(monkeypatch, pipeline, lambda: pipeline.run(config, spark=spark))
     version = lance.dataset(data.uri).version
     assert len(index_dirs(data.uri)) > len(committed_uuids(data.uri))  # the merge sources are still there
     result = pipeline.run(config, spark=spark)
@@ -291,7 +285,7 @@ def test_a_merge_output_the_job_did_not_mark_is_reported_not_deleted(spark, tmp_
     data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
     config = config_for(data.uri)
     insp = pipeline.inspect_inputs(config)
-    groups = pipeline.plan(config, insp.snap, 2)
+    groups = pipeline.plan(config, insp.snap, insp.snap.live_fragments, 2)
     artifacts = pipeline.train(config, insp.snap, insp.params)
     tasks = pipeline.make_tasks(config, insp.snap, insp.params, groups, insp.job_id)
     state = insp.state
@@ -454,3 +448,25 @@ def test_an_unreadable_lease_is_taken_as_busy(spark, tmp_path):
     with pytest.raises(JobBusyError, match="another run of this job is active"):
         pipeline.run(config, spark=spark)
     assert dataset_state(data.uri) == before
+
+
+def test_the_post_commit_check_catches_an_indexed_fragment_removed_before_the_commit(tmp_path):
+    """A fragment the job encoded that is gone when the commit lands (a compaction racing the
+    last check) is an error, not silently fewer rows."""
+    from lance.lance import indices
+
+    from spark_lance_index.commit import verify_commit
+    from spark_lance_index.dataset import fragment_infos
+    from spark_lance_index.errors import CommitCheckError
+
+    data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
+    ds = lance.dataset(data.uri)
+    planned = fragment_infos(ds, "vector")
+    centroids = indices.train_ivf_model(ds._ds, "vector", DIM, 4, "l2", 256, 10, None)
+    segment = ds.create_index_uncommitted("vector", "IVF_FLAT", name="vector_idx", num_partitions=4,
+                                          ivf_centroids=centroids, fragment_ids=[0, 1, 2, 3])
+    ds = ds.commit_existing_index_segments("vector_idx", "vector", [segment])
+    ds.delete("id >= 3000")  # the whole of fragment 3
+    ds = lance.dataset(data.uri)
+    with pytest.raises(CommitCheckError, match=r"fragments \[3\] it indexes were removed"):
+        verify_commit(ds, "vector_idx", "IVF_FLAT", [str(segment.uuid)], planned)

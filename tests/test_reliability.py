@@ -5,10 +5,9 @@ Every test checks the committed index (rows, segments, recall), not just that th
 
 import json
 import os
-import signal
+import re
 import subprocess
 import sys
-import time
 
 import faults
 import lance
@@ -89,19 +88,7 @@ def test_driver_killed_then_rerun_resumes(tmp_path):
            "--num-partitions", "32", "--rows-per-task", "2000", "--master", "local[1]"]
     job_root = data.uri + ".index-jobs"
     version = lance.dataset(data.uri).version
-    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 120
-    segments_dir = None
-    while time.time() < deadline and driver.poll() is None:
-        jobs = os.listdir(job_root) if os.path.isdir(job_root) else []
-        if jobs:
-            segments_dir = os.path.join(job_root, jobs[0], "segments")
-            if os.path.isdir(segments_dir) and len(os.listdir(segments_dir)) >= 3:
-                break
-        time.sleep(0.05)
-    assert driver.poll() is None, "the job finished before it could be killed"
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver, its JVM and its workers
-    driver.wait()
+    segments_dir = faults.kill_driver_after_segments(cmd, job_root)
     done_before = {n for n in os.listdir(segments_dir) if n.endswith(".pkl")}
     job = json.loads(open(os.path.join(os.path.dirname(segments_dir), "job.json")).read())
     assert 3 <= len(done_before) < 24
@@ -110,7 +97,9 @@ def test_driver_killed_then_rerun_resumes(tmp_path):
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     out = rerun.stdout
-    assert f"segments built {24 - len(done_before)}, reused from an earlier run {len(done_before)}" in out
+    built, reused = map(int, re.search(r"segments built (\d+), reused from an earlier run (\d+)", out).groups())
+    # a Python worker of the killed run may finish one more segment before it notices
+    assert built + reused == 24 and len(done_before) <= reused <= len(done_before) + 2, out
     assert f"rotation {job['fingerprints']['rotation'][:12]}" in out  # the same rotation
     stats = lance.dataset(data.uri).stats.index_stats("vector_idx")
     assert (stats["num_indexed_rows"], len(stats["segments"])) == (48_000, 1)

@@ -1,0 +1,252 @@
+"""`update`: what the index does not cover yet, which segments to re-encode with it, and
+whether the index's model still fits the data. Plain Lance and numpy, no Spark.
+
+The model (centroids, codebook, rotation) is read back from the index's own segment files
+(`index_model.py`) and must be the same in every segment; new rows are encoded with it, never
+with a new training.
+
+The segment policy keeps the segment count small, because every segment costs every query
+(measured: 1 segment 3.5 ms, 4 segments 4.4 ms, 32 segments 11.6 ms per query). Segments of
+at least 3/4 of `--max-segment-rows` are *full*: a fresh build lays a large table out in
+segments of about that size, and an update never touches them. The others form a tail in which each segment must hold at least
+`ratio` times the rows of all smaller ones together. An update encodes the new rows together
+with the smallest tail segments it must (re-encoding their fragments from the data, with the
+same model) so that this holds again afterwards. The tail then has at most
+1 + log_{ratio+1}(max_segment_rows / smallest update) segments, and each update re-encodes
+a bounded multiple of its new rows on average (see docs/benchmarks.md and the README).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from .dataset import DatasetSnapshot, FragmentInfo, IndexInfo, IndexParams, open_dataset
+from .errors import InputError
+from .index_model import ModelUnreadable, model_fingerprint, read_segment_model
+from .index_types import DEFAULT_SAMPLE_RATE, INDEX_TYPES
+from .train import SharedArtifacts
+
+log = logging.getLogger("spark_lance_index")
+
+DEFAULT_SEGMENT_RATIO = 3
+# A segment this close to --max-segment-rows is left alone. Simulated with this policy (1,000
+# updates of 100k rows on a 10M-row index, max 10M): at 0.5 the index ends with 19 segments
+# (a fresh build: 11), at 0.75 with 14, at 0.9 with 11 but single updates of 11M rows.
+FULL_FRACTION = 0.75
+# Drift: rebuild when the new rows' recall falls this far below the older rows', or when the
+# new rows fall in partitions this differently (total variation distance) from the older rows.
+RECALL_GAP = 0.05
+PARTITION_SHIFT = 0.25
+MIN_ROWS_PER_PARTITION_FOR_SHIFT = 20  # below it the shift is mostly sampling noise
+
+
+@dataclass(frozen=True)
+class CommittedSegment:
+    """One segment of the committed index: its uuid, the fragments it covers, their live rows."""
+
+    uuid: str
+    fragment_ids: tuple[int, ...]
+    num_rows: int
+
+
+@dataclass(frozen=True)
+class IndexModel:
+    """A committed index as `update` sees it: its parameters, its one model, its segments."""
+
+    name: str
+    params: IndexParams
+    artifacts: SharedArtifacts
+    segments: tuple[CommittedSegment, ...]
+
+
+def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[str, str]) -> IndexModel:
+    """The index `name` on the snapshot's column and its model; InputError when it cannot be
+    extended: absent, not a vector index, a type or file this job cannot read, or segments
+    encoded with different models."""
+    info = next((i for i in snap.indexes if i.name == name), None)
+    if info is None:
+        raise InputError(f"no index named {name!r} on {snap.uri} at version {snap.version}: "
+                         "build it first (spark-lance-index build), or give --index-name")
+    if snap.column not in info.columns:
+        raise InputError(f"the index {name!r} is on column {info.columns[0]!r}, not {snap.column!r}")
+    if not info.is_vector:
+        raise InputError(f"the index {name!r} is a {info.index_type} index, not a vector index")
+    ds = open_dataset(snap.uri, storage_options, snap.version)
+    stats = ds.stats.index_stats(name)
+    index_type = stats["index_type"]
+    if index_type not in INDEX_TYPES:
+        raise InputError(f"cannot update the index {name!r}: it is {index_type}, and update extends "
+                         f"{', '.join(INDEX_TYPES)} indexes; rebuild it with build --replace")
+    entries = stats.get("indices") or stats.get("segments") or []
+    try:
+        models = [read_segment_model(snap.location, storage_options, e) for e in entries]
+    except ModelUnreadable as e:
+        raise ModelUnreadable(f"cannot update the index {name!r}: its model cannot be read back ({e}); "
+                              "rebuild it with build --replace") from None
+    first = models[0]
+    for m in models[1:]:
+        differ = sorted(k for k, v in model_fingerprint(m).items() if model_fingerprint(first)[k] != v)
+        if differ:
+            raise ModelUnreadable(
+                f"cannot update the index {name!r}: its segments {first.uuid} and {m.uuid} were encoded with "
+                f"different models ({', '.join(differ)} differ), so new rows cannot be encoded like all of "
+                "them; rebuild it with build --replace")
+    if first.num_partitions != entries[0].get("num_partitions", first.num_partitions):
+        raise ModelUnreadable(f"cannot update the index {name!r}: its files hold {first.num_partitions} "
+                              f"centroids for {entries[0]['num_partitions']} partitions")
+    if first.artifacts.centroids.shape[1] != snap.dim:
+        raise ModelUnreadable(f"cannot update the index {name!r}: its centroids have dimension "
+                              f"{first.artifacts.centroids.shape[1]}, the column {snap.dim}")
+    params = IndexParams(index_type, first.metric, first.num_partitions, first.num_bits,
+                         first.num_sub_vectors, DEFAULT_SAMPLE_RATE)
+    return IndexModel(name, params, first.artifacts, committed_segments(info, snap))
+
+
+def committed_segments(info: IndexInfo, snap: DatasetSnapshot) -> tuple[CommittedSegment, ...]:
+    """The index's segments with the live rows, at the snapshot, of the fragments they cover."""
+    rows = {f.fragment_id: f.num_rows for f in snap.fragments}
+    return tuple(
+        CommittedSegment(uuid, tuple(sorted(frags)), sum(rows.get(f, 0) for f in frags))
+        for uuid, frags in info.segment_fragments
+    )
+
+
+@dataclass(frozen=True)
+class SegmentPolicy:
+    """Which tail segments an update re-encodes (see the module docstring)."""
+
+    max_segment_rows: int
+    ratio: int = DEFAULT_SEGMENT_RATIO
+
+    def is_full(self, segment: CommittedSegment) -> bool:
+        return segment.num_rows >= FULL_FRACTION * self.max_segment_rows
+
+    def to_reencode(self, segments: Sequence[CommittedSegment], new_rows: int) -> tuple[CommittedSegment, ...]:
+        """The fewest smallest tail segments to encode with `new_rows` new rows, so that every
+        kept tail segment holds at least `ratio` times the rows of all smaller ones."""
+        if new_rows == 0:
+            return ()
+        tail = sorted((s for s in segments if not self.is_full(s)), key=lambda s: (-s.num_rows, s.uuid))
+        for keep in range(len(tail), -1, -1):
+            merged = new_rows + sum(s.num_rows for s in tail[keep:])
+            sizes = [s.num_rows for s in tail[:keep]]
+            if all(sizes[i] >= self.ratio * (sum(sizes[i + 1:]) + merged) for i in range(keep)):
+                return tuple(tail[keep:])
+        raise AssertionError("unreachable: keeping no tail segment always satisfies the rule")
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """What one update encodes: the new fragments and the fragments of the segments it replaces."""
+
+    new_fragments: tuple[FragmentInfo, ...]
+    reencoded: tuple[CommittedSegment, ...]
+    kept: tuple[CommittedSegment, ...]
+    fragments: tuple[FragmentInfo, ...]  # to encode: new ones and those of `reencoded`
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.new_fragments
+
+    @property
+    def new_rows(self) -> int:
+        return sum(f.num_rows for f in self.new_fragments)
+
+    @property
+    def rows_to_encode(self) -> int:
+        return sum(f.num_rows for f in self.fragments)
+
+    def describe(self) -> str:
+        if self.is_noop:
+            return "nothing new to index"
+        again = (f", re-encoding {len(self.reencoded)} small segments "
+                 f"({sum(s.num_rows for s in self.reencoded):,} rows) with them" if self.reencoded else "")
+        return (f"{self.new_rows:,} new rows in {len(self.new_fragments)} fragments{again}; "
+                f"{len(self.kept)} segments kept")
+
+
+def plan_update(model: IndexModel, snap: DatasetSnapshot, policy: SegmentPolicy) -> UpdatePlan:
+    """The fragments no segment covers, and the segments to re-encode with them."""
+    covered = {f for s in model.segments for f in s.fragment_ids}
+    new = tuple(f for f in snap.live_fragments if f.fragment_id not in covered)
+    reencoded = policy.to_reencode(model.segments, sum(f.num_rows for f in new))
+    replaced = {s.uuid for s in reencoded}
+    kept = tuple(s for s in model.segments if s.uuid not in replaced)
+    again = {f for s in reencoded for f in s.fragment_ids}
+    # Every existing fragment of a replaced segment is encoded again, even one whose rows were all
+    # deleted: Lance refuses a commit that would leave a fragment of a replaced segment uncovered.
+    fragments = tuple(sorted((*new, *(f for f in snap.fragments if f.fragment_id in again and f.num_rows > 0)),
+                             key=lambda f: f.fragment_id))
+    return UpdatePlan(new, reencoded, kept, fragments)
+
+
+def index_changed(name: str, indexes: Sequence[IndexInfo], pinned_segments: Sequence[str]) -> Optional[str]:
+    """Why committing the update on `indexes` would be wrong: the index is gone or its segments
+    changed (another update, a build --replace, optimize_indices) since the pinned version."""
+    info = next((i for i in indexes if i.name == name), None)
+    if info is None:
+        return f"the index {name!r} was dropped"
+    if set(info.segments) != set(pinned_segments):
+        return (f"the segments of index {name!r} changed ({len(pinned_segments)} at the pinned version, "
+                f"{len(info.segments)} now: another update, a rebuild or optimize_indices ran)")
+    return None
+
+
+@dataclass(frozen=True)
+class DriftFigures:
+    """Whether the index's model still fits the data, measured after an update."""
+
+    partition_shift: Optional[float]  # total variation distance, 0..1 (None: too few rows to tell)
+    shift_rows: int  # rows the update added, the sample the shift is measured on
+    recall_new_rows: Optional[float] = None
+    recall_old_rows: Optional[float] = None
+    recall_setting: Optional[str] = None
+    recall_samples: int = 0  # query results (queries x k) behind the smaller of the two recalls
+
+    @property
+    def recall_gap_threshold(self) -> float:
+        """RECALL_GAP, or three standard errors of the difference when the queries are few."""
+        p = max(0.05, min(0.95, self.recall_old_rows or 0.5))
+        return max(RECALL_GAP, 3 * float(np.sqrt(2 * p * (1 - p) / max(1, self.recall_samples))))
+
+    @property
+    def advice(self) -> Optional[str]:
+        reasons = []
+        if self.partition_shift is not None and self.partition_shift > PARTITION_SHIFT:
+            reasons.append(f"{self.partition_shift:.0%} of the {self.shift_rows:,} new rows fall in other "
+                           f"partitions than the rows indexed before (threshold {PARTITION_SHIFT:.0%})")
+        if (self.recall_new_rows is not None and self.recall_old_rows is not None
+                and self.recall_old_rows - self.recall_new_rows > self.recall_gap_threshold):
+            reasons.append(f"recall on queries from the new rows is {self.recall_new_rows:.3f} against "
+                           f"{self.recall_old_rows:.3f} from the older rows ({self.recall_setting})")
+        if not reasons:
+            return None
+        return "the data has drifted from the index's model: " + "; ".join(reasons) + \
+            "; rebuild it (build --replace) to train a new model"
+
+
+def partition_shift(before: Sequence[Sequence[int]], after: Sequence[Sequence[int]]) -> tuple[Optional[float], int]:
+    """How differently the rows this update added fall into partitions than the rows indexed
+    before it: the total variation distance between the two partition histograms (0: the
+    same distribution, 1: disjoint partitions). `before` and `after` are rows per partition
+    per segment, before and after the update; the added rows are their difference (rows
+    deleted meanwhile make it approximate). -> (shift, or None when too few rows, added rows)."""
+    old = np.sum(np.asarray(before, dtype=np.float64), axis=0) if len(before) else None
+    new = np.sum(np.asarray(after, dtype=np.float64), axis=0) if len(after) else None
+    if old is None or new is None or old.shape != new.shape or old.sum() == 0:
+        return None, 0
+    added = np.clip(new - old, 0, None)
+    rows = int(added.sum())
+    if rows < MIN_ROWS_PER_PARTITION_FOR_SHIFT * len(old):
+        return None, rows
+    return float(0.5 * np.abs(old / old.sum() - added / rows).sum()), rows
+
+
+def index_partitions(ds, name: str) -> list[list[int]]:
+    """Rows per partition, per segment, from Lance's index statistics."""
+    stats = ds.stats.index_stats(name)
+    return [[p.get("size", 0) for p in e.get("partitions", [])] for e in (stats.get("indices") or [])]

@@ -1,0 +1,60 @@
+"""`update`'s own steps around the shared pipeline: the no-op, the report entry, the drift check.
+
+What the update encodes and which segments it replaces is decided in `update.py` (no Spark);
+the build, check, merge, commit and verify phases are the build's (`pipeline.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .cleanup import discard_own_work
+from .dataset import open_dataset
+from .report import JobResult
+from .resume import Inspection
+from .timing import phase
+from .update import DriftFigures, UpdatePlan, index_partitions, partition_shift
+
+log = logging.getLogger("spark_lance_index")
+
+
+def update_summary(plan: UpdatePlan) -> dict:
+    """What an update encodes, for the report."""
+    return {
+        "new_rows": plan.new_rows, "new_fragments": len(plan.new_fragments),
+        "segments_reencoded": len(plan.reencoded), "rows_reencoded": sum(s.num_rows for s in plan.reencoded),
+        "segments_kept": len(plan.kept),
+    }
+
+
+def finish_noop(config, insp: Inspection, result: JobResult) -> None:
+    """Nothing to index: commit nothing, start no Spark, and remove what an earlier run of this
+    update left (its state cannot be used: the index covers everything now)."""
+    log.info("index %r covers every fragment of %s at version %d: nothing to update",
+             config.name, insp.snap.uri, insp.snap.version)
+    if insp.state.exists():
+        lease = insp.state.acquire_lease()
+        try:
+            discard_own_work(config, insp.snap, insp.state, lease, commit_landed=True)
+        finally:
+            lease.release()
+    result.committed_version = None
+    result.num_rows = sum(s.num_rows for s in insp.update.kept)
+    result.segments_committed = 0
+
+
+@phase("drift")
+def measure_drift(config, snap, committed_ds, by_origin) -> DriftFigures:
+    """Whether the index's model still fits the data: how differently the new rows fall into
+    partitions than the older rows, and recall on new rows against older rows (when measured)."""
+    pinned = open_dataset(snap.uri, config.storage_options, snap.version)
+    shift, rows = partition_shift(index_partitions(pinned, config.name), index_partitions(committed_ds, config.name))
+    figures = DriftFigures(shift, rows)
+    if by_origin is not None:
+        new, old = by_origin
+        setting = f"nprobes {new.nprobes}" + (f", refine {new.refine_factor}" if new.refine_factor else "")
+        figures = DriftFigures(shift, rows, new.recall, old.recall, setting,
+                               min(new.queries, old.queries) * new.k)
+    if figures.advice:
+        log.warning("%s", figures.advice)
+    return figures

@@ -1,0 +1,328 @@
+"""`update`: the index keeps up with a growing table, with its own model, in few segments.
+
+Recall is measured against exact search over every live row, and compared with a full
+rebuild that uses the same model (one segment over every live fragment).
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import faults
+import lance
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import committed_uuids, dataset_state, fsl, index_dirs, spark_job_count
+
+from spark_lance_index import pipeline
+from spark_lance_index.config import make_config
+from spark_lance_index.errors import DatasetChangedError, InputError
+from spark_lance_index.index_model import model_fingerprint, read_segment_model
+from spark_lance_index.recall import clustered_vectors
+from spark_lance_index.storage import locate
+from spark_lance_index.update import CommittedSegment, SegmentPolicy
+
+DIM = 32
+POOL = clustered_vectors(60_000, DIM, seed=7)  # one distribution: every append is drawn from it
+
+
+class Table:
+    """A Lance table that grows by appends of rows drawn from POOL, with an id per row."""
+
+    def __init__(self, path, rows: int, rows_per_fragment: int = 2000):
+        self.uri, self.next_id = str(path), 0
+        self.append(rows, rows_per_fragment, mode="create")
+
+    def append(self, rows: int, rows_per_fragment: int = 1000, mode: str = "append", vectors=None):
+        ids = np.arange(self.next_id, self.next_id + rows)
+        vectors = POOL[ids % len(POOL)] if vectors is None else vectors
+        lance.write_dataset(pa.table({"id": pa.array(ids), "vector": fsl(vectors)}), self.uri, mode=mode,
+                            max_rows_per_file=rows_per_fragment)
+        self.next_id += rows
+
+    def upsert(self, ids: np.ndarray):
+        """Rewrite the vectors of `ids` with other rows of POOL (Lance deletes the old rows and
+        writes new fragments)."""
+        vectors = POOL[(ids + len(POOL) // 2) % len(POOL)]
+        table = pa.table({"id": pa.array(ids), "vector": fsl(vectors)})
+        lance.dataset(self.uri).merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(table)
+
+
+def update_config(uri, **kw):
+    return make_config({}, {"uri": uri, "column": "vector", "mode": "update", "rows_per_task": 2000,
+                            "verify_queries": 20, **kw})
+
+
+def build_config(uri, **kw):
+    return make_config({}, {"uri": uri, "column": "vector", "num_partitions": 16, "rows_per_task": 2000,
+                            "verify_queries": 0, **kw})
+
+
+def live_rows(uri):
+    t = lance.dataset(uri).to_table(columns=["id", "vector"])
+    return t.column("id").to_numpy(), t.column("vector").combine_chunks().values.to_numpy().reshape(-1, DIM)
+
+
+def recall_against_exact(uri, queries, nprobes=8, refine=50) -> float:
+    """recall@10 over every live row: the index's answers (fast_search, so only indexed rows)
+    against numpy's exact top-10."""
+    ids, vectors = live_rows(uri)
+    ds = lance.dataset(uri)
+    hits = 0
+    for q in queries:
+        exact = set(ids[np.argsort(((vectors - q) ** 2).sum(1))[:10]].tolist())
+        found = ds.to_table(nearest={"column": "vector", "q": q, "k": 10, "nprobes": nprobes, "refine_factor": refine},
+                            columns=["id"], fast_search=True).column("id").to_numpy()
+        hits += len(exact & set(found.tolist()))
+    return hits / (10 * len(queries))
+
+
+def models(uri, name="vector_idx"):
+    ds = lance.dataset(uri)
+    return [read_segment_model(locate(uri), {}, s) for s in ds.stats.index_stats(name)["indices"]]
+
+
+def rebuild_recall(uri, tmp_path, queries) -> float:
+    """recall of a full rebuild with the index's own model: one segment over every live
+    fragment, on a copy of the table."""
+    copy = str(tmp_path / f"rebuild-{time.monotonic_ns()}")
+    shutil.copytree(uri, copy)
+    model = models(copy)[0]
+    ds = lance.dataset(copy)
+    kwargs = {"num_bits": model.num_bits, "rabitq_model": model.artifacts.rq_model} if model.index_type == "IVF_RQ" else {}
+    if model.index_type == "IVF_PQ":
+        kwargs = {"num_sub_vectors": model.num_sub_vectors, "pq_codebook": model.artifacts.codebook_arrow()}
+    segment = ds.create_index_uncommitted(
+        "vector", model.index_type, name="vector_idx", replace=True, metric=model.metric,
+        num_partitions=model.num_partitions, ivf_centroids=model.artifacts.centroids_arrow(),
+        fragment_ids=[f.fragment_id for f in ds.get_fragments()], **kwargs)
+    ds.commit_existing_index_segments("vector_idx", "vector", [segment])
+    assert len(lance.dataset(copy).stats.index_stats("vector_idx")["indices"]) == 1
+    try:
+        return recall_against_exact(copy, queries)
+    finally:
+        shutil.rmtree(copy)
+
+
+def assert_fully_indexed_with_one_model(uri, first_model, dirs_before):
+    """Every live row indexed, every segment encoded with the first model, and nothing of the
+    update's left behind: the only new directories are committed segments (a segment the
+    update replaced stays, since older versions use it, until Lance's cleanup_old_versions)."""
+    ds = lance.dataset(uri)
+    stats = ds.stats.index_stats("vector_idx")
+    assert stats["num_unindexed_rows"] == 0 and stats["num_indexed_rows"] == ds.count_rows()
+    for m in models(uri):  # read back from every segment's files
+        assert model_fingerprint(m) == model_fingerprint(first_model), m.uuid
+    assert index_dirs(uri) - dirs_before == committed_uuids(uri) - dirs_before
+    assert not os.path.exists(uri + ".index-jobs")
+
+
+@pytest.mark.parametrize("index_type", ["IVF_RQ", "IVF_PQ"])
+def test_append_delete_and_upsert_cycles_keep_every_row_indexed_at_rebuild_recall(spark, tmp_path, index_type):
+    table = Table(tmp_path / "t", 16_000)
+    pipeline.run(build_config(table.uri, index_type=index_type, num_sub_vectors=8), spark=spark)
+    first = models(table.uri)[0]
+    queries = clustered_vectors(60_000 + 30, DIM, seed=7)[60_000:]  # held out, same distribution
+    cycles = [
+        ("append", lambda: table.append(3000)),
+        ("delete rows and append", lambda: (lance.dataset(table.uri).delete("id % 7 = 0"), table.append(2000))),
+        ("upsert rows", lambda: table.upsert(np.arange(100, 1600, 3))),
+        ("delete a whole new fragment and append", lambda: (
+            lance.dataset(table.uri).delete(f"id >= {table.next_id - 1000}"), table.append(4000))),
+    ]
+    for what, change in cycles:
+        change()
+        dirs = index_dirs(table.uri)
+        result = pipeline.run(update_config(table.uri), spark=spark)
+        assert result.update["new_rows"] > 0, what
+        assert result.drift.advice is None, (what, result.drift)  # the same distribution: no drift
+        assert_fully_indexed_with_one_model(table.uri, first, dirs)
+        got, rebuilt = recall_against_exact(table.uri, queries), rebuild_recall(table.uri, tmp_path, queries)
+        assert got >= rebuilt - 0.02, (what, got, rebuilt)
+        assert len(committed_uuids(table.uri)) <= 3, what
+
+
+def test_a_one_node_ivf_flat_index_is_updated_with_its_own_centroids(spark, tmp_path):
+    table = Table(tmp_path / "t", 8000)
+    lance.dataset(table.uri).create_index("vector", "IVF_FLAT", num_partitions=8)
+    first = models(table.uri)[0]
+    table.append(3000)
+    dirs = index_dirs(table.uri)
+    result = pipeline.run(update_config(table.uri), spark=spark)
+    assert result.params.index_type == "IVF_FLAT" and result.update["new_rows"] == 3000
+    assert_fully_indexed_with_one_model(table.uri, first, dirs)
+    assert result.recall[0].recall > 0.9
+
+
+def test_nothing_new_commits_nothing_and_starts_no_spark_job(spark, tmp_path):
+    table = Table(tmp_path / "t", 8000)
+    pipeline.run(build_config(table.uri), spark=spark)
+    before, jobs = dataset_state(table.uri), spark_job_count(spark)
+    lance.dataset(table.uri).delete("id < 100")  # deletes alone are nothing to index
+    deleted = dataset_state(table.uri)
+    started = time.perf_counter()
+    result = pipeline.run(update_config(table.uri), spark=spark)
+    took = time.perf_counter() - started
+    assert result.outcome == "succeeded" and result.committed_version is None
+    assert result.update["new_rows"] == 0 and "up to date" in result.summary()
+    assert dataset_state(table.uri) == deleted and deleted.index_dirs == before.index_dirs
+    assert spark_job_count(spark) == jobs and took < 10
+    assert not os.path.exists(table.uri + ".index-jobs")
+
+
+def test_segments_stay_few_over_many_updates(spark, tmp_path):
+    table = Table(tmp_path / "t", 12_000)
+    pipeline.run(build_config(table.uri), spark=spark)
+    counts = []
+    for _ in range(6):
+        table.append(600, rows_per_fragment=600)
+        result = pipeline.run(update_config(table.uri, verify_queries=0, segment_ratio=2), spark=spark)
+        counts.append(result.segments_committed and len(committed_uuids(table.uri)))
+    policy = SegmentPolicy(10_000_000, 2)
+    # 1 + log_{ratio+1}(all rows / smallest update) bounds the tail
+    assert max(counts) <= 1 + int(np.ceil(np.log(16_000 / 600) / np.log(3))), counts
+    segments = [CommittedSegment(s["uuid"], (), sum(p["size"] for p in s["partitions"]))
+                for s in lance.dataset(table.uri).stats.index_stats("vector_idx")["indices"]]
+    sizes = sorted((s.num_rows for s in segments), reverse=True)
+    assert all(sizes[i] >= 2 * sum(sizes[i + 1:]) for i in range(len(sizes))), sizes
+    assert policy.to_reencode(segments, 0) == ()
+
+
+def test_the_segment_policy_re_encodes_the_fewest_small_segments():
+    seg = lambda name, rows: CommittedSegment(name, (), rows)  # noqa: E731
+    policy = SegmentPolicy(max_segment_rows=4000, ratio=3)
+    full, big, small = seg("full", 2500), seg("big", 1000), seg("small", 100)
+    assert policy.to_reencode([full, big, small], 30) == ()  # 100 >= 3 x 30, 1000 >= 3 x 130: a new segment
+    assert policy.to_reencode([full, big, small], 40) == (small,)  # 100 < 3 x 40; 1000 >= 3 x 140
+    assert policy.to_reencode([full, big, small], 300) == (big, small)  # 1000 < 3 x 400
+    assert policy.to_reencode([full], 100_000) == ()  # a full segment is never re-encoded
+    assert policy.to_reencode([full, big, small], 0) == ()  # nothing new: nothing to do
+
+
+def test_the_index_changing_during_the_update_is_refused_and_nothing_is_committed(spark, tmp_path, monkeypatch):
+    table = Table(tmp_path / "t", 8000)
+    pipeline.run(build_config(table.uri), spark=spark)
+    table.append(2000)
+    real_merge = pipeline.merge
+
+    def rebuild_then_merge(*args, **kwargs):  # another writer replaces the index meanwhile
+        lance.dataset(table.uri).create_index("vector", "IVF_FLAT", num_partitions=4, replace=True, name="vector_idx")
+        return real_merge(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "merge", rebuild_then_merge)
+    before = index_dirs(table.uri)
+    with pytest.raises(DatasetChangedError, match="segments of index 'vector_idx' changed"):
+        pipeline.run(update_config(table.uri), spark=spark)
+    assert lance.dataset(table.uri).stats.index_stats("vector_idx")["index_type"] == "IVF_FLAT"
+    assert index_dirs(table.uri) - before == committed_uuids(table.uri)  # the update's own segments are gone
+    assert not os.path.exists(table.uri + ".index-jobs")
+
+
+def test_a_driver_dead_after_the_update_commit_is_finished_by_the_rerun(spark, tmp_path, monkeypatch):
+    table = Table(tmp_path / "t", 8000)
+    pipeline.run(build_config(table.uri), spark=spark)
+    table.append(4000)
+    dirs = index_dirs(table.uri)
+
+    faults.die_after_commit(monkeypatch, pipeline, lambda: pipeline.run(update_config(table.uri), spark=spark))
+    version = lance.dataset(table.uri).version
+    result = pipeline.run(update_config(table.uri), spark=spark)
+    assert result.committed_version == version and result.segments_built == 0
+    assert lance.dataset(table.uri).stats.index_stats("vector_idx")["num_unindexed_rows"] == 0
+    assert index_dirs(table.uri) - dirs == committed_uuids(table.uri) - dirs  # the merge sources are gone
+    assert not os.path.exists(table.uri + ".index-jobs")
+
+
+def test_a_driver_killed_mid_update_is_finished_by_rerunning_the_command(tmp_path):
+    table = Table(tmp_path / "t", 8000)
+    lance.dataset(table.uri).create_index("vector", "IVF_RQ", num_partitions=16, num_bits=1)
+    first = models(table.uri)[0]
+    table.append(40_000, rows_per_fragment=2000)
+    version, dirs = lance.dataset(table.uri).version, index_dirs(table.uri)
+    cmd = [sys.executable, "-m", "spark_lance_index", "update", "--uri", table.uri, "--column", "vector",
+           "--rows-per-task", "2000", "--master", "local[1]", "--verify-queries", "0"]
+    segments_dir = faults.kill_driver_after_segments(cmd, table.uri + ".index-jobs")
+    done_before = len([n for n in os.listdir(segments_dir) if n.endswith(".pkl")])
+    assert lance.dataset(table.uri).version == version  # nothing committed
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    reused = int(re.search(r"reused from an earlier run (\d+)", rerun.stdout).group(1))
+    assert done_before <= reused <= done_before + 2, rerun.stdout  # a worker may finish one more
+    assert_fully_indexed_with_one_model(table.uri, first, dirs)
+
+
+def test_an_index_whose_model_cannot_be_read_is_refused_in_one_line(spark, tmp_path):
+    table = Table(tmp_path / "t", 8000)
+    ds = lance.dataset(table.uri)
+    # Two segments trained apart: no one model encodes new rows like both of them.
+    for i, frags in enumerate(([0, 1], [2, 3])):
+        centroids = pa.FixedSizeListArray.from_arrays(
+            pa.array(clustered_vectors(8, DIM, seed=20 + i).ravel()), DIM)
+        segment = ds.create_index_uncommitted("vector", "IVF_FLAT", name="vector_idx", replace=i > 0,
+                                              num_partitions=8, ivf_centroids=centroids, fragment_ids=frags)
+        ds = ds.commit_existing_index_segments("vector_idx", "vector", [segment])
+    table.append(1000)
+    before = dataset_state(table.uri)
+    with pytest.raises(InputError) as err:
+        pipeline.run(update_config(table.uri), spark=spark)
+    message = str(err.value)
+    assert "different models (centroids differ)" in message and "\n" not in message
+    assert dataset_state(table.uri) == before
+
+    other = Table(tmp_path / "hnsw", 4000)
+    lance.dataset(other.uri).create_index("vector", "IVF_HNSW_SQ", num_partitions=2)
+    other.append(1000)
+    before = dataset_state(other.uri)
+    with pytest.raises(InputError, match="it is IVF_HNSW_SQ, and update extends IVF_RQ, IVF_PQ, IVF_FLAT"):
+        pipeline.run(update_config(other.uri), spark=spark)
+    assert dataset_state(other.uri) == before
+
+
+def test_update_runs_through_the_cli_and_reports_its_drift(tmp_path):
+    table = Table(tmp_path / "t", 8000)
+    lance.dataset(table.uri).create_index("vector", "IVF_RQ", num_partitions=8, num_bits=2)
+    # rows from elsewhere: the model no longer fits them
+    table.append(4000, vectors=clustered_vectors(4000, DIM, seed=99) + 5.0)
+    report = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "spark_lance_index", "update", "--uri", table.uri, "--column", "vector",
+         "--master", "local[2]", "--verify-queries", "40", "--report", str(report)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(report.read_text())
+    drift = doc["update"]["drift"]
+    assert doc["update"]["new_rows"] == 4000 and drift["partition_shift"] > 0.25
+    assert "REBUILD ADVISED" in proc.stdout and drift["advice"]
+    from jsonschema import validate
+
+    from spark_lance_index.report import report_schema
+    validate(doc, report_schema())
+
+
+def test_the_committed_model_is_read_back_and_a_foreign_one_is_named(tmp_path):
+    """After every commit the job reads each segment's model back from its files and compares
+    it with the one it encoded with (no Spark needed to check the check)."""
+    from lance.lance import indices
+
+    from spark_lance_index.index_model import committed_model_mismatch
+    from spark_lance_index.train import SharedArtifacts, to_matrix
+
+    table = Table(tmp_path / "t", 4000)
+    ds = lance.dataset(table.uri)
+    centroids = indices.train_ivf_model(ds._ds, "vector", DIM, 4, "l2", 256, 10, None)
+    rq = indices.build_rq_model(DIM, num_bits=2)
+    segment = ds.create_index_uncommitted("vector", "IVF_RQ", name="vector_idx", num_partitions=4, num_bits=2,
+                                          ivf_centroids=centroids, rabitq_model=rq, fragment_ids=[0, 1])
+    ds = ds.commit_existing_index_segments("vector_idx", "vector", [segment])
+    stats, where = ds.stats.index_stats("vector_idx"), locate(table.uri)
+    mine = SharedArtifacts(centroids=to_matrix(centroids), rq_model=rq)
+    assert committed_model_mismatch(where, {}, stats, mine) is None
+    moved = SharedArtifacts(centroids=mine.centroids + 1e-3, rq_model=rq)
+    assert "holds other centroids" in committed_model_mismatch(where, {}, stats, moved)
+    rotated = SharedArtifacts(centroids=mine.centroids, rq_model=indices.build_rq_model(DIM, num_bits=2))
+    assert "another RaBitQ rotation" in committed_model_mismatch(where, {}, stats, rotated)
