@@ -195,7 +195,7 @@ def test_segments_stay_few_over_many_updates(spark, tmp_path):
 
 def test_the_segment_policy_re_encodes_the_fewest_small_segments():
     seg = lambda name, rows: CommittedSegment(name, (), rows)  # noqa: E731
-    policy = SegmentPolicy(max_segment_rows=4000, ratio=3)
+    policy = SegmentPolicy(max_segment_rows=3000, ratio=3)  # full: 2,250 rows and more
     full, big, small = seg("full", 2500), seg("big", 1000), seg("small", 100)
     assert policy.to_reencode([full, big, small], 30) == ()  # 100 >= 3 x 30, 1000 >= 3 x 130: a new segment
     assert policy.to_reencode([full, big, small], 40) == (small,)  # 100 < 3 x 40; 1000 >= 3 x 140
