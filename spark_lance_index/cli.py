@@ -116,8 +116,7 @@ def config_from_args(args: argparse.Namespace):
     flags = {
         k: v for k, v in vars(args).items() if k not in ("command", "config", "storage_option")
     }
-    if args.command == "update":
-        flags["mode"] = "update"
+    flags["mode"] = "update" if args.command == "update" else "build"  # never from a --config file
     flags["storage_options"] = parse_storage_options(args.storage_option)
     return make_config(file_values, flags)
 
@@ -166,9 +165,17 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
             arg = f"{key}={value}"
         out.append(arg)
     # Databricks named_parameters cannot name a subcommand: {"command": "update"} does.
-    named = [a for a in out if a.startswith("--command=")]
-    if named and (not out or out[0] not in COMMANDS):
-        out = [named[-1].split("=", 1)[1], *(a for a in out if not a.startswith("--command="))]
+    if out and out[0] not in COMMANDS:
+        rest, command = [], None
+        for i, arg in enumerate(out):
+            if arg.startswith("--command="):
+                command = arg.split("=", 1)[1].lower()
+            elif arg == "--command" and i + 1 < len(out):
+                command = out[i + 1].lower()
+            elif not (i > 0 and out[i - 1] == "--command"):
+                rest.append(arg)
+        if command is not None:
+            out = [command, *rest]
     if not out or (out[0] not in COMMANDS and out[0] not in ("-h", "--help")):
         out.insert(0, "build")
     return out

@@ -75,6 +75,8 @@ def read_segment_model(dataset: Location, storage_options: Mapping[str, str], st
         storage = _storage_metadata(aux_file) if index_type in ("IVF_PQ", "IVF_RQ") else {}
         codebook, rq_model, num_bits, num_sub_vectors = None, None, 0, 0
         if index_type == "IVF_PQ":
+            if int(storage.get("nbits", 8)) != 8:
+                raise ModelUnreadable(f"segment {uuid} has {storage['nbits']}-bit PQ codes; this job builds 8-bit PQ")
             num_sub_vectors = int(storage["num_sub_vectors"])
             if storage.get("codebook_tensor"):
                 codebook = _tensor(bytes(storage["codebook_tensor"]), "the PQ codebook")

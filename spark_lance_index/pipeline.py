@@ -232,6 +232,8 @@ def verify(config, insp: Inspection, groups, committed_ds, merged_uuids, artifac
     ones), exactly the planned fragments, the model the job encoded with."""
     snap, expected_uuids = insp.snap, list(merged_uuids)
     covered = encoded = planned_fragments(snap, groups)
+    if insp.committed is not None:
+        encoded = []  # an earlier run checked them before its commit; they may be gone since
     if insp.update is not None:
         kept = insp.update.kept
         expected_uuids += [s.uuid for s in kept]
@@ -313,7 +315,7 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
                     spark, config, snap.uri, report.version, snap.column, params.metric, params.index_type,
                     insp.queries, parallelism, config.name, new_fragments=new_fragments)
             if insp.update is not None:
-                result.drift = measure_drift(config, snap, committed_ds, by_origin)
+                result.drift = measure_drift(config, snap, insp.update, committed_ds, by_origin)
         except DatasetChangedError:
             # The segments index fragments that no longer exist, or another index took the
             # place: nothing to resume, and nothing of ours was committed.
@@ -322,9 +324,14 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
         except JobBusyError:
             raise  # another run holds the job: touch nothing of it
         except CommitCheckError as e:
-            # Committed, but not what was planned: a rerun must rebuild, not finish this commit.
-            state.forget_commit()
-            e.args = (f"{e} [rerun with --replace to rebuild it; job state kept in {state.uri}]",)
+            if insp.update is None:
+                # Committed, but not what was planned: a rerun with --replace rebuilds it.
+                state.forget_commit()
+                e.args = (f"{e} [rerun with --replace to rebuild it; job state kept in {state.uri}]",)
+            else:
+                # The record stays: every rerun of the update checks that commit again and fails
+                # the same way, instead of finding nothing new and calling the index up to date.
+                e.args = (f"{e} [rebuild it with `spark-lance-index build --replace`; job state kept in {state.uri}]",)
             raise
         except JobError as e:
             if state.exists():

@@ -151,7 +151,14 @@ def inspect_update(config: BuildConfig) -> Inspection:
         now = next((i for i in index_infos(latest) if i.name == config.name), None)
         own = state.committing()
         if own and now is not None and set(own) <= set(now.segments):
-            snap, stale, committed = snap or snapshot_dataset(config, job["version"]), None, own
+            try:  # the earlier run's commit landed: finish it at its pinned version
+                snap, stale, committed = snap or snapshot_dataset(config, job["version"]), None, own
+            except InputError as e:
+                if "has no version" not in str(e):
+                    raise
+                # That version was cleaned up: nothing to check against; what the run left is
+                # removed (its segments, in use, are kept) and the update starts afresh.
+                snap, stale = None, f"its commit landed, and its pinned version {job['version']} no longer exists"
         elif stale is None and index_changed(config.name, index_infos(latest), job.get("index_segments", [])):
             snap, stale = None, "the index changed since it pinned it"
     if snap is None:

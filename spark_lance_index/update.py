@@ -8,12 +8,13 @@ with a new training.
 The segment policy keeps the segment count small, because every segment costs every query
 (measured: 1 segment 3.5 ms, 4 segments 4.4 ms, 32 segments 11.6 ms per query). Segments of
 at least 3/4 of `--max-segment-rows` are *full*: a fresh build lays a large table out in
-segments of about that size, and an update never touches them. The others form a tail in which each segment must hold at least
-`ratio` times the rows of all smaller ones together. An update encodes the new rows together
-with the smallest tail segments it must (re-encoding their fragments from the data, with the
-same model) so that this holds again afterwards. The tail then has at most
-1 + log_{ratio+1}(max_segment_rows / smallest update) segments, and each update re-encodes
-a bounded multiple of its new rows on average (see docs/benchmarks.md and the README).
+segments of about that size, and an update never touches them. The others form a tail. An
+update encodes its new rows together with the smallest tail segments, from the smallest up,
+while the next one holds fewer than `ratio` times the rows merged so far (re-encoding their
+fragments from the data, with the same model), and never more than `max_segment_rows` rows in
+all. Each tail segment therefore holds at least `ratio` times the rows of the next smaller one,
+so the tail has at most 1 + log_ratio(max_segment_rows / smallest update) segments, and an
+update re-encodes a small multiple of its new rows on average (docs/benchmarks.md, README).
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from .train import SharedArtifacts
 log = logging.getLogger("spark_lance_index")
 
 DEFAULT_SEGMENT_RATIO = 3
-# A segment this close to --max-segment-rows is left alone. Simulated with this policy (1,000
-# updates of 100k rows on a 10M-row index, max 10M): at 0.5 the index ends with 19 segments
-# (a fresh build: 11), at 0.75 with 14, at 0.9 with 11 but single updates of 11M rows.
+# A segment this close to --max-segment-rows is left alone. Simulated (1,000 updates of 100k
+# rows on a 10M-row index, max 10M), the index ends with 23 segments at 0.5, 17 at 0.75, and a
+# fresh build of the 110M rows would have 11.
 FULL_FRACTION = 0.75
 # Drift: rebuild when the new rows' recall falls this far below the older rows', or when the
 # new rows fall in partitions this differently (total variation distance) from the older rows.
@@ -126,17 +127,19 @@ class SegmentPolicy:
         return segment.num_rows >= FULL_FRACTION * self.max_segment_rows
 
     def to_reencode(self, segments: Sequence[CommittedSegment], new_rows: int) -> tuple[CommittedSegment, ...]:
-        """The fewest smallest tail segments to encode with `new_rows` new rows, so that every
-        kept tail segment holds at least `ratio` times the rows of all smaller ones."""
+        """The smallest tail segments to encode again with `new_rows` new rows: from the
+        smallest up, each one that holds fewer than `ratio` times the rows merged so far, as long
+        as the merge stays within `max_segment_rows` (or the new rows alone, if more)."""
         if new_rows == 0:
             return ()
-        tail = sorted((s for s in segments if not self.is_full(s)), key=lambda s: (-s.num_rows, s.uuid))
-        for keep in range(len(tail), -1, -1):
-            merged = new_rows + sum(s.num_rows for s in tail[keep:])
-            sizes = [s.num_rows for s in tail[:keep]]
-            if all(sizes[i] >= self.ratio * (sum(sizes[i + 1:]) + merged) for i in range(keep)):
-                return tuple(tail[keep:])
-        raise AssertionError("unreachable: keeping no tail segment always satisfies the rule")
+        tail = sorted((s for s in segments if not self.is_full(s)), key=lambda s: (s.num_rows, s.uuid))
+        merged, chosen = new_rows, []
+        for segment in tail:
+            if segment.num_rows >= self.ratio * merged or merged + segment.num_rows > max(self.max_segment_rows, new_rows):
+                break
+            merged += segment.num_rows
+            chosen.append(segment)
+        return tuple(chosen)
 
 
 @dataclass(frozen=True)
@@ -177,8 +180,9 @@ def plan_update(model: IndexModel, snap: DatasetSnapshot, policy: SegmentPolicy)
     replaced = {s.uuid for s in reencoded}
     kept = tuple(s for s in model.segments if s.uuid not in replaced)
     again = {f for s in reencoded for f in s.fragment_ids}
-    # Every existing fragment of a replaced segment is encoded again, even one whose rows were all
-    # deleted: Lance refuses a commit that would leave a fragment of a replaced segment uncovered.
+    # Every live fragment of a replaced segment is encoded again: Lance refuses a commit that would
+    # leave a fragment of a replaced segment uncovered (a fragment whose rows were all deleted is
+    # gone from the table, and from the segment's coverage).
     fragments = tuple(sorted((*new, *(f for f in snap.fragments if f.fragment_id in again and f.num_rows > 0)),
                              key=lambda f: f.fragment_id))
     return UpdatePlan(new, reencoded, kept, fragments)
@@ -192,7 +196,8 @@ def index_changed(name: str, indexes: Sequence[IndexInfo], pinned_segments: Sequ
         return f"the index {name!r} was dropped"
     if set(info.segments) != set(pinned_segments):
         return (f"the segments of index {name!r} changed ({len(pinned_segments)} at the pinned version, "
-                f"{len(info.segments)} now: another update, a rebuild or optimize_indices ran)")
+                f"{len(info.segments)} now: another update, a rebuild, optimize_indices, a compaction, or a "
+                "delete that removed a segment's fragments ran meanwhile)")
     return None
 
 
@@ -201,7 +206,8 @@ class DriftFigures:
     """Whether the index's model still fits the data, measured after an update."""
 
     partition_shift: Optional[float]  # total variation distance, 0..1 (None: too few rows to tell)
-    shift_rows: int  # rows the update added, the sample the shift is measured on
+    shift_rows: int  # new rows, the sample the shift is measured on
+    shift_uncertainty: float = 0.0  # at most this much of the shift may come from deleted rows
     recall_new_rows: Optional[float] = None
     recall_old_rows: Optional[float] = None
     recall_setting: Optional[str] = None
@@ -216,9 +222,9 @@ class DriftFigures:
     @property
     def advice(self) -> Optional[str]:
         reasons = []
-        if self.partition_shift is not None and self.partition_shift > PARTITION_SHIFT:
-            reasons.append(f"{self.partition_shift:.0%} of the {self.shift_rows:,} new rows fall in other "
-                           f"partitions than the rows indexed before (threshold {PARTITION_SHIFT:.0%})")
+        if self.partition_shift is not None and self.partition_shift - self.shift_uncertainty > PARTITION_SHIFT:
+            reasons.append(f"{self.partition_shift:.0%} of the {self.shift_rows:,} new rows fall in other partitions "
+                           f"than the rows indexed before (threshold {PARTITION_SHIFT:.0%})")
         if (self.recall_new_rows is not None and self.recall_old_rows is not None
                 and self.recall_old_rows - self.recall_new_rows > self.recall_gap_threshold):
             reasons.append(f"recall on queries from the new rows is {self.recall_new_rows:.3f} against "
@@ -229,24 +235,35 @@ class DriftFigures:
             "; rebuild it (build --replace) to train a new model"
 
 
-def partition_shift(before: Sequence[Sequence[int]], after: Sequence[Sequence[int]]) -> tuple[Optional[float], int]:
-    """How differently the rows this update added fall into partitions than the rows indexed
-    before it: the total variation distance between the two partition histograms (0: the
-    same distribution, 1: disjoint partitions). `before` and `after` are rows per partition
-    per segment, before and after the update; the added rows are their difference (rows
-    deleted meanwhile make it approximate). -> (shift, or None when too few rows, added rows)."""
-    old = np.sum(np.asarray(before, dtype=np.float64), axis=0) if len(before) else None
-    new = np.sum(np.asarray(after, dtype=np.float64), axis=0) if len(after) else None
-    if old is None or new is None or old.shape != new.shape or old.sum() == 0:
-        return None, 0
-    added = np.clip(new - old, 0, None)
+def partition_shift(before: Mapping[str, Sequence[int]], after: Mapping[str, Sequence[int]],
+                    kept: Sequence[str], reencoded: Mapping[str, int]) -> tuple[Optional[float], float, int]:
+    """How differently the new rows fall into partitions than the rows the index held before:
+    the total variation distance between the two partition histograms (0: the same
+    distribution, 1: disjoint partitions).
+
+    `before` and `after` map segment uuids to rows per partition. The new rows are the
+    committed segments not `kept`, minus what the `reencoded` segments held before. Lance
+    counts deleted rows in a segment's partitions; the re-encoded ones no longer have them, so
+    rows deleted from a re-encoded segment (its partition count minus its live rows,
+    `reencoded[uuid]`) make that difference uncertain by at most deleted / new rows.
+    -> (shift, or None when fewer than MIN_ROWS_PER_PARTITION_FOR_SHIFT new rows per partition;
+    its uncertainty; new rows)."""
+    if not before or not after:
+        return None, 0.0, 0
+    old = np.sum([np.asarray(p, dtype=np.float64) for p in before.values()], axis=0)
+    encoded = [np.asarray(p, dtype=np.float64) for u, p in after.items() if u not in set(kept)]
+    previous = [np.asarray(before[u], dtype=np.float64) for u in reencoded if u in before]
+    if not encoded or old.sum() == 0 or any(a.shape != old.shape for a in (*encoded, *previous)):
+        return None, 0.0, 0
+    added = np.clip(np.sum(encoded, axis=0) - (np.sum(previous, axis=0) if previous else 0), 0, None)
     rows = int(added.sum())
+    deleted = max(0, int(sum(p.sum() for p in previous)) - sum(reencoded.values()))
     if rows < MIN_ROWS_PER_PARTITION_FOR_SHIFT * len(old):
-        return None, rows
-    return float(0.5 * np.abs(old / old.sum() - added / rows).sum()), rows
+        return None, 0.0, rows
+    return float(0.5 * np.abs(old / old.sum() - added / rows).sum()), min(1.0, deleted / rows), rows
 
 
-def index_partitions(ds, name: str) -> list[list[int]]:
-    """Rows per partition, per segment, from Lance's index statistics."""
+def index_partitions(ds, name: str) -> dict[str, list[int]]:
+    """Rows per partition, by segment uuid, from Lance's index statistics."""
     stats = ds.stats.index_stats(name)
-    return [[p.get("size", 0) for p in e.get("partitions", [])] for e in (stats.get("indices") or [])]
+    return {e["uuid"]: [p.get("size", 0) for p in e.get("partitions", [])] for e in (stats.get("indices") or [])}

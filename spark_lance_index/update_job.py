@@ -44,17 +44,20 @@ def finish_noop(config, insp: Inspection, result: JobResult) -> None:
 
 
 @phase("drift")
-def measure_drift(config, snap, committed_ds, by_origin) -> DriftFigures:
+def measure_drift(config, snap, plan: UpdatePlan, committed_ds, by_origin) -> DriftFigures:
     """Whether the index's model still fits the data: how differently the new rows fall into
     partitions than the older rows, and recall on new rows against older rows (when measured)."""
     pinned = open_dataset(snap.uri, config.storage_options, snap.version)
-    shift, rows = partition_shift(index_partitions(pinned, config.name), index_partitions(committed_ds, config.name))
-    figures = DriftFigures(shift, rows)
+    shift, uncertainty, rows = partition_shift(
+        index_partitions(pinned, config.name), index_partitions(committed_ds, config.name),
+        [s.uuid for s in plan.kept], {s.uuid: s.num_rows for s in plan.reencoded})
+    recall = {}
     if by_origin is not None:
         new, old = by_origin
-        setting = f"nprobes {new.nprobes}" + (f", refine {new.refine_factor}" if new.refine_factor else "")
-        figures = DriftFigures(shift, rows, new.recall, old.recall, setting,
-                               min(new.queries, old.queries) * new.k)
+        recall = dict(recall_new_rows=new.recall, recall_old_rows=old.recall,
+                      recall_setting=f"nprobes {new.nprobes}" + (f", refine {new.refine_factor}" if new.refine_factor else ""),
+                      recall_samples=min(new.queries, old.queries) * new.k)
+    figures = DriftFigures(shift, rows, uncertainty, **recall)
     if figures.advice:
         log.warning("%s", figures.advice)
     return figures

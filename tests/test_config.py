@@ -74,7 +74,15 @@ def test_scheduler_argument_styles_are_normalised():
         "build", "--uri=/d", "--index-type=IVF_PQ", "--storage-option", "aws_region=x"]
     assert normalise_argv(["verify", "--uri", "s3://b/k=v"]) == ["verify", "--uri", "s3://b/k=v"]
     assert normalise_argv(["uri=/d", "command=update", "column=v"]) == ["update", "--uri=/d", "--column=v"]
+    assert normalise_argv(["--uri", "/d", "--command", "Update"]) == ["update", "--uri", "/d"]
     args = build_parser().parse_args(normalise_argv(["--command=update", "--uri=/d", "--segment-ratio=2"]))
     assert (args.command, args.segment_ratio) == ("update", 2)
     args = build_parser().parse_args(normalise_argv(["--uri=/d", "--column=v", "--nprobes", "4", "8"]))
     assert (args.command, args.uri, args.nprobes) == ("build", "/d", [4, 8])
+
+
+def test_a_config_file_never_turns_a_build_into_an_update(tmp_path):
+    cfg = tmp_path / "job.toml"
+    cfg.write_text('uri = "/data/t"\ncolumn = "emb"\nmode = "update"\n')
+    assert config_from_args(build_parser().parse_args(["build", "--config", str(cfg)])).mode == "build"
+    assert config_from_args(build_parser().parse_args(["update", "--config", str(cfg)])).mode == "update"

@@ -72,6 +72,14 @@ def test_wheel_entry_point_called_like_a_databricks_wheel_task(wheel_python, tmp
     assert "column 'nope' is not in the dataset" in proc.stderr
     assert lance.dataset(data.uri).version == version + 2
 
+    # the bundle's update job: named parameters with command=update, after an append
+    lance.write_dataset(lance.dataset(data.uri).to_table(columns=["id", "vector"], limit=2000), data.uri, mode="append")
+    proc, code = call_wheel_task(wheel_python, "named", data.uri, "command=update")
+    assert code and code.group(1) == "0", proc.stderr[-3000:]
+    assert "update: 2,000 new rows in 1 fragments" in proc.stdout
+    stats = lance.dataset(data.uri).stats.index_stats("vector_idx")
+    assert (stats["index_type"], stats["num_unindexed_rows"], stats["num_indexed_rows"]) == ("IVF_PQ", 0, 10_000)
+
 
 def test_whole_job_on_a_spark_connect_session(tmp_path):
     data = write_vectors(tmp_path / "ds", 8000, 32, rows_per_fragment=1000)

@@ -11,12 +11,14 @@ import urllib.request
 import zipfile
 
 import lance
+import numpy as np
+import pyarrow as pa
 import pytest
-from conftest import write_vectors
+from conftest import fsl, write_vectors
 
 import pyspark
 
-from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
+from spark_lance_index.recall import ann_topk, clustered_vectors, exact_topk, recall_at_k
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPARK_BIN = os.path.join(os.path.dirname(pyspark.__file__), "bin")
@@ -121,3 +123,14 @@ def test_spark_submit_to_a_standalone_cluster(standalone_cluster, tmp_path):
     # the executors really were the standalone worker's, not an in-process local master
     app_dirs = os.listdir(tmp_path / "work")
     assert any(d.startswith("app-") for d in app_dirs), app_dirs
+
+    # the same entry point keeps the index current: rows appended, then `update`
+    more = clustered_vectors(3000, 32, seed=0)
+    lance.write_dataset(pa.table({"id": pa.array(np.arange(12_000, 15_000)), "vector": fsl(more)}), data.uri,
+                        mode="append", max_rows_per_file=1500)
+    update = [*cmd[:cmd.index("--uri")], "update", "--uri", data.uri, "--column", "vector", "--rows-per-task", "3000"]
+    proc = subprocess.run(update, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "update: 3,000 new rows in 2 fragments" in proc.stdout
+    stats = lance.dataset(data.uri).stats.index_stats("vector_idx")
+    assert (stats["num_indexed_rows"], stats["num_unindexed_rows"]) == (15_000, 0)

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import faults
 import lance
@@ -21,7 +22,7 @@ from conftest import committed_uuids, dataset_state, fsl, index_dirs, spark_job_
 
 from spark_lance_index import pipeline
 from spark_lance_index.config import make_config
-from spark_lance_index.errors import DatasetChangedError, InputError
+from spark_lance_index.errors import CommitCheckError, DatasetChangedError, InputError
 from spark_lance_index.index_model import model_fingerprint, read_segment_model
 from spark_lance_index.recall import clustered_vectors
 from spark_lance_index.storage import locate
@@ -182,26 +183,28 @@ def test_segments_stay_few_over_many_updates(spark, tmp_path):
     for _ in range(6):
         table.append(600, rows_per_fragment=600)
         result = pipeline.run(update_config(table.uri, verify_queries=0, segment_ratio=2), spark=spark)
-        counts.append(result.segments_committed and len(committed_uuids(table.uri)))
-    policy = SegmentPolicy(10_000_000, 2)
-    # 1 + log_{ratio+1}(all rows / smallest update) bounds the tail
-    assert max(counts) <= 1 + int(np.ceil(np.log(16_000 / 600) / np.log(3))), counts
-    segments = [CommittedSegment(s["uuid"], (), sum(p["size"] for p in s["partitions"]))
-                for s in lance.dataset(table.uri).stats.index_stats("vector_idx")["indices"]]
-    sizes = sorted((s.num_rows for s in segments), reverse=True)
-    assert all(sizes[i] >= 2 * sum(sizes[i + 1:]) for i in range(len(sizes))), sizes
-    assert policy.to_reencode(segments, 0) == ()
+        counts.append(len(committed_uuids(table.uri)))
+        assert result.segments_committed == 1
+    # each segment holds at least `ratio` times the next smaller one: at most 1 + log2(all / smallest)
+    assert max(counts) <= 1 + int(np.log2(16_000 / 600)), counts
+    sizes = sorted(sum(p["size"] for p in s["partitions"])
+                   for s in lance.dataset(table.uri).stats.index_stats("vector_idx")["indices"])
+    assert all(b >= 2 * a for a, b in zip(sizes, sizes[1:])), sizes
 
 
 def test_the_segment_policy_re_encodes_the_fewest_small_segments():
     seg = lambda name, rows: CommittedSegment(name, (), rows)  # noqa: E731
     policy = SegmentPolicy(max_segment_rows=3000, ratio=3)  # full: 2,250 rows and more
     full, big, small = seg("full", 2500), seg("big", 1000), seg("small", 100)
-    assert policy.to_reencode([full, big, small], 30) == ()  # 100 >= 3 x 30, 1000 >= 3 x 130: a new segment
+    assert policy.to_reencode([full, big, small], 33) == ()  # 100 >= 3 x 33: a new segment
     assert policy.to_reencode([full, big, small], 40) == (small,)  # 100 < 3 x 40; 1000 >= 3 x 140
-    assert policy.to_reencode([full, big, small], 300) == (big, small)  # 1000 < 3 x 400
+    assert policy.to_reencode([full, big, small], 300) == (small, big)  # 1000 < 3 x 400
     assert policy.to_reencode([full], 100_000) == ()  # a full segment is never re-encoded
     assert policy.to_reencode([full, big, small], 0) == ()  # nothing new: nothing to do
+    # never more than max_segment_rows in one update: equal segments from an older layout stay
+    many = [seg(f"s{i}", 1400) for i in range(10)]
+    assert policy.to_reencode(many, 500) == (many[0],)  # 500 + 1400 fits, 1900 + 1400 does not
+    assert policy.to_reencode(many, 10) == ()  # 1400 >= 3 x 10
 
 
 def test_the_index_changing_during_the_update_is_refused_and_nothing_is_committed(spark, tmp_path, monkeypatch):
@@ -236,6 +239,37 @@ def test_a_driver_dead_after_the_update_commit_is_finished_by_the_rerun(spark, t
     assert lance.dataset(table.uri).stats.index_stats("vector_idx")["num_unindexed_rows"] == 0
     assert index_dirs(table.uri) - dirs == committed_uuids(table.uri) - dirs  # the merge sources are gone
     assert not os.path.exists(table.uri + ".index-jobs")
+
+
+@pytest.mark.parametrize("then", ["old versions cleaned up", "a new fragment deleted"])
+def test_a_dead_drivers_landed_update_is_finished_even_after_the_table_moved_on(spark, tmp_path, monkeypatch, then):
+    table = Table(tmp_path / "t", 8000)
+    pipeline.run(build_config(table.uri), spark=spark)
+    table.append(4000)
+    faults.die_after_commit(monkeypatch, pipeline, lambda: pipeline.run(update_config(table.uri), spark=spark))
+    ds = lance.dataset(table.uri)
+    if then == "old versions cleaned up":  # the version the dead run pinned is gone
+        ds.cleanup_old_versions(older_than=timedelta(0), delete_unverified=True)
+    else:  # all rows of a fragment the dead run indexed: Lance drops the fragment
+        ds.delete(f"id >= {table.next_id - 1000}")
+    result = pipeline.run(update_config(table.uri), spark=spark)
+    assert result.outcome == "succeeded"
+    stats = lance.dataset(table.uri).stats.index_stats("vector_idx")
+    assert stats["num_unindexed_rows"] == 0 and stats["num_indexed_rows"] == lance.dataset(table.uri).count_rows()
+    assert index_dirs(table.uri) >= committed_uuids(table.uri)
+    assert not os.path.exists(table.uri + ".index-jobs")
+
+
+def test_an_update_whose_commit_fails_its_check_keeps_failing_until_rebuilt(spark, tmp_path, monkeypatch):
+    """A commit found wrong is never forgotten: the rerun checks it again, instead of finding
+    nothing new and calling the index up to date."""
+    table = Table(tmp_path / "t", 8000)
+    pipeline.run(build_config(table.uri), spark=spark)
+    table.append(2000)
+    monkeypatch.setattr(pipeline, "committed_model_mismatch", lambda *a: "segment x holds other centroids")
+    for _ in range(2):
+        with pytest.raises(CommitCheckError, match="holds other centroids.*build --replace"):
+            pipeline.run(update_config(table.uri), spark=spark)
 
 
 def test_a_driver_killed_mid_update_is_finished_by_rerunning_the_command(tmp_path):
@@ -273,6 +307,12 @@ def test_an_index_whose_model_cannot_be_read_is_refused_in_one_line(spark, tmp_p
     message = str(err.value)
     assert "different models (centroids differ)" in message and "\n" not in message
     assert dataset_state(table.uri) == before
+
+    pq4 = Table(tmp_path / "pq4", 4000)
+    lance.dataset(pq4.uri).create_index("vector", "IVF_PQ", num_partitions=2, num_sub_vectors=4, num_bits=4)
+    pq4.append(1000)
+    with pytest.raises(InputError, match="4-bit PQ codes; this job builds 8-bit PQ"):
+        pipeline.run(update_config(pq4.uri), spark=spark)
 
     other = Table(tmp_path / "hnsw", 4000)
     lance.dataset(other.uri).create_index("vector", "IVF_HNSW_SQ", num_partitions=2)
@@ -326,3 +366,22 @@ def test_the_committed_model_is_read_back_and_a_foreign_one_is_named(tmp_path):
     assert "holds other centroids" in committed_model_mismatch(where, {}, stats, moved)
     rotated = SharedArtifacts(centroids=mine.centroids, rq_model=indices.build_rq_model(DIM, num_bits=2))
     assert "another RaBitQ rotation" in committed_model_mismatch(where, {}, stats, rotated)
+
+
+def test_the_partition_shift_of_the_new_rows_allows_for_rows_deleted_from_re_encoded_segments():
+    """The new rows are the segments not kept minus what the re-encoded ones held; rows deleted
+    from a re-encoded segment (Lance counted them) only widen the uncertainty, never warn."""
+    from spark_lance_index.update import DriftFigures, partition_shift
+
+    before = {"base": [1000] * 4, "tail": [1000, 0, 0, 0]}
+    same = {"base": [1000] * 4, "new": [2000, 1000, 1000, 1000]}  # the tail + 4,000 like the base
+    shift, uncertainty, rows = partition_shift(before, same, ["base"], {"tail": 1000})
+    assert rows == 4000 and shift < 0.2 and uncertainty == 0 and DriftFigures(shift, rows).advice is None
+    moved = {"base": [1000] * 4, "new": [1000, 0, 0, 4000]}  # 4,000 new rows all in one partition
+    shift, uncertainty, rows = partition_shift(before, moved, ["base"], {"tail": 1000})
+    assert rows == 4000 and shift > 0.5 and uncertainty == 0 and DriftFigures(shift, rows, uncertainty).advice
+    # 800 of the tail's rows deleted before: its 200 live rows and 4,000 like the base re-encoded
+    deleted = {"base": [1000] * 4, "new": [1200, 1000, 1000, 1000]}
+    shift, uncertainty, rows = partition_shift(before, deleted, ["base"], {"tail": 200})
+    assert uncertainty == 800 / rows and DriftFigures(shift, rows, uncertainty).advice is None
+    assert partition_shift(before, {"base": [1000] * 4, "new": [1001, 1, 1, 1]}, ["base"], {"tail": 1000})[0] is None

@@ -3,7 +3,7 @@
 Run with the python of a venv that has only the wheel and pyspark. It starts the session first,
 as the Databricks runtime does, loads the entry point by name from the wheel's metadata, sets
 sys.argv, calls it, and prints "EXIT <code>" and whether the session is still alive.
-python wheel_task.py parameters|named URI [extra args...]
+python wheel_task.py parameters|named URI [extra key=value ...] (command=update: the update job)
 """
 
 import json
@@ -17,8 +17,9 @@ spark = SparkSession.builder.master("local[2]").appName("databricks-runtime").ge
 (entry_point,) = [e for e in metadata.entry_points(group="console_scripts") if e.name == "spark-lance-index"]
 function = entry_point.load()
 
-settings = {"uri": uri, "column": "vector", "num-partitions": "16", "rows-per-task": "2000",
-            "verify-queries": "20", "replace": "true", **dict(a.split("=", 1) for a in extra)}
+given = dict(a.split("=", 1) for a in extra)
+build_only = {} if given.get("command") == "update" else {"num-partitions": "16", "replace": "true"}
+settings = {"uri": uri, "column": "vector", "rows-per-task": "2000", "verify-queries": "20", **build_only, **given}
 if style == "parameters":
     args = ["build"] + [x for k, v in settings.items() for x in ((f"--{k}",) if v == "true" else (f"--{k}", v))]
 else:  # named_parameters arrive as --key=value

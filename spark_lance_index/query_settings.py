@@ -1,0 +1,135 @@
+"""How to query the index just built: the cheapest nprobes x refine_factor that reaches a recall.
+
+After the commit the job already has exact ground truth for its check queries (computed on the
+executors). `sweep` queries the committed index on a small grid of settings, measuring recall@k
+against that truth and the latency of each query, and `recommend` picks the setting with the
+lowest median latency that reaches the target. No Spark here: the index is queried from the
+driver, one query at a time, the way a single client would query it.
+
+The grid stops early. For each refine factor (none first), nprobes climbs a ladder until the
+target is reached (more probes only cost more); a larger refine factor costs more per probe, so
+it is only tried below the nprobes a smaller one needed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+NPROBES_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+# Refine factors tried, by index type: re-ranking with exact distances helps quantized codes;
+# IVF_FLAT already ranks by exact distance.
+REFINE_LADDER = {"IVF_FLAT": (None,)}
+DEFAULT_REFINE_LADDER = (None, 5, 10, 20, 50)
+WARMUP_QUERIES = 3  # the first queries of a setting open files and fill caches
+
+
+@dataclass(frozen=True)
+class QuerySetting:
+    """One measured setting: recall@k against exact search, and per-query latency."""
+
+    nprobes: int
+    refine_factor: Optional[int]
+    recall: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+
+    def describe(self, k: int) -> str:
+        refine = f"refine_factor={self.refine_factor}" if self.refine_factor else "no refine"
+        return (f"nprobes={self.nprobes}, {refine}: recall@{k} {self.recall:.3f}, "
+                f"{self.latency_ms_p50:.1f} ms p50, {self.latency_ms_p95:.1f} ms p95")
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    """The sweep's outcome: every measured setting, and the recommended one (None: none reached)."""
+
+    target: float
+    k: int
+    queries: int
+    where: str
+    grid: tuple[QuerySetting, ...]
+    recommended: Optional[QuerySetting]
+
+    @property
+    def best(self) -> QuerySetting:
+        return max(self.grid, key=lambda s: (s.recall, -s.latency_ms_p50))
+
+    def advice(self, index_type: str) -> Optional[str]:
+        """None when a setting reaches the target, else what to change."""
+        if self.recommended is not None:
+            return None
+        tips = []
+        if index_type == "IVF_RQ":
+            tips.append("more --num-bits")
+        if index_type == "IVF_PQ":
+            tips.append("more --num-sub-vectors")
+        tips += ["more --num-partitions (each then holds fewer rows)"]
+        if index_type == "IVF_FLAT":
+            tips = ["more --num-partitions with a larger nprobes", "check the queries (an IVF_FLAT index at "
+                    "every partition is exact search, so a miss means the truth holds rows the index lacks)"]
+        return (f"no setting reached recall@{self.k} {self.target}: the best was "
+                f"{self.best.describe(self.k)}; rebuild with " + " or ".join(tips))
+
+
+def nprobes_ladder(num_partitions: int) -> list[int]:
+    """nprobes to try: the ladder below the partition count, then every partition."""
+    return [n for n in NPROBES_LADDER if n < num_partitions] + [num_partitions]
+
+
+def where_queries_ran() -> str:
+    threads = os.environ.get("LANCE_CPU_THREADS") or str(os.cpu_count())
+    return (f"the driver ({socket.gethostname()}), one query at a time, Lance using up to "
+            f"{threads} CPU threads per query")
+
+
+def measure_setting(ds, column: str, queries: np.ndarray, truth: np.ndarray, nprobes: int,
+                    refine_factor: Optional[int]) -> QuerySetting:
+    """Query the index once per query at this setting (after a short warm-up, not timed)."""
+    k = truth.shape[1]
+    nearest = {"column": column, "k": k, "nprobes": nprobes}
+    if refine_factor:
+        nearest["refine_factor"] = refine_factor
+    for q in queries[:WARMUP_QUERIES]:
+        ds.to_table(nearest={**nearest, "q": q}, with_row_id=True, columns=[], fast_search=True)
+    hits, seconds = 0, []
+    for q, true_ids in zip(queries, truth):
+        started = time.perf_counter()
+        found = ds.to_table(nearest={**nearest, "q": q}, with_row_id=True, columns=[], fast_search=True)
+        seconds.append(time.perf_counter() - started)
+        ids = found.column("_rowid").to_numpy().astype(np.int64)
+        hits += len(set(ids.tolist()) & set(true_ids[true_ids >= 0].tolist()))
+    ms = np.asarray(seconds) * 1000
+    return QuerySetting(nprobes, refine_factor, hits / max(1, int((truth >= 0).sum())),
+                        float(np.percentile(ms, 50)), float(np.percentile(ms, 95)))
+
+
+def sweep(ds, column: str, queries: np.ndarray, truth: np.ndarray, index_type: str, num_partitions: int,
+          target: float) -> QuerySettings:
+    """Measure the grid (stopping early, see the module docstring) and recommend a setting."""
+    grid: list[QuerySetting] = []
+    ceiling = num_partitions
+    for refine in REFINE_LADDER.get(index_type, DEFAULT_REFINE_LADDER):
+        for nprobes in nprobes_ladder(num_partitions):
+            if nprobes > ceiling:
+                break
+            setting = measure_setting(ds, column, queries, truth, nprobes, refine)
+            grid.append(setting)
+            if setting.recall >= target:
+                ceiling = nprobes  # a costlier refine is worth trying only with fewer probes
+                break
+    return QuerySettings(target, truth.shape[1], len(queries), where_queries_ran(), tuple(grid),
+                         recommend(grid, target))
+
+
+def recommend(grid: Sequence[QuerySetting], target: float) -> Optional[QuerySetting]:
+    """The setting with the lowest median latency that reaches `target` (ties: fewer probes)."""
+    reaching = [s for s in grid if s.recall >= target]
+    if not reaching:
+        return None
+    return min(reaching, key=lambda s: (s.latency_ms_p50, s.nprobes, s.refine_factor or 0))
