@@ -68,9 +68,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify-queries", type=int, help="queries for the recall check after commit; 0 skips (default 100)")
     p.add_argument("--query-file", help=".npy file of query vectors instead of sampled rows")
     p.add_argument("--nprobes", type=int, nargs="+", help="nprobes to measure recall at (default 20)")
-    p.add_argument("--refine-factor", type=int, nargs="+", help="refine factors to measure at; 0 = none (default 0)")
+    p.add_argument("--refine-factor", type=int, nargs="+",
+                   help="refine factors to measure at; 0 = none (default: 0 and 10 for IVF_RQ and IVF_PQ, 0 for IVF_FLAT)")
     p.add_argument("--recall-k", type=int, help="k of recall@k (default 10)")
-    p.add_argument("--min-recall", type=float, help="exit with code 3 if any measured recall is below this")
+    p.add_argument("--min-recall", type=float, help="exit with code 3 if no measured setting reaches this recall")
+    p.add_argument("--target-recall", type=float,
+                   help="sweep nprobes x refine_factor and recommend the fastest setting reaching this recall@k")
     p.add_argument("--report", help="write a JSON report here (local path or object store URI)")
     p.add_argument("--progress-interval", type=float, help="seconds between progress lines outside a terminal (default 30)")
     p.add_argument("--config", metavar="FILE", help="TOML file of settings; flags override it")

@@ -50,9 +50,10 @@ class BuildConfig:
     verify_queries: int = 100  # 0 skips the check
     query_file: Optional[str] = None  # .npy of query vectors instead of sampled rows
     nprobes: tuple[int, ...] = (20,)
-    refine_factor: tuple[int, ...] = (0,)  # 0 = no refine
+    refine_factor: tuple[int, ...] = ()  # 0 = no refine; () = by type: 0 and 10 for IVF_RQ and IVF_PQ
     recall_k: int = 10
-    min_recall: Optional[float] = None  # below it: exit code 3, after the commit
+    min_recall: Optional[float] = None  # no setting reaches it: exit code 3, after the commit
+    target_recall: Optional[float] = None  # sweep query settings for the cheapest that reaches it
     report: Optional[str] = None  # JSON report path (local or object store)
     progress_interval: float = 30.0  # seconds between progress lines outside a terminal
     master: Optional[str] = None
@@ -103,11 +104,14 @@ class BuildConfig:
             raise InputError("--refine-factor values must be 0 (none) or more")
         if self.min_recall is not None and not 0 <= self.min_recall <= 1:
             raise InputError(f"--min-recall must be between 0 and 1, got {self.min_recall}")
-        if self.min_recall is not None and not self.verify_queries and not self.query_file:
-            raise InputError(
-                "--min-recall needs a recall check, and --verify-queries 0 with no --query-file "
-                "skips it: give --verify-queries N (or --query-file), or drop --min-recall"
-            )
+        for flag, value in (("--min-recall", self.min_recall), ("--target-recall", self.target_recall)):
+            if value is not None and not self.verify_queries and not self.query_file:
+                raise InputError(
+                    f"{flag} needs a recall check, and --verify-queries 0 with no --query-file "
+                    f"skips it: give --verify-queries N (or --query-file), or drop {flag}"
+                )
+        if self.target_recall is not None and not 0 < self.target_recall <= 1:
+            raise InputError(f"--target-recall must be above 0 and at most 1, got {self.target_recall}")
         if self.version is not None and self.version < 1:
             raise InputError(f"--version {self.version} is not a dataset version (they start at 1)")
 

@@ -311,9 +311,10 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
             new_fragments = [f.fragment_id for f in insp.update.new_fragments] if insp.update else None
             by_origin = None
             if config.verify_queries or insp.queries is not None:
-                result.recall, by_origin = measure_recall(
+                check = measure_recall(
                     spark, config, snap.uri, report.version, snap.column, params.metric, params.index_type,
                     insp.queries, parallelism, config.name, new_fragments=new_fragments)
+                result.recall, result.query_settings, by_origin = check.figures, check.query_settings, check.by_origin
             if insp.update is not None:
                 result.drift = measure_drift(config, snap, insp.update, committed_ds, by_origin)
         except DatasetChangedError:

@@ -87,6 +87,7 @@ class JobResult:
     artifacts: Optional[SharedArtifacts] = field(default=None, repr=False)
     update: Optional[dict] = None  # `update`: what it encoded (pipeline.update_summary)
     drift: Optional[Any] = None  # `update`: DriftFigures
+    query_settings: Optional[Any] = None  # --target-recall: query_settings.QuerySettings
 
     def to_report(self) -> dict[str, Any]:
         p = self.params
@@ -134,6 +135,8 @@ class JobResult:
             "job_dir": self.job_dir,
             "versions": _versions(),
             "executors": list(self.executors),
+            "query_settings": None if self.query_settings is None else query_settings_doc(
+                self.query_settings, self.params.index_type if self.params else ""),
             "update": None if self.update is None else {**self.update, "drift": None if self.drift is None else {
                 **asdict(self.drift), "advice": self.drift.advice}},
         }
@@ -204,11 +207,38 @@ def render_summary(r: dict[str, Any]) -> str:
             f"  recall@{f['k']} {f['recall']:.3f} at nprobes {f['nprobes']}, {refine} "
             f"({f['queries']} queries, exact search on the executors)"
         )
+    if any(f["refine_factor"] for f in r["recall"]) and any(not f["refine_factor"] for f in r["recall"]):
+        lines.append("  (a refine_factor R re-ranks R x k candidates by exact distance, reading their vectors: "
+                     "higher recall for more work per query)")
+    q = r.get("query_settings")
+    if q:
+        lines.append(f"  query settings for recall@{q['k']} >= {q['target']} ({q['queries']} queries on {q['where']}):")
+        lines.append("    nprobes  refine  recall  p50 ms  p95 ms")
+        for s in q["grid"]:
+            mark = "  <- recommended" if s == q["recommended"] else ""
+            lines.append(f"    {s['nprobes']:>7}  {s['refine_factor'] or '-':>6}  {s['recall']:.3f}  "
+                         f"{s['latency_ms_p50']:>6.2f}  {s['latency_ms_p95']:>6.2f}{mark}")
+        if q["recommended"]:
+            s = q["recommended"]
+            refine = f"refine_factor={s['refine_factor']}" if s["refine_factor"] else "no refine"
+            lines.append(f"  query with nprobes={s['nprobes']}, {refine}: recall@{q['k']} {s['recall']:.3f}, "
+                         f"{s['latency_ms_p50']:.1f} ms p50")
+        else:
+            lines.append(f"  NO SETTING REACHES recall@{q['k']} {q['target']}: {q['advice']}")
     if r["outcome"] == "recall_below_minimum":
         lines.append(f"  RECALL BELOW --min-recall {r['min_recall']}: {r['error']}")
     if r["timings_seconds"]:
         lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings_seconds"].items()))
     return "\n".join(lines)
+
+
+def query_settings_doc(q, index_type: str) -> dict[str, Any]:
+    """The report's `query_settings` from a QuerySettings."""
+    return {
+        "target": q.target, "k": q.k, "queries": q.queries, "where": q.where,
+        "recommended": asdict(q.recommended) if q.recommended else None,
+        "grid": [asdict(s) for s in q.grid], "advice": q.advice(index_type),
+    }
 
 
 def settings_of(config) -> dict:

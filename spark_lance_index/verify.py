@@ -178,19 +178,26 @@ def ann_recall(
     return figures
 
 
+def default_refine_factors(index_type: str) -> tuple[int, ...]:
+    """The refine factors the check measures when none are given: the ones a user would query
+    the type with. Quantized codes (IVF_RQ, IVF_PQ) are usually queried with a refine, which
+    re-ranks refine_factor x k candidates by exact distance; IVF_FLAT ranks exactly already."""
+    return (0,) if index_type == "IVF_FLAT" else (0, 10)
+
+
 def recall_advice(figures: Sequence[RecallFigure], minimum: float, index_type: str) -> Optional[str]:
-    """None if every figure reaches `minimum`, else a one-line message with what to try."""
-    low = [f for f in figures if f.recall < minimum]
-    if not low:
+    """None if some measured setting reaches `minimum` (the index can be queried at that
+    recall), else a one-line message with what to try."""
+    if not figures or max(f.recall for f in figures) >= minimum:
         return None
-    measured = ", ".join(
-        f"{f.recall:.3f} at nprobes {f.nprobes}" + (f" refine {f.refine_factor}" if f.refine_factor else "")
-        for f in low
-    )
+    best = max(figures, key=lambda f: f.recall)
+    measured = f"{best.recall:.3f} at nprobes {best.nprobes}" + (f" refine {best.refine_factor}" if best.refine_factor else "")
     tips = ["query with a larger nprobes", "a refine_factor (e.g. 10)"]
     if index_type == "IVF_RQ":
         tips.append("more --num-bits (4 or 5)")
     if index_type == "IVF_PQ":
         tips.append("more --num-sub-vectors")
     tips.append("more --num-partitions with a proportionally larger nprobes")
-    return f"recall@{low[0].k} {measured} is below --min-recall {minimum}: try " + ", ".join(tips)
+    tips.append("--target-recall to find the setting")
+    return (f"the best measured recall@{best.k}, {measured}, is below --min-recall {minimum}: try "
+            + ", ".join(tips))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -21,7 +22,8 @@ from .plan import default_rows_per_task, plan_groups
 from .report import JobResult, reporting, settings_of
 from .storage import read_file
 from .timing import PhaseClock, phase
-from .verify import ExactSearchTask, RecallFigure, RecallSetting, ann_recall, sample_queries
+from .query_settings import QuerySettings, sweep
+from .verify import ExactSearchTask, RecallFigure, RecallSetting, ann_recall, default_refine_factors, sample_queries
 
 log = logging.getLogger("spark_lance_index")
 
@@ -65,12 +67,13 @@ def sole_vector_index(ds, column: str, index_name: str):
 @phase("recall")
 def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: str, metric: str,
                    index_type: str, queries: Optional[np.ndarray], parallelism: int,
-                   index_name: str, new_fragments=None) -> tuple[list[RecallFigure], Optional[tuple]]:
+                   index_name: str, new_fragments=None) -> "RecallCheck":
     """recall@k of the committed index at each query setting, against exact search.
 
     With `new_fragments` (an update) and sampled queries, half the queries come from those
-    fragments and half from the rest, in one exact search. -> (figures, None or the figures
-    at the first setting for (new-row queries, older-row queries))."""
+    fragments and half from the rest, in one exact search (`by_origin`: the figures at the
+    first setting for new-row queries and older-row queries). With --target-recall, the same
+    truth serves the sweep of query settings (`query_settings`)."""
     ds = open_dataset(uri, config.storage_options, version)
     index = sole_vector_index(ds, column, index_name)
     split = None
@@ -97,7 +100,8 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
         except Exception as e:
             raise SparkStageError(f"exact search for the recall check failed after Spark's retries: "
                                   f"{spark_layer.failure_reason(e)}") from e
-    settings = [RecallSetting(n, r or None) for n in config.nprobes for r in config.refine_factor]
+    refines = config.refine_factor or default_refine_factors(index_type)
+    settings = [RecallSetting(n, r or None) for n in config.nprobes for r in refines]
     figures = ann_recall(ds, column, queries, truth.ids, settings)
     for f in figures:
         log.info("recall@%d %.3f at nprobes %d refine %s (%d queries)", f.k, f.recall, f.nprobes,
@@ -108,7 +112,22 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
             ann_recall(ds, column, queries[part], truth.ids[part], settings[:1])[0]
             for part in (slice(0, split), slice(split, None))
         )
-    return figures, by_origin
+    swept = None
+    if config.target_recall is not None:
+        partitions = (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
+        swept = sweep(ds, column, queries, truth.ids, index_type, partitions, config.target_recall)
+        log.info("query settings: %s", swept.recommended.describe(swept.k) if swept.recommended
+                 else swept.advice(index_type))
+    return RecallCheck(figures, by_origin, swept)
+
+
+@dataclass(frozen=True)
+class RecallCheck:
+    """What the recall phase measured."""
+
+    figures: list[RecallFigure]
+    by_origin: Optional[tuple] = None  # update: (new-row, older-row) figures at the first setting
+    query_settings: Optional[QuerySettings] = None  # --target-recall
 
 
 def run_verify(config: BuildConfig, spark=None) -> JobResult:
@@ -137,9 +156,10 @@ def run_verify(config: BuildConfig, spark=None) -> JobResult:
                 config.master, config.app_name, config.verbose)
             try:
                 result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
-                result.recall, _ = measure_recall(spark, config, snap.uri, snap.version, snap.column,
-                                                  result.params.metric, result.params.index_type, queries,
-                                                  spark_layer.default_parallelism(spark), config.name)
+                check = measure_recall(spark, config, snap.uri, snap.version, snap.column,
+                                       result.params.metric, result.params.index_type, queries,
+                                       spark_layer.default_parallelism(spark), config.name)
+                result.recall, result.query_settings = check.figures, check.query_settings
             finally:
                 if created:
                     spark.stop()

@@ -1,0 +1,92 @@
+"""--target-recall: the job tells users how to query the index it built, and the default check
+measures the settings a user would query each type with."""
+
+import json
+
+import jsonschema
+import lance
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import VectorData, fsl, recall, write_vectors
+
+from spark_lance_index import pipeline
+from spark_lance_index.config import make_config
+from spark_lance_index.errors import InputError
+from spark_lance_index.query_settings import QuerySetting, nprobes_ladder, recommend
+from spark_lance_index.report import report_schema
+
+DIM = 32
+
+
+def config_for(uri, queries_path, **kw):
+    return make_config({}, {"uri": uri, "column": "vector", "num_partitions": 16, "rows_per_task": 4000,
+                            "query_file": str(queries_path), **kw})
+
+
+def test_the_recommended_setting_agrees_with_numpy_and_is_the_fastest_that_reaches_the_target(spark, tmp_path):
+    data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
+    np.save(tmp_path / "q.npy", data.queries)
+    report = tmp_path / "r.json"
+    result = pipeline.run(config_for(data.uri, tmp_path / "q.npy", num_bits=1, target_recall=0.9,
+                                     report=str(report)), spark=spark)
+    q = result.query_settings
+    best = q.recommended
+    assert best is not None and best.recall >= 0.9
+    # an independent measurement: numpy's exact top-10 of the same queries, the index queried again
+    independent = recall(data.uri, data, nprobes=best.nprobes, refine=best.refine_factor)
+    assert abs(independent - best.recall) <= 0.02, (best, independent)
+    reaching = [s for s in q.grid if s.recall >= 0.9]
+    assert best.latency_ms_p50 == min(s.latency_ms_p50 for s in reaching)
+    # the grid stops early: per refine factor, nothing past the first setting that reached the target
+    for refine in {s.refine_factor for s in q.grid}:
+        row = [s for s in q.grid if s.refine_factor == refine]
+        assert all(s.recall < 0.9 for s in row[:-1]) and [s.nprobes for s in row] == sorted(s.nprobes for s in row)
+    assert len(q.grid) < len(nprobes_ladder(16)) * 5
+    doc = json.loads(report.read_text())
+    jsonschema.validate(doc, report_schema())
+    assert doc["query_settings"]["recommended"]["nprobes"] == best.nprobes
+    assert "one query at a time" in doc["query_settings"]["where"]
+    refine = f"refine_factor={best.refine_factor}" if best.refine_factor else "no refine"
+    assert f"query with nprobes={best.nprobes}, {refine}: recall@10 {best.recall:.3f}" in result.summary()
+    # the default check measures IVF_RQ as users query it: with and without a refine
+    assert {f.refine_factor for f in result.recall} == {None, 10}
+
+
+def test_no_setting_reaching_the_target_is_said_with_the_best_seen_and_what_to_change(spark, tmp_path):
+    rng = np.random.default_rng(0)
+    vectors, queries = rng.standard_normal((20_000, DIM)).astype("float32"), rng.standard_normal((50, DIM))
+    uri = str(tmp_path / "hard")
+    lance.write_dataset(pa.table({"id": pa.array(np.arange(20_000)), "vector": fsl(vectors)}), uri,
+                        max_rows_per_file=5000)
+    np.save(tmp_path / "q.npy", queries.astype("float32"))
+    # one PQ sub-vector: 256 codes for whole vectors, too coarse for a refine of 50 to recover
+    result = pipeline.run(config_for(uri, tmp_path / "q.npy", index_type="IVF_PQ", num_sub_vectors=1,
+                                     num_partitions=8, target_recall=0.9), spark=spark)
+    q = result.query_settings
+    assert q.recommended is None and max(s.recall for s in q.grid) < 0.9
+    assert {s.nprobes for s in q.grid} >= {8} and {s.refine_factor for s in q.grid} >= {None, 50}
+    advice = q.advice("IVF_PQ")
+    assert advice.startswith("no setting reached recall@10 0.9: the best was nprobes=8, refine_factor=50")
+    assert "more --num-sub-vectors" in advice
+    assert "NO SETTING REACHES recall@10 0.9" in result.summary()
+    independent = recall(uri, VectorData(uri, vectors, queries.astype("float32")), nprobes=8, refine=50)
+    assert abs(independent - q.best.recall) <= 0.02
+
+
+def test_recommend_takes_the_fastest_setting_that_reaches_the_target():
+    grid = [QuerySetting(4, None, 0.80, 1.0, 1.5), QuerySetting(8, None, 0.91, 2.0, 2.5),
+            QuerySetting(2, 10, 0.93, 1.4, 2.0), QuerySetting(4, 10, 0.97, 2.6, 3.0)]
+    assert recommend(grid, 0.9) == grid[2]
+    assert recommend(grid, 0.95) == grid[3]
+    assert recommend(grid, 0.99) is None
+    assert nprobes_ladder(10) == [1, 2, 4, 8, 10] and nprobes_ladder(1) == [1]
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"target_recall": 1.5}, "--target-recall must be above 0 and at most 1"),
+    ({"target_recall": 0.9, "verify_queries": 0, "query_file": None}, "--target-recall needs a recall check"),
+])
+def test_target_recall_refusals(tmp_path, kw, message):
+    with pytest.raises(InputError, match=message):
+        make_config({}, {"uri": str(tmp_path / "x"), "column": "vector", **kw})
