@@ -7,12 +7,16 @@ lowest median latency that reaches the target. No Spark here: the index is queri
 driver, one query at a time, the way a single client would query it.
 
 The grid stops early. For each refine factor (none first), nprobes climbs a ladder until the
-target is reached (more probes only cost more); a larger refine factor costs more per probe, so
-it is only tried below the nprobes a smaller one needed.
+target is reached (more probes only cost more) or recall stops growing; a larger refine factor
+costs more per probe, so it is only tried below the nprobes a smaller one needed. A time budget
+bounds the whole sweep. Recall is measured on the check's queries: sampled from the table, each
+is its own nearest neighbour, which flatters recall a little; give `--query-file` with real
+queries for figures to rely on.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -26,7 +30,12 @@ NPROBES_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 51
 # IVF_FLAT already ranks by exact distance.
 REFINE_LADDER = {"IVF_FLAT": (None,)}
 DEFAULT_REFINE_LADDER = (None, 5, 10, 20, 50)
+log = logging.getLogger("spark_lance_index")
+
 WARMUP_QUERIES = 3  # the first queries of a setting open files and fill caches
+SWEEP_SECONDS = 300.0  # the whole sweep stops after this long, and says so
+PLATEAU = 0.0025  # a row stops when two steps gained less than 2 x this recall together
+LATENCY_TIE = 0.15  # median latencies this close count as equal
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,8 @@ class QuerySettings:
         """None when a setting reaches the target, else what to change."""
         if self.recommended is not None:
             return None
+        if not self.grid:
+            return "no setting was measured"
         tips = []
         if index_type == "IVF_RQ":
             tips.append("more --num-bits")
@@ -71,9 +82,9 @@ class QuerySettings:
             tips.append("more --num-sub-vectors")
         tips += ["more --num-partitions (each then holds fewer rows)"]
         if index_type == "IVF_FLAT":
-            tips = ["more --num-partitions with a larger nprobes", "check the queries (an IVF_FLAT index at "
-                    "every partition is exact search, so a miss means the truth holds rows the index lacks)"]
-        return (f"no setting reached recall@{self.k} {self.target}: the best was "
+            tips = ["more --num-partitions with a larger nprobes (IVF_FLAT at every partition is exact "
+                    "search: check the queries)"]
+        return (f"the best was "
                 f"{self.best.describe(self.k)}; rebuild with " + " or ".join(tips))
 
 
@@ -83,9 +94,9 @@ def nprobes_ladder(num_partitions: int) -> list[int]:
 
 
 def where_queries_ran() -> str:
-    threads = os.environ.get("LANCE_CPU_THREADS") or str(os.cpu_count())
-    return (f"the driver ({socket.gethostname()}), one query at a time, Lance using up to "
-            f"{threads} CPU threads per query")
+    threads = os.environ.get("LANCE_CPU_THREADS")
+    pool = f"LANCE_CPU_THREADS={threads}" if threads else f"Lance's default thread pool, {os.cpu_count()} cores"
+    return f"the driver ({socket.gethostname()}), one query at a time from one thread ({pool})"
 
 
 def measure_setting(ds, column: str, queries: np.ndarray, truth: np.ndarray, nprobes: int,
@@ -110,26 +121,51 @@ def measure_setting(ds, column: str, queries: np.ndarray, truth: np.ndarray, npr
 
 
 def sweep(ds, column: str, queries: np.ndarray, truth: np.ndarray, index_type: str, num_partitions: int,
-          target: float) -> QuerySettings:
-    """Measure the grid (stopping early, see the module docstring) and recommend a setting."""
+          target: float, budget_seconds: float = SWEEP_SECONDS, measure=None) -> QuerySettings:
+    """Measure the grid (stopping early, see the module docstring) and recommend a setting.
+
+    A row of the grid (one refine factor) stops at the first nprobes that reaches the target,
+    at the nprobes a cheaper refine already needed (a costlier refine only pays below it), or
+    when two steps in a row gained less than PLATEAU recall (more probes will not get there).
+    The whole sweep stops after `budget_seconds`. `measure(nprobes, refine)` defaults to
+    querying `ds` (tests pass a plain function of the two)."""
+    if measure is None:
+        def measure(nprobes, refine):
+            return measure_setting(ds, column, queries, truth, nprobes, refine)
+    started, stopped = time.perf_counter(), None
     grid: list[QuerySetting] = []
-    ceiling = num_partitions
+    ceiling = num_partitions + 1
     for refine in REFINE_LADDER.get(index_type, DEFAULT_REFINE_LADDER):
+        row: list[QuerySetting] = []
         for nprobes in nprobes_ladder(num_partitions):
-            if nprobes > ceiling:
+            if nprobes >= ceiling:
                 break
-            setting = measure_setting(ds, column, queries, truth, nprobes, refine)
-            grid.append(setting)
+            if time.perf_counter() - started > budget_seconds:
+                stopped = f"the sweep stopped after its {budget_seconds:.0f} s budget"
+                break
+            setting = measure(nprobes, refine)
+            log.info("query settings: %s", setting.describe(truth.shape[1]))
+            row.append(setting)
             if setting.recall >= target:
-                ceiling = nprobes  # a costlier refine is worth trying only with fewer probes
+                ceiling = nprobes
                 break
-    return QuerySettings(target, truth.shape[1], len(queries), where_queries_ran(), tuple(grid),
-                         recommend(grid, target))
+            if len(row) >= 3 and row[-1].recall - row[-3].recall < 2 * PLATEAU:
+                break
+        grid.extend(row)
+        if stopped:
+            break
+    where = where_queries_ran() + (f"; {stopped}" if stopped else "")
+    return QuerySettings(target, truth.shape[1], len(queries), where, tuple(grid), recommend(grid, target))
 
 
 def recommend(grid: Sequence[QuerySetting], target: float) -> Optional[QuerySetting]:
-    """The setting with the lowest median latency that reaches `target` (ties: fewer probes)."""
+    """Among the settings that reach `target`, the cheapest: the fewest probes, then the
+    smallest refine, of those whose median latency is within LATENCY_TIE of the fastest.
+    One pass of timings on a busy driver differs by 10% and more from the next, so settings
+    that close are taken as equally fast and the one that does less work wins."""
     reaching = [s for s in grid if s.recall >= target]
     if not reaching:
         return None
-    return min(reaching, key=lambda s: (s.latency_ms_p50, s.nprobes, s.refine_factor or 0))
+    fastest = min(s.latency_ms_p50 for s in reaching)
+    close = [s for s in reaching if s.latency_ms_p50 <= fastest * (1 + LATENCY_TIE)]
+    return min(close, key=lambda s: (s.nprobes, s.refine_factor or 0, s.latency_ms_p50))

@@ -232,6 +232,13 @@ def render_summary(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def measured_figures(result: JobResult) -> list[RecallFigure]:
+    """Every recall measured: the check's settings and the --target-recall sweep's."""
+    q = result.query_settings
+    swept = [RecallFigure(s.nprobes, s.refine_factor, s.recall, q.queries, q.k) for s in q.grid] if q else []
+    return [*result.recall, *swept]
+
+
 def query_settings_doc(q, index_type: str) -> dict[str, Any]:
     """The report's `query_settings` from a QuerySettings."""
     return {
@@ -253,7 +260,8 @@ def reporting(config, result: JobResult):
     """Fill in the outcome, write the --report document whatever happens, apply --min-recall."""
     try:
         yield result
-        advice = recall_advice(result.recall, config.min_recall, result.params.index_type) \
+        advice = recall_advice(measured_figures(result), config.min_recall, result.params.index_type,
+                               swept=result.query_settings is not None) \
             if config.min_recall is not None and result.params else None
         if advice:
             result.outcome, result.error = "recall_below_minimum", advice

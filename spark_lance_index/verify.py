@@ -185,7 +185,7 @@ def default_refine_factors(index_type: str) -> tuple[int, ...]:
     return (0,) if index_type == "IVF_FLAT" else (0, 10)
 
 
-def recall_advice(figures: Sequence[RecallFigure], minimum: float, index_type: str) -> Optional[str]:
+def recall_advice(figures: Sequence[RecallFigure], minimum: float, index_type: str, swept: bool = False) -> Optional[str]:
     """None if some measured setting reaches `minimum` (the index can be queried at that
     recall), else a one-line message with what to try."""
     if not figures or max(f.recall for f in figures) >= minimum:
@@ -198,6 +198,7 @@ def recall_advice(figures: Sequence[RecallFigure], minimum: float, index_type: s
     if index_type == "IVF_PQ":
         tips.append("more --num-sub-vectors")
     tips.append("more --num-partitions with a proportionally larger nprobes")
-    tips.append("--target-recall to find the setting")
+    if not swept:
+        tips.append("--target-recall to find the setting")
     return (f"the best measured recall@{best.k}, {measured}, is below --min-recall {minimum}: try "
             + ", ".join(tips))

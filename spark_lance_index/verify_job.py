@@ -113,7 +113,7 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
             for part in (slice(0, split), slice(split, None))
         )
     swept = None
-    if config.target_recall is not None:
+    if config.target_recall is not None and len(queries):
         partitions = (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
         swept = sweep(ds, column, queries, truth.ids, index_type, partitions, config.target_recall)
         log.info("query settings: %s", swept.recommended.describe(swept.k) if swept.recommended
