@@ -35,6 +35,7 @@ def test_the_recommended_setting_agrees_with_numpy_and_is_the_fastest_that_reach
     assert best is not None and best.recall >= 0.9
     # an independent measurement: numpy's exact top-10 of the same queries, the index queried again
     independent = recall(data.uri, data, nprobes=best.nprobes, refine=best.refine_factor)
+    print(f"recommended {best}; numpy {independent:.3f}; {len(q.grid)} settings measured")
     assert abs(independent - best.recall) <= 0.02, (best, independent)
     # the grid stops early: per refine factor, nothing past the first setting that reached the target
     for refine in {s.refine_factor for s in q.grid}:
@@ -70,6 +71,7 @@ def test_no_setting_reaching_the_target_is_said_with_the_best_seen_and_what_to_c
     assert "more --num-sub-vectors" in advice
     assert "NO SETTING REACHES recall@10 0.9" in result.summary()
     independent = recall(uri, VectorData(uri, vectors, queries.astype("float32")), nprobes=q.best.nprobes, refine=50)
+    print(f"best {q.best}; numpy {independent:.3f}; {len(q.grid)} settings measured")
     assert abs(independent - q.best.recall) <= 0.02
 
 
