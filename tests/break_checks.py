@@ -1,7 +1,7 @@
 """Break each safety check on purpose and run the test that must catch it: `python tests/break_checks.py [name ...]`.
 
 Each entry replaces one line of a check, runs its test, restores the file and prints RED (caught) or GREEN
-(not caught). A developer aid, not part of the suite; every entry printed RED on 2026-11-25.
+(not caught). A developer aid, not part of the suite; every entry printed RED on 2026-11-25 (the update and query-settings entries re-run after those changes).
 """
 import os
 import subprocess
@@ -42,7 +42,7 @@ B = [
  ("job dir outside dataset", "spark_lance_index/resume.py", "    if dataset.contains(root):", "    if False:", "tests/test_bad_input.py -k inside"),
  ("resume keyed by identity, not version", "spark_lance_index/resume.py", '        "dataset": str(dataset), "column": config.column,', '        "dataset": str(dataset), "latest": __import__("lance").dataset(config.uri).version, "column": config.column,', "tests/test_promises.py -k appends"),
  ("default root removed when empty", "spark_lance_index/state.py", "        if self.owns_root:", "        if False:", "tests/test_reliability.py -k rewritten"),
- ("min-recall gate", "spark_lance_index/config.py", "            if value is not None and not self.verify_queries and not self.query_file:", "            if False:", "tests/test_bad_input.py -k min-recall tests/test_query_settings.py -k refusals"),
+ ("min-recall gate", "spark_lance_index/config.py", "            if value is not None and not self.verify_queries and not self.query_file:", "            if False:", "tests/test_bad_input.py tests/test_query_settings.py -k 'min-recall or refusals'"),
  ("min-recall: no measured setting reaches it", "spark_lance_index/verify.py", "    if not figures or max(f.recall for f in figures) >= minimum:", "    if not figures or min(f.recall for f in figures) >= minimum or True:", "tests/test_verify_report.py -k min_recall"),
  ("sweep: a row stops at the target; costlier refines only below", "spark_lance_index/query_settings.py", "            if nprobes >= ceiling:\n                break", "            if False:\n                break", "tests/test_query_settings.py -k sweep_stops"),
  ("sweep: recommend reaches the target", "spark_lance_index/query_settings.py", "    reaching = [s for s in grid if s.recall >= target]\n    if not reaching:\n        return None\n    fastest", "    reaching = list(grid)\n    if not reaching:\n        return None\n    fastest", "tests/test_query_settings.py -k \"recommend or no_setting\""),
