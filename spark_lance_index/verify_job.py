@@ -116,7 +116,7 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     if config.target_recall is not None and len(queries):
         partitions = (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
         swept = sweep(ds, column, queries, truth.ids, index_type, partitions, config.target_recall)
-        log.info("query settings: %s", swept.recommended.describe(swept.k) if swept.recommended
+        log.info("query settings: recommended %s", swept.recommended.describe(swept.k) if swept.recommended
                  else swept.advice(index_type))
     return RecallCheck(figures, by_origin, swept)
 
