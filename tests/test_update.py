@@ -331,13 +331,14 @@ def test_update_runs_through_the_cli_and_reports_its_drift(tmp_path):
     report = tmp_path / "report.json"
     proc = subprocess.run(
         [sys.executable, "-m", "spark_lance_index", "update", "--uri", table.uri, "--column", "vector",
-         "--master", "local[2]", "--verify-queries", "40", "--report", str(report)],
+         "--master", "local[2]", "--verify-queries", "40", "--target-recall", "0.8", "--report", str(report)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(report.read_text())
     drift = doc["update"]["drift"]
     assert doc["update"]["new_rows"] == 4000 and drift["partition_shift"] > 0.25
     assert "REBUILD ADVISED" in proc.stdout and drift["advice"]
+    assert doc["query_settings"]["target"] == 0.8 and doc["query_settings"]["grid"]  # --target-recall on update
     from jsonschema import validate
 
     from spark_lance_index.report import report_schema

@@ -56,7 +56,7 @@ def test_sampled_queries_verify_command(spark, tmp_path, capsys):
     lance.dataset(data.uri).create_index("vector", "IVF_PQ", num_partitions=16, num_sub_vectors=8)
     report = tmp_path / "verify.json"
     code = main(["verify", "--uri", data.uri, "--column", "vector", "--verify-queries", "40",
-                 "--nprobes", "4", "--refine-factor", "10", "--report", str(report)])
+                 "--nprobes", "4", "--refine-factor", "10", "--target-recall", "0.9", "--report", str(report)])
     assert code == 0
     out = capsys.readouterr().out
     doc = json.loads(report.read_text())
@@ -67,6 +67,9 @@ def test_sampled_queries_verify_command(spark, tmp_path, capsys):
     assert abs(figure["recall"] - numpy_recall(data, data.uri, queries, 4, 10)) <= 0.01
     assert f"recall@10 {figure['recall']:.3f} at nprobes 4, refine_factor 10" in out
     assert doc["index"]["type"] == "IVF_PQ" and doc["outcome"] == "succeeded"
+    swept = doc["query_settings"]  # --target-recall on verify: the same queries, the same truth
+    assert swept["target"] == 0.9 and swept["queries"] == 40 and swept["grid"]
+    assert (swept["recommended"] is None) == ("NO SETTING REACHES" in out)
 
 
 def test_exact_search_partials_merge_to_the_global_top_k(tmp_path):
