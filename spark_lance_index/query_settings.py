@@ -25,6 +25,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .verify import RecallSetting, query_index
+
 NPROBES_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 # Refine factors tried, by index type: re-ranking with exact distances helps quantized codes;
 # IVF_FLAT already ranks by exact distance.
@@ -102,21 +104,9 @@ def where_queries_ran() -> str:
 def measure_setting(ds, column: str, queries: np.ndarray, truth: np.ndarray, nprobes: int,
                     refine_factor: Optional[int]) -> QuerySetting:
     """Query the index once per query at this setting (after a short warm-up, not timed)."""
-    k = truth.shape[1]
-    nearest = {"column": column, "k": k, "nprobes": nprobes}
-    if refine_factor:
-        nearest["refine_factor"] = refine_factor
-    for q in queries[:WARMUP_QUERIES]:
-        ds.to_table(nearest={**nearest, "q": q}, with_row_id=True, columns=[], fast_search=True)
-    hits, seconds = 0, []
-    for q, true_ids in zip(queries, truth):
-        started = time.perf_counter()
-        found = ds.to_table(nearest={**nearest, "q": q}, with_row_id=True, columns=[], fast_search=True)
-        seconds.append(time.perf_counter() - started)
-        ids = found.column("_rowid").to_numpy().astype(np.int64)
-        hits += len(set(ids.tolist()) & set(true_ids[true_ids >= 0].tolist()))
-    ms = np.asarray(seconds) * 1000
-    return QuerySetting(nprobes, refine_factor, hits / max(1, int((truth >= 0).sum())),
+    run = query_index(ds, column, queries, truth, RecallSetting(nprobes, refine_factor), warmup=WARMUP_QUERIES)
+    ms = run.seconds * 1000
+    return QuerySetting(nprobes, refine_factor, run.figure().recall,
                         float(np.percentile(ms, 50)), float(np.percentile(ms, 95)))
 
 

@@ -8,6 +8,7 @@ queried from the driver, the way users will query it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
@@ -156,26 +157,52 @@ def sample_queries(ds, column: str, n: int, seed: int = 0, fragment_ids=None) ->
     return vectors[rng.permutation(len(vectors))[:n]]
 
 
-def ann_recall(
-    ds, column: str, queries: np.ndarray, truth: np.ndarray, settings: Sequence[RecallSetting],
-    index_name: Optional[str] = None,
-) -> list[RecallFigure]:
-    """Query the committed index at each setting; recall@k against the exact row ids.
+@dataclass(frozen=True)
+class QueryRun:
+    """The committed index queried once per query at one setting: the true neighbours each
+    query found, and how long each query took."""
+
+    setting: RecallSetting
+    k: int
+    hits: np.ndarray  # per query
+    valid: np.ndarray  # per query: exact neighbours there are (k, fewer on a tiny table)
+    seconds: np.ndarray  # per query
+
+    def figure(self, part=slice(None)) -> RecallFigure:
+        """recall@k over the queries `part` selects."""
+        return RecallFigure(self.setting.nprobes, self.setting.refine_factor,
+                            int(self.hits[part].sum()) / max(1, int(self.valid[part].sum())),
+                            len(self.hits[part]), self.k)
+
+
+def query_index(ds, column: str, queries: np.ndarray, truth: np.ndarray, setting: RecallSetting,
+                warmup: int = 0) -> QueryRun:
+    """Query the committed index at one setting, one query at a time, against the exact row ids
+    `truth` (queries x k). `warmup` queries run first, untimed and uncounted.
 
     `fast_search`: only indexed rows are searched, so the figure is the index's own."""
     k = truth.shape[1]
-    figures = []
-    for s in settings:
-        hits = 0
-        for q, true_ids in zip(queries, truth):
-            nearest = {"column": column, "q": q, "k": k, "nprobes": s.nprobes}
-            if s.refine_factor:
-                nearest["refine_factor"] = s.refine_factor
-            found = ds.to_table(nearest=nearest, with_row_id=True, columns=[], fast_search=True).column("_rowid")
-            hits += len(set(found.to_numpy().astype(np.int64).tolist()) & set(true_ids[true_ids >= 0].tolist()))
-        valid = int((truth >= 0).sum())
-        figures.append(RecallFigure(s.nprobes, s.refine_factor, hits / max(1, valid), len(queries), k))
-    return figures
+    nearest = {"column": column, "k": k, "nprobes": setting.nprobes}
+    if setting.refine_factor:
+        nearest["refine_factor"] = setting.refine_factor
+    for q in queries[:warmup]:
+        ds.to_table(nearest={**nearest, "q": q}, with_row_id=True, columns=[], fast_search=True)
+    hits, seconds = np.zeros(len(queries), np.int64), np.zeros(len(queries))
+    for i, (q, true_ids) in enumerate(zip(queries, truth)):
+        started = time.perf_counter()
+        found = ds.to_table(nearest={**nearest, "q": q}, with_row_id=True, columns=[], fast_search=True)
+        seconds[i] = time.perf_counter() - started
+        ids = found.column("_rowid").to_numpy().astype(np.int64)
+        hits[i] = len(set(ids.tolist()) & set(true_ids[true_ids >= 0].tolist()))
+    return QueryRun(setting, k, hits, (truth >= 0).sum(1), seconds)
+
+
+def ann_recall(
+    ds, column: str, queries: np.ndarray, truth: np.ndarray, settings: Sequence[RecallSetting],
+) -> list[QueryRun]:
+    """Query the committed index at each setting; recall@k against the exact row ids
+    (`run.figure()`), and per query for any subset of the queries (`run.figure(part)`)."""
+    return [query_index(ds, column, queries, truth, s) for s in settings]
 
 
 def default_refine_factors(index_type: str) -> tuple[int, ...]:

@@ -102,16 +102,14 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
                                   f"{spark_layer.failure_reason(e)}") from e
     refines = config.refine_factor or default_refine_factors(index_type)
     settings = [RecallSetting(n, r or None) for n in config.nprobes for r in refines]
-    figures = ann_recall(ds, column, queries, truth.ids, settings)
+    runs = ann_recall(ds, column, queries, truth.ids, settings)
+    figures = [r.figure() for r in runs]
     for f in figures:
         log.info("recall@%d %.3f at nprobes %d refine %s (%d queries)", f.k, f.recall, f.nprobes,
                  f.refine_factor, f.queries)
     by_origin = None
-    if split is not None and 0 < split < len(queries):
-        by_origin = tuple(
-            ann_recall(ds, column, queries[part], truth.ids[part], settings[:1])[0]
-            for part in (slice(0, split), slice(split, None))
-        )
+    if split is not None and 0 < split < len(queries):  # the first setting's answers, split by origin
+        by_origin = (runs[0].figure(slice(0, split)), runs[0].figure(slice(split, None)))
     swept = None
     if config.target_recall is not None and len(queries):
         partitions = (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
