@@ -237,7 +237,7 @@ class CommitReport:
 
 def verify_commit(
     ds, index_name: str, index_type: str, merged_uuids: Sequence[str], planned: Sequence[FragmentInfo],
-    rotation_signs=None, encoded: Sequence[FragmentInfo] = None,
+    model_mismatch=None, encoded: Sequence[FragmentInfo] = None,
 ) -> CommitReport:
     """Read the committed index back and check it covers exactly the planned fragments.
 
@@ -246,7 +246,9 @@ def verify_commit(
     `planned` is every fragment the index should cover (the kept segments' and the new ones),
     `merged_uuids` every segment it should have; a fragment removed since the pin, that a kept
     segment still lists, is not counted on either side. Every fragment the job encoded
-    (`encoded`, default `planned`) must still exist.
+    (`encoded`, default `planned`) must still exist. `model_mismatch(stats)` says why the
+    committed segments were not all encoded with the job's model (read back from their files),
+    or None.
     """
     stats = ds.stats.index_stats(index_name)
     segments = stats.get("segments") or stats.get("indices") or []
@@ -280,10 +282,9 @@ def verify_commit(
     elif report.num_indexed_rows != expected_rows:
         problems.append(f"{report.num_indexed_rows} rows indexed instead of the {expected_rows} live rows "
                         "of the planned fragments")
-    if rotation_signs is not None:
-        committed = [s.get("sub_index", {}).get("fast_rotation_signs") for s in segments]
-        if any(signs != rotation_signs for signs in committed):
-            problems.append("its RaBitQ rotation is not the one the job minted")
+    mismatch = model_mismatch(stats) if model_mismatch is not None else None
+    if mismatch:
+        problems.append(mismatch)
     if problems:
         raise CommitCheckError(
             f"index {index_name!r} was committed at version {ds.version} but is wrong: "

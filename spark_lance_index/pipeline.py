@@ -239,16 +239,10 @@ def verify(config, insp: Inspection, groups, committed_ds, merged_uuids, artifac
         expected_uuids += [s.uuid for s in kept]
         in_kept = {f for s in kept for f in s.fragment_ids}
         covered = [f for f in snap.fragments if f.fragment_id in in_kept] + list(covered)
-    report = verify_commit(
-        committed_ds, config.name, insp.params.index_type, expected_uuids, covered,
-        rotation_signs=artifacts.rotation_signs, encoded=encoded,
+    return verify_commit(
+        committed_ds, config.name, insp.params.index_type, expected_uuids, covered, encoded=encoded,
+        model_mismatch=lambda stats: committed_model_mismatch(snap.location, config.storage_options, stats, artifacts),
     )
-    mismatch = committed_model_mismatch(snap.location, config.storage_options,
-                                        committed_ds.stats.index_stats(config.name), artifacts)
-    if mismatch:
-        raise CommitCheckError(f"index {config.name!r} was committed at version {committed_ds.version} but is "
-                               f"wrong: {mismatch}")
-    return report
 
 
 def run(config: BuildConfig, spark=None, *, task_fn=run_task) -> JobResult:

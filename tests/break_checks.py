@@ -33,6 +33,7 @@ B = [
  ("update: one model in every segment", "spark_lance_index/update.py", "        if differ:\n", "        if False:\n", "tests/test_update.py -k cannot_be_read"),
  ("update: types whose model is read", "spark_lance_index/update.py", "    if index_type not in INDEX_TYPES:", "    if False:", "tests/test_update.py -k cannot_be_read"),
  ("committed model read back", "spark_lance_index/index_model.py", "                return f\"segment {entry.get('uuid')} holds other {what} than the job encoded with\"", "                pass", "tests/test_update.py -k read_back"),
+ ("committed model checked after every commit", "spark_lance_index/commit.py", "    if mismatch:\n        problems.append(mismatch)", "    if False:\n        problems.append(mismatch)", "tests/test_update.py -k keeps_failing"),
  ("run id in segment uuids", "spark_lance_index/pipeline.py", 'f"{insp.job_id}:{insp.run}"', "insp.job_id", "tests/test_update.py -k stay_few"),
  ("update: nothing new commits nothing", "spark_lance_index/pipeline.py", "            if insp.update.is_noop and insp.committed is None:", "            if False:", "tests/test_update.py -k nothing_new"),
  ("update: drift advice", "spark_lance_index/update.py", "        if self.partition_shift is not None and self.partition_shift - self.shift_uncertainty > PARTITION_SHIFT:", "        if False:", "tests/test_update.py -k drift"),
