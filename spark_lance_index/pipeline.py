@@ -310,7 +310,7 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
                     insp.queries, parallelism, config.name, new_fragments=new_fragments)
                 result.recall, result.query_settings, by_origin = check.figures, check.query_settings, check.by_origin
             if insp.update is not None:
-                result.drift = measure_drift(config, snap, insp.update, committed_ds, by_origin)
+                result.drift = measure_drift(config, insp.update, committed_ds, by_origin)
         except DatasetChangedError:
             # The segments index fragments that no longer exist, or another index took the
             # place: nothing to resume, and nothing of ours was committed.

@@ -148,7 +148,8 @@ def inspect_update(config: BuildConfig) -> Inspection:
     snap, stale, committed = None, None, None
     if job is not None:
         snap, stale = _resumable_snapshot(config, job, latest)
-        now = next((i for i in index_infos(latest) if i.name == config.name), None)
+        indexes = index_infos(latest)
+        now = next((i for i in indexes if i.name == config.name), None)
         own = state.committing()
         if own and now is not None and set(own) <= set(now.segments):
             try:  # the earlier run's commit landed: finish it at its pinned version
@@ -159,7 +160,7 @@ def inspect_update(config: BuildConfig) -> Inspection:
                 # That version was cleaned up: nothing to check against; what the run left is
                 # removed (its segments, in use, are kept) and the update starts afresh.
                 snap, stale = None, f"its commit landed, and its pinned version {job['version']} no longer exists"
-        elif stale is None and index_changed(config.name, index_infos(latest), job.get("index_segments", [])):
+        elif stale is None and index_changed(config.name, indexes, job.get("index_segments", [])):
             snap, stale = None, "the index changed since it pinned it"
     if snap is None:
         snap = snapshot_dataset(config)

@@ -47,11 +47,13 @@ MIN_ROWS_PER_PARTITION_FOR_SHIFT = 20  # below it the shift is mostly sampling n
 
 @dataclass(frozen=True)
 class CommittedSegment:
-    """One segment of the committed index: its uuid, the fragments it covers, their live rows."""
+    """One segment of the committed index: its uuid, the fragments it covers, their live rows,
+    and its rows per partition as Lance counts them (deleted rows included)."""
 
     uuid: str
     fragment_ids: tuple[int, ...]
     num_rows: int
+    partitions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,9 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
     except ModelUnreadable as e:
         raise ModelUnreadable(f"cannot update the index {name!r}: its model cannot be read back ({e}); "
                               "rebuild it with build --replace") from None
-    first = models[0]
+    first, expected = models[0], model_fingerprint(models[0])
     for m in models[1:]:
-        differ = sorted(k for k, v in model_fingerprint(m).items() if model_fingerprint(first)[k] != v)
+        differ = sorted(k for k, v in model_fingerprint(m).items() if expected[k] != v)
         if differ:
             raise ModelUnreadable(
                 f"cannot update the index {name!r}: its segments {first.uuid} and {m.uuid} were encoded with "
@@ -104,14 +106,16 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
                               f"{first.artifacts.centroids.shape[1]}, the column {snap.dim}")
     params = IndexParams(index_type, first.metric, first.num_partitions, first.num_bits,
                          first.num_sub_vectors, DEFAULT_SAMPLE_RATE)
-    return IndexModel(name, params, first.artifacts, committed_segments(info, snap))
+    return IndexModel(name, params, first.artifacts, committed_segments(info, snap, partition_sizes(stats)))
 
 
-def committed_segments(info: IndexInfo, snap: DatasetSnapshot) -> tuple[CommittedSegment, ...]:
+def committed_segments(info: IndexInfo, snap: DatasetSnapshot,
+                       partitions: Mapping[str, list[int]]) -> tuple[CommittedSegment, ...]:
     """The index's segments with the live rows, at the snapshot, of the fragments they cover."""
     rows = {f.fragment_id: f.num_rows for f in snap.fragments}
     return tuple(
-        CommittedSegment(uuid, tuple(sorted(frags)), sum(rows.get(f, 0) for f in frags))
+        CommittedSegment(uuid, tuple(sorted(frags)), sum(rows.get(f, 0) for f in frags),
+                         tuple(partitions.get(uuid, ())))
         for uuid, frags in info.segment_fragments
     )
 
@@ -263,7 +267,6 @@ def partition_shift(before: Mapping[str, Sequence[int]], after: Mapping[str, Seq
     return float(0.5 * np.abs(old / old.sum() - added / rows).sum()), min(1.0, deleted / rows), rows
 
 
-def index_partitions(ds, name: str) -> dict[str, list[int]]:
+def partition_sizes(stats: Mapping) -> dict[str, list[int]]:
     """Rows per partition, by segment uuid, from Lance's index statistics."""
-    stats = ds.stats.index_stats(name)
     return {e["uuid"]: [p.get("size", 0) for p in e.get("partitions", [])] for e in (stats.get("indices") or [])}

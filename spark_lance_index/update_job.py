@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 
 from .cleanup import discard_own_work
-from .dataset import open_dataset
 from .report import JobResult
 from .resume import Inspection
 from .timing import phase
-from .update import DriftFigures, UpdatePlan, index_partitions, partition_shift
+from .update import DriftFigures, UpdatePlan, partition_sizes, partition_shift
 
 log = logging.getLogger("spark_lance_index")
 
@@ -44,12 +43,12 @@ def finish_noop(config, insp: Inspection, result: JobResult) -> None:
 
 
 @phase("drift")
-def measure_drift(config, snap, plan: UpdatePlan, committed_ds, by_origin) -> DriftFigures:
+def measure_drift(config, plan: UpdatePlan, committed_ds, by_origin) -> DriftFigures:
     """Whether the index's model still fits the data: how differently the new rows fall into
     partitions than the older rows, and recall on new rows against older rows (when measured)."""
-    pinned = open_dataset(snap.uri, config.storage_options, snap.version)
+    before = {s.uuid: s.partitions for s in (*plan.kept, *plan.reencoded)}  # read at the pinned version
     shift, uncertainty, rows = partition_shift(
-        index_partitions(pinned, config.name), index_partitions(committed_ds, config.name),
+        before, partition_sizes(committed_ds.stats.index_stats(config.name)),
         [s.uuid for s in plan.kept], {s.uuid: s.num_rows for s in plan.reencoded})
     recall = {}
     if by_origin is not None:
