@@ -31,8 +31,8 @@ def _add_update_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--column", help="the indexed vector column")
     p.add_argument("--index-name", help="default <column>_idx")
     p.add_argument("--segment-ratio", type=int,
-                   help="keep a small segment while it holds this many times the rows of all smaller "
-                        "ones, else re-encode it with the new rows (default 3)")
+                   help="re-encode a small segment with the new rows while it holds fewer than this many "
+                        "times the rows merged so far (default 3)")
     _add_run_flags(p)
 
 

@@ -38,7 +38,7 @@ class BuildConfig:
     rows_per_task: Optional[int] = None  # default: ~512 MiB of vectors, and >= 2 tasks per core
     fragments_per_task: Optional[int] = None
     max_segment_rows: int = 10_000_000  # merged segment size: ~1 GB of executor memory at 128-d
-    segment_ratio: int = 3  # update: a small segment is kept while it has >= this x the rows of all smaller ones
+    segment_ratio: int = 3  # update: a small segment is re-encoded while it has < this x the rows merged so far
     sample_rate: int = DEFAULT_SAMPLE_RATE  # training rows per partition, as in Lance's create_index
     max_sample_rows: int = 1_048_576  # cap on the driver's training sample (4096 x 256)
     max_iters: int = DEFAULT_MAX_ITERS

@@ -34,6 +34,8 @@ B = [
  ("update: types whose model is read", "spark_lance_index/update.py", "    if index_type not in INDEX_TYPES:", "    if False:", "tests/test_update.py -k cannot_be_read"),
  ("committed model read back", "spark_lance_index/index_model.py", "                return f\"segment {entry.get('uuid')} holds other {what} than the job encoded with\"", "                pass", "tests/test_update.py -k read_back"),
  ("committed model checked after every commit", "spark_lance_index/commit.py", "    if mismatch:\n        problems.append(mismatch)", "    if False:\n        problems.append(mismatch)", "tests/test_update.py -k keeps_failing"),
+ ("update: --version refused", "spark_lance_index/resume.py", "    if config.version is not None:\n        raise InputError(\"update always", "    if False:\n        raise InputError(\"update always", "tests/test_bad_input.py -k version"),
+ ("update: the index must exist on the column", "spark_lance_index/update.py", "    if snap.column not in info.columns:", "    if False:", "tests/test_bad_input.py -k another"),
  ("run id in segment uuids", "spark_lance_index/pipeline.py", 'f"{insp.job_id}:{insp.run}"', "insp.job_id", "tests/test_update.py -k stay_few"),
  ("update: nothing new commits nothing", "spark_lance_index/pipeline.py", "            if insp.update.is_noop and insp.committed is None:", "            if False:", "tests/test_update.py -k nothing_new"),
  ("update: drift advice", "spark_lance_index/update.py", "        if self.partition_shift is not None and self.partition_shift - self.shift_uncertainty > PARTITION_SHIFT:", "        if False:", "tests/test_update.py -k drift"),
@@ -65,6 +67,7 @@ for name, f, old, new, tests in B:
         p = subprocess.run(f".venv/bin/python -m pytest -p no:cacheprovider -q {tests}", shell=True, capture_output=True, text=True, timeout=900)
         last = [l for l in p.stdout.splitlines() if "passed" in l or "failed" in l or "error" in l.lower()][-1:]
         fails = [l.split(" - ")[0] for l in p.stdout.splitlines() if l.startswith("FAILED")]
-        print(f"{name}: {'RED' if p.returncode else 'GREEN (not caught!)'} {last} {fails}", flush=True)
+        verdict = {0: 'GREEN (not caught!)', 1: 'RED'}.get(p.returncode, f'ERROR (pytest exit {p.returncode}: no test ran?)')
+        print(f"{name}: {verdict} {last} {fails}", flush=True)
     finally:
         open(f, "w").write(src)

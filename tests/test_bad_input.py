@@ -61,6 +61,12 @@ CASES = {
     "min-recall that nothing measures": ({"min_recall": 0.9, "verify_queries": 0}, "--min-recall needs a recall check"),
     "job dir inside the dataset": ({"job_dir": "{uri}/_state"}, "inside the dataset"),
     "job dir is the dataset": ({"job_dir": "{uri}"}, "is the dataset"),
+    "target-recall that nothing measures": ({"target_recall": 0.9, "verify_queries": 0}, "--target-recall needs a recall check"),
+    "target-recall above 1": ({"target_recall": 1.5}, "--target-recall must be above 0 and at most 1"),
+    "update: no index of that name": ({"mode": "update"}, "no index named 'vector_idx'.*build it first"),
+    "update: the index is on another column": ({"mode": "update", "index_name": "taken"}, "is on column 'v12', not 'vector'"),
+    "update: with --version": ({"mode": "update", "version": 1}, "drop --version"),
+    "update: segment ratio 0": ({"mode": "update", "segment_ratio": 0}, "--segment-ratio must be a positive integer"),
 }
 
 
