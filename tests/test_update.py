@@ -192,6 +192,25 @@ def test_segments_stay_few_over_many_updates(spark, tmp_path):
     assert all(b >= 2 * a for a, b in zip(sizes, sizes[1:])), sizes
 
 
+def test_a_later_update_never_writes_into_a_segment_an_older_version_uses(spark, tmp_path):
+    """Every update of an index is the same job; without a run id in the segment uuids, the
+    second update's first group (the first update's fragments, re-encoded) would write into,
+    and then delete, the directory the first update committed."""
+    table = Table(tmp_path / "t", 20_000)
+    pipeline.run(build_config(table.uri), spark=spark)
+    table.append(2000)  # fragments 10 and 11: one group, committed as built
+    pipeline.run(update_config(table.uri, verify_queries=0), spark=spark)
+    first = lance.dataset(table.uri)
+    (small,) = committed_uuids(table.uri) - {s["uuid"] for s in first.checkout_version(first.version - 1)
+                                            .stats.index_stats("vector_idx")["indices"]}
+    table.append(2000)  # re-encodes fragments 10 and 11 (group 0 again) with 12 and 13
+    result = pipeline.run(update_config(table.uri, verify_queries=0), spark=spark)
+    assert result.update["segments_reencoded"] == 1 and small not in committed_uuids(table.uri)
+    assert small in index_dirs(table.uri)  # the version the first update committed still has it
+    older = lance.dataset(table.uri, version=first.version)
+    assert older.to_table(nearest={"column": "vector", "q": POOL[0], "k": 5}, columns=["id"]).num_rows == 5
+
+
 def test_the_segment_policy_re_encodes_the_fewest_small_segments():
     seg = lambda name, rows: CommittedSegment(name, (), rows)  # noqa: E731
     policy = SegmentPolicy(max_segment_rows=3000, ratio=3)  # full: 2,250 rows and more
