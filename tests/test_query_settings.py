@@ -65,12 +65,18 @@ def test_no_setting_reaching_the_target_is_said_with_the_best_seen_and_what_to_c
     q = result.query_settings
     assert q.recommended is None and max(s.recall for s in q.grid) < 0.9
     assert {s.refine_factor for s in q.grid} == {None, 5, 10, 20, 50}  # every refine tried, none reached
-    assert q.best.refine_factor == 50  # the best is the costliest refine
+    # The best is one of the costliest refines. Where each row stopped (the plateau rule, or
+    # every partition) depends on k-means on random data, so the nprobes is not pinned here:
+    # the advice must name the best setting the sweep actually measured.
+    assert q.best.refine_factor in (20, 50)
+    assert q.best == max(q.grid, key=lambda s: (s.recall, -s.latency_ms_p50))
     advice = q.advice("IVF_PQ")
-    assert advice.startswith("the best was nprobes=8, refine_factor=50")
+    assert advice.startswith(f"the best was nprobes={q.best.nprobes}, refine_factor={q.best.refine_factor}: "
+                             f"recall@10 {q.best.recall:.3f}")
     assert "more --num-sub-vectors" in advice
     assert "NO SETTING REACHES recall@10 0.9" in result.summary()
-    independent = recall(uri, VectorData(uri, vectors, queries.astype("float32")), nprobes=q.best.nprobes, refine=50)
+    independent = recall(uri, VectorData(uri, vectors, queries.astype("float32")), nprobes=q.best.nprobes,
+                         refine=q.best.refine_factor)
     print(f"best {q.best}; numpy {independent:.3f}; {len(q.grid)} settings measured")
     assert abs(independent - q.best.recall) <= 0.02
 
