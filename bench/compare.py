@@ -1,6 +1,7 @@
 """The Spark job next to a single-process `create_index` and lance-ray, on one dataset.
 
-For IVF_RQ 1 bit, IVF_RQ 4 bits and IVF_PQ (16 sub-vectors), with the same num_partitions,
+For IVF_RQ 1 bit, IVF_RQ 4 bits and IVF_PQ (16 sub-vectors) by default, or any other Lance
+vector type (`--indexes sq,hnsw_flat,hnsw_sq,hnsw_pq`), with the same num_partitions,
 sample rate and k-means iterations for all, each contender builds the index in its own
 subprocess on its own copy of a generated clustered dataset:
 
@@ -14,6 +15,7 @@ held-out queries. Prints a markdown section and appends it to docs/benchmarks.md
 
     .venv-bench/bin/python bench/compare.py                      # 1M x 128, 32 fragments, 3 repeats
     .venv-bench/bin/python bench/compare.py --rows 20000 --repeats 1 --sample-rate 64   # smoke
+    .venv-bench/bin/python bench/compare.py --rows 300000 --indexes sq,hnsw_flat,hnsw_sq,hnsw_pq
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from common import (
     remove_dataset, write_clustered,
 )
 from runs import (
-    COLUMN_NOTES, Settings, failures, parse_specs, phase_table, ratio_table, recall_table,
+    COLUMN_NOTES, Settings, failures, parse_specs, latency_table, phase_table, ratio_table, recall_table,
     publish, run_matrix, say, time_memory_table,
 )
 
@@ -41,7 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--fragments", type=int, default=32)
     p.add_argument("--queries", type=int, default=100, help="held-out queries for recall")
-    p.add_argument("--indexes", default="rq1,rq4,pq", help="rq<bits> and/or pq, comma-separated")
+    p.add_argument("--indexes", default="rq1,rq4,pq",
+                   help="comma-separated: rq<bits>, pq, flat, sq, hnsw_flat, hnsw_sq, hnsw_pq")
+    p.add_argument("--rows-per-task", type=int,
+                   help="the job's --rows-per-task (default: its own plan); e.g. one task per core")
     p.add_argument("--pq-sub-vectors", type=int, default=16)
     p.add_argument("--contenders", default=",".join(KINDS), help=f"any of {', '.join(KINDS)}")
     p.add_argument("--num-partitions", type=int, help="default rows/8192 in 1..4096 (Lance's rule)")
@@ -77,7 +82,9 @@ def section(args, settings: Settings, outcomes, started_load: str) -> tuple[str,
               "Ratios of the medians above (same run, same dataset):", ratio_table(outcomes)]
     if "job" in args.kinds:
         blocks += ["The job's phases (seconds, median), from its JSON report:", phase_table(outcomes)]
-    blocks += [f"Recall@{K}:", recall_table(outcomes), COLUMN_NOTES]
+    blocks += [f"Recall@{K}:", recall_table(outcomes),
+               "Query latency, median ms per query (one query at a time from one thread; every segment "
+               "of the index is searched):", latency_table(outcomes), COLUMN_NOTES]
     failed = failures(outcomes)
     if failed:
         blocks += ["Failures:\n" + "\n".join(failed)]
@@ -100,6 +107,7 @@ def main(argv=None) -> int:
             num_partitions=args.num_partitions or default_num_partitions(args.rows),
             sample_rate=args.sample_rate, max_iters=args.max_iters, master=args.master,
             ray_workers=args.ray_workers, timeout=args.timeout, python=sys.executable,
+            job_flags=("--rows-per-task", str(args.rows_per_task)) if args.rows_per_task else (),
         )
         specs = parse_specs(args.indexes, args.pq_sub_vectors)
         outcomes = run_matrix(source, queries, truth, specs, args.kinds, settings, args.repeats, workdir)

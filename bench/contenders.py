@@ -49,7 +49,7 @@ def index_kwargs(args) -> dict:
     """The type-specific parameters, given only when they apply (as the job does)."""
     if args.index_type == "IVF_RQ":
         return {"num_bits": args.num_bits}
-    if args.index_type == "IVF_PQ":
+    if args.index_type in ("IVF_PQ", "IVF_HNSW_PQ"):
         return {"num_sub_vectors": args.num_sub_vectors}
     return {}
 

@@ -32,7 +32,7 @@ from common import (
     write_vectors,
 )
 from runs import (
-    COLUMN_NOTES, Settings, failures, parse_specs, phase_table, ratio_table, recall_table,
+    COLUMN_NOTES, Settings, failures, parse_specs, latency_table, phase_table, ratio_table, recall_table,
     publish, run_matrix, say, time_memory_table,
 )
 
@@ -118,7 +118,8 @@ def section(args, base, queries, settings: Settings, outcomes, started_load: str
         f"build; np = nprobes, rf = refine_factor; {args.repeats} repeat(s), medians",
     ]
     blocks = ["\n".join(lines), f"Recall@{K}:", recall_table(outcomes), "Time and memory:",
-              time_memory_table(outcomes), "Ratios (same run):", ratio_table(outcomes)]
+              time_memory_table(outcomes), "Ratios (same run):", ratio_table(outcomes),
+              "Query latency, median ms per query (one thread; every segment searched):", latency_table(outcomes)]
     if "job" in args.kinds:
         blocks += ["The job's phases (seconds, median):", phase_table(outcomes)]
     blocks.append(COLUMN_NOTES)

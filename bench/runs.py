@@ -36,22 +36,31 @@ class IndexSpec:
     label: str
     index_type: str
     num_bits: Optional[int] = None  # IVF_RQ
-    num_sub_vectors: Optional[int] = None  # IVF_PQ
+    num_sub_vectors: Optional[int] = None  # IVF_PQ, IVF_HNSW_PQ
+
+
+# The other index types by their short names; PQ types take --pq-sub-vectors.
+OTHER_TYPES = {"flat": "IVF_FLAT", "sq": "IVF_SQ", "hnsw_flat": "IVF_HNSW_FLAT", "hnsw_sq": "IVF_HNSW_SQ",
+               "hnsw_pq": "IVF_HNSW_PQ"}
 
 
 def parse_specs(text: str, pq_sub_vectors: int) -> list[IndexSpec]:
-    """`rq1,rq4,pq` -> specs. rqN is IVF_RQ with N bits; pq is IVF_PQ with the given sub-vectors."""
+    """`rq1,rq4,pq,sq,hnsw_sq` -> specs. rqN is IVF_RQ with N bits; pq (and hnsw_pq) take the given
+    sub-vectors; flat, sq, hnsw_flat, hnsw_sq are IVF_FLAT, IVF_SQ, IVF_HNSW_FLAT, IVF_HNSW_SQ."""
     specs = []
     for item in text.split(","):
         item = item.strip().lower()
         if item.startswith("rq") and item[2:].isdigit():
             bits = int(item[2:])
             specs.append(IndexSpec(f"IVF_RQ {bits} bit{'s' if bits > 1 else ''}", "IVF_RQ", num_bits=bits))
-        elif item == "pq":
-            specs.append(IndexSpec(f"IVF_PQ {pq_sub_vectors} sub-vectors", "IVF_PQ",
+        elif item in ("pq", "hnsw_pq"):
+            index_type = "IVF_PQ" if item == "pq" else "IVF_HNSW_PQ"
+            specs.append(IndexSpec(f"{index_type} {pq_sub_vectors} sub-vectors", index_type,
                                    num_sub_vectors=pq_sub_vectors))
+        elif item in OTHER_TYPES:
+            specs.append(IndexSpec(OTHER_TYPES[item], OTHER_TYPES[item]))
         else:
-            raise SystemExit(f"unknown index {item!r}: use rq<bits> (rq1, rq4) or pq")
+            raise SystemExit(f"unknown index {item!r}: use rq<bits> (rq1, rq4), pq, {', '.join(OTHER_TYPES)}")
     return specs
 
 
@@ -67,12 +76,13 @@ class Settings:
     ray_workers: int = 2
     timeout: float = 3600.0
     python: str = sys.executable  # interpreter of every contender (and of the Spark executors)
+    job_flags: tuple = ()  # more flags for the job alone (e.g. --rows-per-task)
 
     def describe(self, kinds: Sequence[str]) -> str:
         """A markdown bullet: the shared parameters, and how the contenders that ran were run."""
         how = []
         if "job" in kinds:
-            how.append(f"spark master `{self.master}`")
+            how.append(f"spark master `{self.master}`" + (f" with `{' '.join(self.job_flags)}`" if self.job_flags else ""))
         if "lance-ray" in kinds:
             how.append(f"lance-ray on a local Ray with {self.ray_workers} CPUs and {self.ray_workers} workers")
         return (f"- index parameters shared by all: num_partitions {self.num_partitions}, "
@@ -101,7 +111,7 @@ def job_args(uri: Path, flags: Sequence[str], master: str, report: Path) -> list
 def contender_command(kind: str, uri: Path, spec: IndexSpec, s: Settings, out: Path, report: Path) -> list[str]:
     base = [s.python, str(CONTENDERS), kind, "--out", str(out)]
     if kind == "job":
-        return [*base, "--", *job_args(uri, index_flags(spec, s), s.master, report)]
+        return [*base, "--", *job_args(uri, [*index_flags(spec, s), *s.job_flags], s.master, report)]
     extra = ["--ray-workers", str(s.ray_workers)] if kind == "lance-ray" else []
     return [*base, "--uri", str(uri), *index_flags(spec, s), *extra]
 
@@ -164,6 +174,7 @@ class Outcome:
     # one {(nprobes, refine): recall} per good build: repeats differ by their random training,
     # and the spread shows how much of a difference between contenders is that noise
     recalls: list = field(default_factory=list)
+    latencies: list = field(default_factory=list)  # one {(nprobes, refine): median ms per query} per build
     segments: Optional[int] = None
 
     @property
@@ -196,7 +207,9 @@ def record(outcome: Outcome, run: Run, copy: Path, queries: np.ndarray, truth: n
     """Keep the run and measure the recall of the index it built."""
     outcome.runs.append(run)
     if not run.error:
-        outcome.recalls.append(measure_recall(copy, queries, truth))
+        recalls, latencies = measure_recall(copy, queries, truth)
+        outcome.recalls.append(recalls)
+        outcome.latencies.append(latencies)
         outcome.segments = index_segments(copy, INDEX_NAME)
 
 
@@ -210,7 +223,7 @@ def run_matrix(source: Path, queries: np.ndarray, truth: np.ndarray, specs: Sequ
     for spec in specs:
         for rep in range(repeats):
             for kind in kinds:
-                tag = f"{kind}-{spec.index_type}-{spec.num_bits or spec.num_sub_vectors}-{rep}"
+                tag = f"{kind}-{spec.index_type}-{spec.num_bits or spec.num_sub_vectors or 0}-{rep}"
                 run, copy = build_once(kind, source, spec, s, workdir, tag)
                 record(outcomes[(spec, kind)], run, copy, queries, truth)
                 remove_dataset(copy)
@@ -284,6 +297,18 @@ def recall_table(outcomes: Sequence[Outcome]) -> str:
                 cells.append(f"{median(values):.3f}{spread}")
         rows.append([o.spec.label, KIND_NAMES[o.kind], *cells])
     return markdown_table(["index", "contender", *recall_header()], rows)
+
+
+def latency_table(outcomes: Sequence[Outcome]) -> str:
+    """Median milliseconds per query (one query at a time, one client thread), the median over
+    builds: what each committed index costs to query, its segments included."""
+    rows = []
+    for o in outcomes:
+        cells = ["-"] * len(recall_header())
+        if o.latencies:
+            cells = [f"{median([lat[key] for lat in o.latencies]):.2f}" for key in o.latencies[0]]
+        rows.append([o.spec.label, KIND_NAMES[o.kind], o.segments if o.segments is not None else "-", *cells])
+    return markdown_table(["index", "contender", "segments", *recall_header()], rows)
 
 
 def failures(outcomes: Sequence[Outcome]) -> list[str]:

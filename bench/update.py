@@ -114,7 +114,7 @@ def optimize(uri: Path, workdir: Path, tag: str) -> dict:
 
 
 def recall_of(uri: Path, table: Table, truth: np.ndarray) -> dict:
-    return measure_recall(uri, table.queries, truth, NPROBES, REFINES)
+    return measure_recall(uri, table.queries, truth, NPROBES, REFINES)[0]
 
 
 def growth_runs(table: Table, base: Path, fraction: float, args, workdir: Path) -> dict:

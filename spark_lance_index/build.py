@@ -89,11 +89,6 @@ def build_segment(
     start = time.perf_counter()
     ds = open_dataset(task.uri, task.storage_options, task.version)
     p = task.params
-    kwargs: dict[str, Any] = {}
-    if p.index_type == "IVF_PQ":
-        kwargs.update(pq_codebook=artifacts.codebook_arrow(), num_sub_vectors=p.num_sub_vectors)
-    if p.index_type == "IVF_RQ":
-        kwargs.update(rabitq_model=artifacts.rq_model, num_bits=p.num_bits)
     segment = ds.create_index_uncommitted(
         task.column,
         p.index_type,
@@ -104,7 +99,7 @@ def build_segment(
         ivf_centroids=artifacts.centroids_arrow(),
         fragment_ids=list(task.group.fragment_ids),
         index_uuid=index_uuid,
-        **kwargs,
+        **p.kind.segment_kwargs(p, artifacts),
     )
     return SegmentResult(
         group_id=task.group.group_id,

@@ -20,7 +20,8 @@ log = logging.getLogger("spark_lance_index")
 def _add_build_flags(p: argparse.ArgumentParser) -> None:
     # Every default is None here so that a flag not given does not override --config.
     p.add_argument("--uri", help="Lance dataset URI (local path, s3://, gs://, az://)")
-    p.add_argument("--column", help="vector column; a dotted path reaches into structs (emb.vector)")
+    p.add_argument("--column", help="vector column (fixed-size list of floats, or a list of them for "
+                                   "multivectors); a dotted path reaches into structs (emb.vector)")
     _add_index_flags(p)
     _add_run_flags(p)
 
@@ -41,10 +42,14 @@ def _add_index_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index-name", help="default <column>_idx")
     p.add_argument("--metric", type=str.lower, choices=METRICS, help="default l2")
     p.add_argument("--num-partitions", type=int,
-                   help="IVF partitions; default one-node Lance's: live rows/4096 (IVF_RQ, IVF_FLAT) "
-                        "or /8192 (IVF_PQ), clamped to 1..4096")
+                   help="IVF partitions; default one-node Lance's: live rows/4096 (IVF_RQ, IVF_FLAT), "
+                        "/8192 (IVF_PQ, IVF_SQ) or /1048576 (IVF_HNSW_*), clamped to 1..4096")
     p.add_argument("--num-bits", type=int, help="IVF_RQ bits per dimension, 1..9; default 5")
-    p.add_argument("--num-sub-vectors", type=int, help="IVF_PQ sub-vectors; default dim/16")
+    p.add_argument("--num-sub-vectors", type=int, help="IVF_PQ, IVF_HNSW_PQ sub-vectors; default dim/16")
+    p.add_argument("--m", type=int, help="IVF_HNSW_*: edges per graph node, at least 4; default 20")
+    p.add_argument("--ef-construction", type=int, help="IVF_HNSW_*: candidates while building, at least m; "
+                                                       "default 150")
+    p.add_argument("--max-level", type=int, help="IVF_HNSW_*: graph levels; default 7")
     p.add_argument("--sample-rate", type=int, help="training rows per partition; default 256")
     p.add_argument("--max-sample-rows", type=int, help="cap on the driver's training sample")
     p.add_argument("--max-iters", type=int, help="k-means iterations; default 50")

@@ -18,7 +18,8 @@ else:  # pragma: no cover - exercised only on 3.10
 
 from .errors import InputError
 
-from .index_types import DEFAULT_MAX_ITERS, DEFAULT_SAMPLE_RATE, INDEX_TYPES
+from .index_types import DEFAULT_MAX_ITERS, DEFAULT_SAMPLE_RATE, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, INDEX_TYPES, MIN_HNSW_M
+
 METRICS = ("l2", "cosine", "dot")
 RQ_NUM_BITS = range(1, 10)  # what Lance's IVF_RQ accepts: "num_bits must be in 1..=9"
 
@@ -34,7 +35,10 @@ class BuildConfig:
     metric: str = "l2"
     num_partitions: Optional[int] = None  # default: one-node Lance's for the type (index_types.py)
     num_bits: Optional[int] = None  # IVF_RQ bits per dimension; default 5, as one-node Lance
-    num_sub_vectors: Optional[int] = None  # IVF_PQ; default dim/16 (or dim/8)
+    num_sub_vectors: Optional[int] = None  # IVF_PQ, IVF_HNSW_PQ; default dim/16 (or dim/8)
+    m: Optional[int] = None  # IVF_HNSW_*: graph edges per node; default 20, as one-node Lance
+    ef_construction: Optional[int] = None  # IVF_HNSW_*: candidate list while building; default 150
+    max_level: Optional[int] = None  # IVF_HNSW_*: graph levels; default 7
     rows_per_task: Optional[int] = None  # default: ~512 MiB of vectors, and >= 2 tasks per core
     fragments_per_task: Optional[int] = None
     max_segment_rows: int = 10_000_000  # merged segment size: ~1 GB of executor memory at 128-d
@@ -78,10 +82,22 @@ class BuildConfig:
             )
         if self.metric not in METRICS:
             raise InputError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
-        if self.index_type == "IVF_RQ" and self.num_bits is not None and self.num_bits not in RQ_NUM_BITS:
+        self._check_type_flags()
+        if self.num_bits is not None and self.num_bits not in RQ_NUM_BITS:
             raise InputError(
                 f"--num-bits {self.num_bits} is outside what Lance's IVF_RQ accepts: use 1 to 9"
             )
+        if self.m is not None and self.m < MIN_HNSW_M:
+            raise InputError(f"--m {self.m} is below what Lance's HNSW accepts (at least {MIN_HNSW_M}, "
+                             "to avoid severely fragmented graphs; its default is 20)")
+        _positive("--ef-construction", self.ef_construction)
+        ef, m = self.ef_construction or DEFAULT_HNSW_EF_CONSTRUCTION, self.m or DEFAULT_HNSW_M
+        if (self.m is not None or self.ef_construction is not None) and ef < m:
+            raise InputError(f"--ef-construction {ef}{'' if self.ef_construction else ' (the default)'} is below "
+                             f"--m {m}: Lance's HNSW needs ef_construction >= m; give --ef-construction {m} or more")
+        if self.max_level is not None and not 1 <= self.max_level <= 65535:
+            raise InputError(f"--max-level {self.max_level} is outside what Lance's HNSW accepts: use 1 to "
+                             "65535 (its default is 7)")
         _positive("--num-partitions", self.num_partitions)
         _positive("--num-sub-vectors", self.num_sub_vectors)
         _positive("--rows-per-task", self.rows_per_task)
@@ -114,6 +130,22 @@ class BuildConfig:
             raise InputError(f"--target-recall must be above 0 and at most 1, got {self.target_recall}")
         if self.version is not None and self.version < 1:
             raise InputError(f"--version {self.version} is not a dataset version (they start at 1)")
+
+
+    def _check_type_flags(self) -> None:
+        """A flag of another index type is refused, not ignored: one-node Lance ignores
+        `num_bits` on IVF_SQ (its codes are always 8-bit) and HNSW flags on IVF types, and a user
+        who passed them meant something the index will not have."""
+        if self.mode == "update":
+            return  # the index's own settings apply; cli.py offers none of these flags
+        kind = INDEX_TYPES[self.index_type]
+        given = {"--num-bits": self.num_bits, "--num-sub-vectors": self.num_sub_vectors, "--m": self.m,
+                 "--ef-construction": self.ef_construction, "--max-level": self.max_level}
+        for flag, value in given.items():
+            if value is not None and flag not in kind.flags:
+                users = [t.name for t in INDEX_TYPES.values() if flag in t.flags]
+                raise InputError(f"{flag} applies to {', '.join(users)}, not to {self.index_type}: drop it, "
+                                 "or choose one of those types")
 
 
 def _positive(flag: str, value: Optional[int]) -> None:

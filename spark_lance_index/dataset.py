@@ -14,7 +14,9 @@ import pyarrow as pa
 
 from .config import BuildConfig
 from .errors import InputError
-from .index_types import INDEX_TYPES
+from .index_types import (
+    DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_HNSW_MAX_LEVEL, INDEX_TYPES, IndexType,
+)
 from .storage import Location, locate
 
 
@@ -99,6 +101,8 @@ class DatasetSnapshot:
     value_type: str  # "float16" | "float32" | "float64"
     fragments: tuple[FragmentInfo, ...]
     indexes: tuple[IndexInfo, ...] = ()
+    multivector: bool = False  # list<fixed_size_list<float>>: several vectors per row (ColBERT-style)
+    vectors_per_row: float = 1.0  # multivector: the mean over the first rows
 
     @property
     def location(self) -> Location:
@@ -117,6 +121,11 @@ class DatasetSnapshot:
     @property
     def index_names(self) -> tuple[str, ...]:
         return tuple(sorted(i.name for i in self.indexes))
+
+    @property
+    def bytes_per_row(self) -> int:
+        """Vector bytes per row, what task sizes are planned in (multivectors: on average)."""
+        return max(1, round(self.dim * _BYTES[self.value_type] * self.vectors_per_row))
 
 
 def open_dataset(uri: str, storage_options: Mapping[str, str], version: Optional[int] = None):
@@ -168,28 +177,60 @@ def resolve_vector_field(schema: pa.Schema, column: str) -> pa.Field:
 
 
 _FLOAT_NAMES = {pa.float16(): "float16", pa.float32(): "float32", pa.float64(): "float64"}
+_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 
 
-def vector_shape(field: pa.Field, column: str) -> tuple[int, str]:
-    """(dimension, value type) of a fixed-size float vector column, or InputError."""
+def vector_column(table, column: str) -> pa.Array:
+    """The vector column of a scan result, following a dotted path into struct columns
+    (Lance returns "emb.vector" either flat or as the struct "emb", depending on the call)."""
+    if column in table.column_names:
+        return table.column(column)
+    parts = column.split(".")
+    array = table.column(parts[0])
+    for part in parts[1:]:
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        array = array.field(part)
+    return array
+
+
+def mean_vectors_per_row(ds, column: str, rows: int = 1024) -> float:
+    """Vectors per row of a multivector column, averaged over its first `rows` rows (null rows
+    count as none), to size tasks by bytes."""
+    import pyarrow.compute as pc
+
+    lists = vector_column(ds.to_table(columns=[column], limit=rows), column)
+    if len(lists) == 0:
+        return 1.0
+    lengths = pc.fill_null(pc.list_value_length(lists), 0)
+    return max(1.0, float(pc.mean(lengths).as_py() or 0.0))
+
+
+def vector_shape(field: pa.Field, column: str) -> tuple[int, str, bool]:
+    """(dimension, value type, multivector) of a vector column, or InputError: a fixed-size list
+    of floats, or a list of them (a multivector column, several vectors per row)."""
     t = field.type
+    multivector = False
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_fixed_size_list(t.value_type):
+        t, multivector = t.value_type, True
     if isinstance(t, pa.FixedShapeTensorType) and len(t.shape) == 1:
         dim, value = t.shape[0], t.value_type
     elif pa.types.is_fixed_size_list(t):
         dim, value = t.list_size, t.value_type
     else:
         raise InputError(
-            f"column {column!r} has type {t}; a vector index needs a fixed-size list of floats, "
-            "e.g. fixed_size_list<float>[128] (cast the column, or choose another)"
+            f"column {column!r} has type {field.type}; a vector index needs a fixed-size list of floats, "
+            "e.g. fixed_size_list<float>[128], or a list of them for multivectors (cast the column, "
+            "or choose another)"
         )
     if value not in _FLOAT_NAMES:
         raise InputError(
-            f"column {column!r} holds {value} values; IVF_RQ, IVF_PQ and IVF_FLAT need "
+            f"column {column!r} holds {value} values; Lance's vector indexes need "
             "float16, float32 or float64"
         )
     if dim < 1:
         raise InputError(f"column {column!r} has dimension {dim}")
-    return dim, _FLOAT_NAMES[value]
+    return dim, _FLOAT_NAMES[value], multivector
 
 
 def snapshot_dataset(config: BuildConfig, version: Optional[int] = None) -> DatasetSnapshot:
@@ -197,7 +238,7 @@ def snapshot_dataset(config: BuildConfig, version: Optional[int] = None) -> Data
     the column against it."""
     ds = open_dataset(config.uri, config.storage_options, version or config.version)
     field = resolve_vector_field(ds.schema, config.column)
-    dim, value_type = vector_shape(field, config.column)
+    dim, value_type, multivector = vector_shape(field, config.column)
     return DatasetSnapshot(
         uri=config.uri,
         version=ds.version,
@@ -206,6 +247,8 @@ def snapshot_dataset(config: BuildConfig, version: Optional[int] = None) -> Data
         value_type=value_type,
         fragments=fragment_infos(ds, config.column),
         indexes=index_infos(ds),
+        multivector=multivector,
+        vectors_per_row=mean_vectors_per_row(ds, config.column) if multivector else 1.0,
     )
 
 
@@ -257,8 +300,15 @@ class IndexParams:
     metric: str
     num_partitions: int
     num_bits: int  # IVF_RQ only; 0 otherwise
-    num_sub_vectors: int  # IVF_PQ only; 0 otherwise
+    num_sub_vectors: int  # IVF_PQ, IVF_HNSW_PQ; 0 otherwise
     sample_rate: int
+    m: int = 0  # IVF_HNSW_* only; 0 otherwise
+    ef_construction: int = 0
+    max_level: int = 0
+
+    @property
+    def kind(self) -> IndexType:
+        return INDEX_TYPES[self.index_type]
 
 
 def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
@@ -266,12 +316,18 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
     rows = snap.num_rows
     if rows == 0:
         raise InputError(f"dataset {snap.uri} (version {snap.version}) has no rows to index")
-    if config.index_type == "IVF_RQ" and snap.dim % 8 != 0:
+    kind = INDEX_TYPES[config.index_type]
+    if kind.rotation and snap.dim % 8 != 0:
         raise InputError(
             f"IVF_RQ needs a dimension divisible by 8 and {config.column!r} has {snap.dim}: "
             "use IVF_PQ or IVF_FLAT, or pad the vectors"
         )
-    kind = INDEX_TYPES[config.index_type]
+    if snap.multivector and config.metric != "cosine":
+        raise InputError(
+            f"{config.column!r} is a multivector column, and Lance indexes multivectors with the cosine "
+            f"metric only (its search ranks rows by the sum of their best cosine match per query "
+            f"vector): pass --metric cosine, not {config.metric}"
+        )
     partitions = config.num_partitions or kind.default_partitions(rows)
     if partitions > rows:
         raise InputError(
@@ -279,7 +335,7 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
             f"use at most {rows} (Lance's default for {kind.name} is rows/{kind.target_partition_size})"
         )
     sub_vectors = 0
-    if config.index_type == "IVF_PQ":
+    if kind.codebook:
         sub_vectors = config.num_sub_vectors or _default_sub_vectors(snap.dim)
         if snap.dim % sub_vectors != 0:
             raise InputError(
@@ -293,6 +349,9 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
         num_bits=(config.num_bits or kind.default_num_bits) if kind.rotation else 0,
         num_sub_vectors=sub_vectors,
         sample_rate=config.sample_rate,
+        m=(config.m or DEFAULT_HNSW_M) if kind.graph else 0,
+        ef_construction=(config.ef_construction or DEFAULT_HNSW_EF_CONSTRUCTION) if kind.graph else 0,
+        max_level=(config.max_level or DEFAULT_HNSW_MAX_LEVEL) if kind.graph else 0,
     )
 
 

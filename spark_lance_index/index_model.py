@@ -9,9 +9,9 @@ wrote it, in each segment's two Lance files (pylance 14.0.2, index file version 
 - `index.idx`: schema metadata `lance:ivf` names a global buffer holding the IVF protobuf,
   whose field 4 is the centroids `Tensor`;
 - `auxiliary.idx`: schema metadata `storage_metadata` is a JSON list of one JSON string: for
-  IVF_RQ the whole RaBitQ model (the `build_rq_model` JSON, with `packed` true), for IVF_PQ
-  the sub-vector count and `codebook_position`, the global buffer holding the codebook
-  `Tensor`.
+  IVF_RQ the whole RaBitQ model (the `build_rq_model` JSON, with `packed` true), for IVF_PQ and
+  IVF_HNSW_PQ the sub-vector count and `codebook_position`, the global buffer holding the
+  codebook `Tensor`; for the SQ types the segment's own bounds (not a shared artifact).
 
 `Tensor` is Lance's protobuf message {data_type = 1, shape = 2, data = 3}. It is read with the
 few lines of protobuf wire format below rather than a protobuf dependency. Anything else (an
@@ -28,6 +28,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from .errors import InputError
+from .index_types import INDEX_TYPES
 from .train import SharedArtifacts, array_fingerprint, text_fingerprint
 from .storage import Location
 
@@ -72,9 +73,11 @@ def read_segment_model(dataset: Location, storage_options: Mapping[str, str], st
         index_file = LanceFileReader(str(folder.child("index.idx")), storage_options=opts)
         aux_file = LanceFileReader(str(folder.child("auxiliary.idx")), storage_options=opts)
         centroids = _tensor(_message_field(_global_buffer(index_file, b"lance:ivf"), 4), "the IVF centroids")
-        storage = _storage_metadata(aux_file) if index_type in ("IVF_PQ", "IVF_RQ") else {}
+        kind = INDEX_TYPES.get(index_type)
+        codebook_kind, rotation_kind = bool(kind and kind.codebook), bool(kind and kind.rotation)
+        storage = _storage_metadata(aux_file) if codebook_kind or rotation_kind else {}
         codebook, rq_model, num_bits, num_sub_vectors = None, None, 0, 0
-        if index_type == "IVF_PQ":
+        if codebook_kind:
             if int(storage.get("nbits", 8)) != 8:
                 raise ModelUnreadable(f"segment {uuid} has {storage['nbits']}-bit PQ codes; this job builds 8-bit PQ")
             num_sub_vectors = int(storage["num_sub_vectors"])
@@ -82,7 +85,7 @@ def read_segment_model(dataset: Location, storage_options: Mapping[str, str], st
                 codebook = _tensor(bytes(storage["codebook_tensor"]), "the PQ codebook")
             else:
                 codebook = _tensor(aux_file.read_global_buffer(int(storage["codebook_position"])), "the PQ codebook")
-        elif index_type == "IVF_RQ":
+        elif rotation_kind:
             if storage.get("rotation_type") != "fast":
                 raise ModelUnreadable(
                     f"segment {uuid} uses a {storage.get('rotation_type')!r} RaBitQ rotation; Lance hands only "

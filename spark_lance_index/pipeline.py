@@ -25,7 +25,7 @@ from .config import BuildConfig
 from .dataset import DatasetSnapshot, IndexParams, fragment_signature, open_dataset
 from .index_model import committed_model_mismatch
 from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, SparkStageError
-from .plan import FragmentGroup, default_rows_per_task, plan_groups
+from .plan import MANY_SEGMENTS, FragmentGroup, default_rows_per_task, plan_groups, segment_rows
 from .preflight import require_driver_libraries
 from .report import JobResult, reporting, settings_of
 from .resume import Inspection, inspect_inputs, inspect_update
@@ -38,8 +38,6 @@ from .update_job import finish_noop, measure_drift, update_summary
 from .verify_job import measure_recall
 
 log = logging.getLogger("spark_lance_index")
-
-_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 
 
 @phase("spark start")
@@ -62,19 +60,28 @@ def preflight(spark, result: JobResult) -> None:
 
 
 @phase("plan")
-def plan(config: BuildConfig, snap: DatasetSnapshot, live, parallelism: int) -> tuple[FragmentGroup, ...]:
-    """Group the fragments to index (`live`, at the pinned version) into balanced tasks."""
-    rows_per_task = config.rows_per_task
+def plan(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, live,
+         parallelism: int) -> tuple[FragmentGroup, ...]:
+    """Group the fragments to index (`live`, at the pinned version) into balanced tasks.
+
+    Segments of a type that merges are merged later, so tasks are sized for parallel work.
+    Segments of a type that does not (SQ, HNSW: see index_types) are committed as built, so each
+    task is one segment of the index, as large as a segment and a task's memory allow."""
+    kind, rows_per_task = params.kind, config.rows_per_task
     if not rows_per_task and not config.fragments_per_task:
-        rows_per_task = default_rows_per_task(
-            sum(f.num_rows for f in live), snap.dim * _BYTES[snap.value_type], parallelism
-        )
+        rows_per_task = (default_rows_per_task(sum(f.num_rows for f in live), snap.bytes_per_row, parallelism)
+                         if kind.mergeable else segment_rows(config.max_segment_rows, snap.bytes_per_row))
     groups = plan_groups(live, rows_per_task=rows_per_task, fragments_per_task=config.fragments_per_task)
     sizes = [g.num_rows for g in groups]
     log.info(
         "planned %d tasks over %d fragments: %d to %d rows each",
         len(groups), len(live), min(sizes), max(sizes),
     )
+    if not kind.mergeable:
+        log.info("%s: %s; the index will have %d segments", kind.name, kind.why_unmerged, len(groups))
+        if len(groups) > MANY_SEGMENTS:
+            log.warning("%d segments: every segment costs every query. Give --rows-per-task (a task needs about "
+                        "1.1 x its vector bytes of memory) for fewer, larger segments", len(groups))
     return groups
 
 
@@ -101,7 +108,7 @@ def prepare(config, insp: Inspection, parallelism: int, lease):
             insp.job_id, state.uri, snap.version, len(groups), artifacts.describe(),
         )
         return groups, artifacts
-    groups = plan(config, snap, insp.fragments_to_index, parallelism)
+    groups = plan(config, snap, params, insp.fragments_to_index, parallelism)
     artifacts = insp.model or train(config, snap, params)
     # A fresh run's segment directories must never be an earlier run's, which a committed index
     # may use (a one-task segment is committed as built): the run id is part of their uuids.
@@ -170,12 +177,15 @@ def build(spark, tasks, artifacts, state, job_id, task_fn=run_task, progress_int
 
 
 @phase("merge")
-def merge(spark, config: BuildConfig, snap: DatasetSnapshot, results, state: JobState) -> list:
+def merge(spark, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, results, state: JobState) -> list:
     """Merge the checked segments on the executors, in batches of at most max_segment_rows.
 
     Never on the driver: a merge holds its whole output in memory (~100 MB per million
-    128-d rows, measured), which would make driver memory grow with the table.
+    128-d rows, measured), which would make driver memory grow with the table. Segments of a
+    type that must not be merged (index_types) are committed as they were built.
     """
+    if not params.kind.mergeable:
+        return [r.segment for r in results]
     batches = merge_batches(results, config.max_segment_rows)
     tasks = [
         MergeTask(snap.uri, snap.location, snap.version, tuple(r.segment for r in b),
@@ -358,6 +368,6 @@ def _build_and_commit(spark, config, insp: Inspection, groups, artifacts: Shared
     results = check_segments(groups, [*reused.values(), *built], expected)
     result.num_segments, result.segments_reused, result.segments_built = len(results), len(reused), len(built)
     lease.check()
-    merged = merge(spark, config, snap, results, state)
+    merged = merge(spark, config, snap, params, results, state)
     committed_ds = commit(config, insp, groups, merged, lease)
     return [str(m.uuid) for m in merged], committed_ds

@@ -20,6 +20,12 @@ TARGET_TASK_BYTES = 512 * 1024 * 1024
 # Below this many rows a task costs more in overhead than it saves.
 MIN_ROWS_PER_TASK = 16_384
 TASKS_PER_CORE = 2  # a little slack so a slow task does not hold up the whole stage
+# A task that builds a whole committed segment (types whose segments are not merged) may hold
+# this much vector data: a build task peaks at about 100 MiB plus 1.06x its vector bytes
+# (measured for IVF types; HNSW builds 1M x 128 rows, 488 MiB, peaked 490-725 MiB above the
+# process's base), so about 2.3 GB of executor memory per task.
+UNMERGED_TASK_BYTES = 2 * 1024**3
+MANY_SEGMENTS = 32  # more segments than this in one index: say what each costs
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,12 @@ def default_rows_per_task(total_rows: int, bytes_per_row: int, parallelism: int)
     by_memory = max(1, TARGET_TASK_BYTES // max(1, bytes_per_row))
     spread = math.ceil(total_rows / max(1, parallelism * TASKS_PER_CORE))
     return max(1, min(by_memory, max(spread, MIN_ROWS_PER_TASK)))
+
+
+def segment_rows(max_segment_rows: int, bytes_per_row: int) -> int:
+    """Rows per task when each task is one committed segment: --max-segment-rows, or fewer if a
+    task could not hold them (UNMERGED_TASK_BYTES)."""
+    return max(1, min(max_segment_rows, UNMERGED_TASK_BYTES // max(1, bytes_per_row)))
 
 
 def plan_groups(

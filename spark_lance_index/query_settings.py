@@ -25,13 +25,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .index_types import INDEX_TYPES
 from .verify import RecallSetting, query_index
 
 NPROBES_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
-# Refine factors tried, by index type: re-ranking with exact distances helps quantized codes;
-# IVF_FLAT already ranks by exact distance.
-REFINE_LADDER = {"IVF_FLAT": (None,)}
-DEFAULT_REFINE_LADDER = (None, 5, 10, 20, 50)
+# Refine factors tried: re-ranking with exact distances helps quantized codes; IVF_FLAT and
+# IVF_HNSW_FLAT rank by exact distance already (IndexType.exact_ranking), so none for them.
+REFINE_LADDER = (None, 5, 10, 20, 50)
 log = logging.getLogger("spark_lance_index")
 
 WARMUP_QUERIES = 3  # the first queries of a setting open files and fill caches
@@ -77,12 +77,7 @@ class QuerySettings:
             return None
         if not self.grid:
             return "no setting was measured"
-        tips = []
-        if index_type == "IVF_RQ":
-            tips.append("more --num-bits")
-        if index_type == "IVF_PQ":
-            tips.append("more --num-sub-vectors")
-        tips += ["more --num-partitions (each then holds fewer rows)"]
+        tips = INDEX_TYPES[index_type].rebuild_tips() + ["more --num-partitions (each then holds fewer rows)"]
         if index_type == "IVF_FLAT":
             tips = ["more --num-partitions with a larger nprobes (IVF_FLAT at every partition is exact "
                     "search: check the queries)"]
@@ -125,7 +120,7 @@ def sweep(ds, column: str, queries: np.ndarray, truth: np.ndarray, index_type: s
     started, stopped = time.perf_counter(), None
     grid: list[QuerySetting] = []
     ceiling = num_partitions + 1
-    for refine in REFINE_LADDER.get(index_type, DEFAULT_REFINE_LADDER):
+    for refine in (None,) if INDEX_TYPES[index_type].exact_ranking else REFINE_LADDER:
         row: list[QuerySetting] = []
         for nprobes in nprobes_ladder(num_partitions):
             if nprobes >= ceiling:

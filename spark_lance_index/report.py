@@ -111,6 +111,8 @@ class JobResult:
                 "num_partitions": p.num_partitions if p else None,
                 "num_bits": (p.num_bits or None) if p else None,
                 "num_sub_vectors": (p.num_sub_vectors or None) if p else None,
+                "hnsw": {"m": p.m, "ef_construction": p.ef_construction, "max_level": p.max_level}
+                if p and p.m else None,
             },
             "settings": self.settings,
             "artifacts": {k: self.fingerprints.get(k) for k in ("centroids", "codebook", "rotation")},
@@ -161,12 +163,16 @@ def render_summary(r: dict[str, Any]) -> str:
             kind += f", {idx['num_bits']} bit"
         if idx["num_sub_vectors"]:
             kind += f", {idx['num_sub_vectors']} sub-vectors"
+        if idx.get("hnsw"):
+            kind += ", HNSW m={m} ef_construction={ef_construction} max_level={max_level}".format(**idx["hnsw"])
         lines.append(f"index {idx['name']!r} ({kind}) committed on {ds['uri']} at version {ds['committed_version']}")
         if c["tasks"] is not None:
             lines.append(
                 f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments "
                 f"(pinned version {ds['pinned_version']}); {c['tasks']} tasks, "
-                f"{c['segments']} segments merged into {c['segments_committed']}"
+                + (f"{c['segments']} segments merged into {c['segments_committed']}"
+                   if c["segments"] != c["segments_committed"] or c["segments"] == 1
+                   else f"{c['segments_committed']} segments committed as built")
             )
             lines.append(
                 f"  segments built {c['segments_built']}, reused from an earlier run {c['segments_reused']}; "

@@ -38,13 +38,16 @@ log = logging.getLogger("spark_lance_index")
 def job_identity(config: BuildConfig, dataset: Location) -> dict:
     """What makes two runs the same job: the same index on the same data, with the same
     user-given parameters. Task sizes are not part of it (they do not change the index)."""
-    return {
+    identity = {
         "dataset": str(dataset), "column": config.column, "index_name": config.name,
         "index_type": config.index_type, "metric": config.metric, "version": config.version,
         "num_partitions": config.num_partitions, "num_bits": config.num_bits,
         "num_sub_vectors": config.num_sub_vectors, "sample_rate": config.sample_rate,
         "max_sample_rows": config.max_sample_rows, "max_iters": config.max_iters,
     }
+    # the HNSW flags join the identity only when given, so the ids of other jobs stay as they were
+    hnsw = {"m": config.m, "ef_construction": config.ef_construction, "max_level": config.max_level}
+    return {**identity, **{k: v for k, v in hnsw.items() if v is not None}}
 
 
 def update_identity(config: BuildConfig, dataset: Location) -> dict:
@@ -110,7 +113,7 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
     committed = None
     if own is not None and any(i.name == config.name and set(i.segments) == set(own) for i in latest_indexes):
         committed = own
-    queries = load_queries(config, snap.dim)
+    queries = load_queries(config, snap.dim, snap.multivector)
     log.info(
         "dataset %s version %d: %d rows in %d fragments, column %r %s[%d]",
         snap.uri, snap.version, snap.num_rows, len(snap.fragments), snap.column, snap.value_type, snap.dim,
@@ -171,7 +174,7 @@ def inspect_update(config: BuildConfig) -> Inspection:
         snap.uri, snap.version, config.name, model.params.index_type, model.params.num_partitions,
         len(model.segments), plan.describe(),
     )
-    queries = load_queries(config, snap.dim)
+    queries = load_queries(config, snap.dim, snap.multivector)
     resuming = job if job is not None and stale is None else None
     return Inspection(snap, model.params, queries, state, identity, resuming, stale, committed,
                       update=plan, model=model.artifacts)

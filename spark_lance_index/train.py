@@ -43,7 +43,7 @@ class SharedArtifacts:
     """
 
     centroids: np.ndarray  # (num_partitions, dim), the column's float type
-    codebook: Optional[np.ndarray] = None  # IVF_PQ: (256, dim)
+    codebook: Optional[np.ndarray] = None  # IVF_PQ, IVF_HNSW_PQ: (256, dim)
     rq_model: Optional[str] = None  # IVF_RQ: the JSON from build_rq_model
 
     def fingerprints(self) -> dict[str, str]:
@@ -88,6 +88,9 @@ def training_sample_rate(params: IndexParams, max_sample_rows: int) -> int:
 def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> SharedArtifacts:
     """Train IVF centroids (and the PQ codebook), and mint the RaBitQ rotation exactly once.
 
+    What a type needs is said by its `IndexType` (index_types.py). SQ bounds are not among the
+    shared artifacts: Lance takes them per segment from the segment's rows (see index_types).
+
     Training reads a bounded sample (`training_sample_rate` x partitions rows) through
     Lance's own k-means, so the centroids are what a one-node `create_index` would train.
     """
@@ -105,7 +108,7 @@ def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexPar
         config.max_iters, None,
     )
     codebook = None
-    if params.index_type == "IVF_PQ":
+    if params.kind.codebook:
         codebook = to_matrix(
             lance_indices.train_pq_model(
                 ds._ds, snap.column, snap.dim, params.num_sub_vectors, params.metric,
@@ -113,7 +116,7 @@ def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexPar
             )
         )
     rq_model = None
-    if params.index_type == "IVF_RQ":
+    if params.kind.rotation:
         # num_bits is passed explicitly on both sides (here and in every build): a mismatch fails.
         rq_model = lance_indices.build_rq_model(snap.dim, num_bits=params.num_bits)
     return SharedArtifacts(centroids=to_matrix(centroids), codebook=codebook, rq_model=rq_model)

@@ -81,9 +81,13 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
     ds = open_dataset(snap.uri, storage_options, snap.version)
     stats = ds.stats.index_stats(name)
     index_type = stats["index_type"]
-    if index_type not in INDEX_TYPES:
+    if index_type not in INDEX_TYPES or not INDEX_TYPES[index_type].updatable:
+        updatable = ", ".join(t.name for t in INDEX_TYPES.values() if t.updatable)
         raise InputError(f"cannot update the index {name!r}: it is {index_type}, and update extends "
-                         f"{', '.join(INDEX_TYPES)} indexes; rebuild it with build --replace")
+                         f"{updatable} indexes; rebuild it with build --replace")
+    if snap.multivector:
+        raise InputError(f"cannot update the index {name!r}: update does not extend indexes on multivector "
+                         "columns yet; rebuild it with build --replace")
     entries = stats.get("indices") or stats.get("segments") or []
     try:
         models = [read_segment_model(snap.location, storage_options, e) for e in entries]

@@ -15,7 +15,8 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 
-from .dataset import open_dataset
+from .dataset import open_dataset, vector_column
+from .index_types import INDEX_TYPES
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class ExactSearchTask:
     k: int
     num_rows: int
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    multivector: bool = False  # rows hold lists of vectors; queries are lists of vectors too
 
 
 @dataclass
@@ -55,20 +57,6 @@ class TopK:
 
     ids: np.ndarray
     distances: np.ndarray
-
-
-def vector_column(table, column: str) -> pa.Array:
-    """The vector column of a scan result, following a dotted path into struct columns
-    (Lance returns "emb.vector" either flat or as the struct "emb", depending on the call)."""
-    if column in table.column_names:
-        return table.column(column)
-    parts = column.split(".")
-    array = table.column(parts[0])
-    for part in parts[1:]:
-        if isinstance(array, pa.ChunkedArray):
-            array = array.combine_chunks()
-        array = array.field(part)
-    return array
 
 
 def as_matrix(column: pa.Array) -> np.ndarray:
@@ -100,6 +88,35 @@ def distances(data: np.ndarray, queries: np.ndarray, metric: str) -> np.ndarray:
     return dist
 
 
+def _unit(matrix: np.ndarray) -> np.ndarray:
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=-1, keepdims=True), 1e-30)
+
+
+def multivector_distances(lists: pa.Array, queries) -> np.ndarray:
+    """(queries, rows) multivector distances as Lance ranks them: for each vector of the query,
+    1 - its best cosine similarity among the row's vectors, summed over the query's vectors
+    (measured: Lance's `_distance` on a multivector column equals this). A row with no vectors,
+    or with a vector that is not finite, never matches."""
+    import pyarrow.compute as pc
+
+    if isinstance(lists, pa.ChunkedArray):
+        lists = lists.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    out = np.full((len(queries), len(lists)), np.inf, dtype=np.float64)
+    rows = np.flatnonzero(lengths > 0)
+    if len(rows) == 0:
+        return out
+    vectors = as_matrix(lists.flatten())  # the vectors of the non-null rows, in row order
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[rows]
+    broken = np.add.reduceat((~np.isfinite(vectors).all(1)).astype(np.int64), starts) > 0
+    unit = _unit(np.nan_to_num(vectors, nan=0.0, posinf=0.0, neginf=0.0))
+    for i, q in enumerate(queries):
+        best = np.maximum.reduceat(_unit(np.asarray(q, dtype=np.float32)) @ unit.T, starts, axis=1)
+        out[i, rows] = (1.0 - best).sum(0)
+    out[:, rows[broken]] = np.inf
+    return out
+
+
 def merge_topk(a: TopK, b: TopK) -> TopK:
     """The best k of two partial lists, per query."""
     k = a.ids.shape[1]
@@ -124,7 +141,9 @@ def exact_topk_of_fragments(task: ExactSearchTask, queries: np.ndarray) -> TopK:
     for batch in scanner.to_batches():
         if batch.num_rows == 0:
             continue
-        dist = distances(as_matrix(vector_column(batch, task.column)), queries, task.metric)
+        column = vector_column(batch, task.column)
+        dist = (multivector_distances(column, queries) if task.multivector
+                else distances(as_matrix(column), queries, task.metric))
         row_ids = batch.column("_rowid").to_numpy().astype(np.int64)
         k = min(task.k, batch.num_rows)
         part = np.argpartition(dist, k - 1, axis=1)[:, :k]
@@ -134,6 +153,18 @@ def exact_topk_of_fragments(task: ExactSearchTask, queries: np.ndarray) -> TopK:
             chunk = TopK(np.hstack([chunk.ids, pad.ids]), np.hstack([chunk.distances, pad.distances]))
         best = merge_topk(best, chunk)
     return best
+
+
+def sample_multivector_queries(ds, column: str, n: int, seed: int = 0) -> list[np.ndarray]:
+    """n rows of a multivector column drawn at random, each a (vectors, dim) float32 query;
+    rows with no vectors, or a vector that is not finite, skipped."""
+    rng = np.random.default_rng(seed)
+    rows = ds.count_rows()
+    picked = rng.choice(rows, size=min(rows, max(n * 2, n + 16)), replace=False)
+    lists = vector_column(ds.take(np.sort(picked), columns=[column]), column)
+    queries = [np.asarray(v, dtype=np.float32) for v in lists.to_pylist() if v]
+    queries = [q for q in queries if np.isfinite(q).all()]
+    return [queries[i] for i in rng.permutation(len(queries))[:n]]
 
 
 def sample_queries(ds, column: str, n: int, seed: int = 0, fragment_ids=None) -> np.ndarray:
@@ -207,9 +238,10 @@ def ann_recall(
 
 def default_refine_factors(index_type: str) -> tuple[int, ...]:
     """The refine factors the check measures when none are given: the ones a user would query
-    the type with. Quantized codes (IVF_RQ, IVF_PQ) are usually queried with a refine, which
-    re-ranks refine_factor x k candidates by exact distance; IVF_FLAT ranks exactly already."""
-    return (0,) if index_type == "IVF_FLAT" else (0, 10)
+    the type with. Quantized codes (RQ, PQ, SQ) are usually queried with a refine, which
+    re-ranks refine_factor x k candidates by exact distance; IVF_FLAT and IVF_HNSW_FLAT rank by
+    exact distance already."""
+    return (0,) if INDEX_TYPES[index_type].exact_ranking else (0, 10)
 
 
 def recall_advice(figures: Sequence[RecallFigure], minimum: float, index_type: str, swept: bool = False) -> Optional[str]:
@@ -219,11 +251,7 @@ def recall_advice(figures: Sequence[RecallFigure], minimum: float, index_type: s
         return None
     best = max(figures, key=lambda f: f.recall)
     measured = f"{best.recall:.3f} at nprobes {best.nprobes}" + (f" refine {best.refine_factor}" if best.refine_factor else "")
-    tips = ["query with a larger nprobes", "a refine_factor (e.g. 10)"]
-    if index_type == "IVF_RQ":
-        tips.append("more --num-bits (4 or 5)")
-    if index_type == "IVF_PQ":
-        tips.append("more --num-sub-vectors")
+    tips = ["query with a larger nprobes", "a refine_factor (e.g. 10)", *INDEX_TYPES[index_type].rebuild_tips()]
     tips.append("more --num-partitions with a proportionally larger nprobes")
     if not swept:
         tips.append("--target-recall to find the setting")

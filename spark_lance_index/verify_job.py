@@ -16,20 +16,29 @@ import numpy as np
 
 from . import spark as spark_layer
 from .config import BuildConfig
-from .dataset import IndexParams, fragment_infos, index_infos, open_dataset, snapshot_dataset
+from .dataset import (
+    IndexParams, fragment_infos, index_infos, mean_vectors_per_row, open_dataset, resolve_vector_field, snapshot_dataset,
+    vector_shape,
+)
 from .errors import InputError, SparkStageError
+from .index_types import INDEX_TYPES
 from .plan import default_rows_per_task, plan_groups
 from .report import JobResult, reporting, settings_of
 from .storage import read_file
 from .timing import PhaseClock, phase
 from .query_settings import QuerySettings, sweep
-from .verify import ExactSearchTask, RecallFigure, RecallSetting, ann_recall, default_refine_factors, sample_queries
+from .verify import (
+    ExactSearchTask, RecallFigure, RecallSetting, ann_recall, default_refine_factors, sample_multivector_queries,
+    sample_queries,
+)
 
 log = logging.getLogger("spark_lance_index")
 
 
-def load_queries(config: BuildConfig, dim: int) -> Optional[np.ndarray]:
-    """The --query-file vectors, checked against the column's dimension (None if not given)."""
+def load_queries(config: BuildConfig, dim: int, multivector: bool = False):
+    """The --query-file vectors, checked against the column's dimension (None if not given):
+    (queries, dim), or for a multivector column (queries, vectors per query, dim), returned as a
+    list of (vectors, dim) queries."""
     if not config.query_file:
         return None
     try:
@@ -37,12 +46,14 @@ def load_queries(config: BuildConfig, dim: int) -> Optional[np.ndarray]:
         queries = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read --query-file {config.query_file}: {str(e).splitlines()[0]}") from None
-    if queries.ndim != 2 or queries.shape[1] != dim or len(queries) == 0:
+    shape = "(queries, vectors per query, {dim})" if multivector else "(queries, {dim})"
+    if queries.ndim != (3 if multivector else 2) or queries.shape[-1] != dim or 0 in queries.shape:
         raise InputError(
             f"--query-file {config.query_file} holds an array of shape {queries.shape}; "
-            f"it needs (queries, {dim}) to match the column"
+            f"it needs {shape.format(dim=dim)} to match the column"
         )
-    return queries.astype(np.float32)
+    queries = queries.astype(np.float32)
+    return list(queries) if multivector else queries
 
 
 def sole_vector_index(ds, column: str, index_name: str):
@@ -76,8 +87,11 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     truth serves the sweep of query settings (`query_settings`)."""
     ds = open_dataset(uri, config.storage_options, version)
     index = sole_vector_index(ds, column, index_name)
+    dim, _, multivector = vector_shape(resolve_vector_field(ds.schema, column), column)
     split = None
-    if queries is None and new_fragments:
+    if queries is None and multivector:
+        queries = sample_multivector_queries(ds, column, config.verify_queries)
+    elif queries is None and new_fragments:
         older = index.fragment_ids - set(new_fragments)
         fresh = sample_queries(ds, column, (config.verify_queries + 1) // 2, fragment_ids=new_fragments)
         old = sample_queries(ds, column, config.verify_queries - len(fresh), seed=1, fragment_ids=older) \
@@ -88,15 +102,16 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     # The index's recall, not the table's: the truth covers the fragments it indexes, and the
     # queries skip the rest (Lance would otherwise search unindexed rows exactly, and count them).
     fragments = [f for f in fragment_infos(ds, column) if f.num_rows > 0 and f.fragment_id in index.fragment_ids]
-    dim = queries.shape[1]
+    bytes_per_row = dim * 4 * (mean_vectors_per_row(ds, column) if multivector else 1)
     groups = plan_groups(fragments, rows_per_task=default_rows_per_task(
-        sum(f.num_rows for f in fragments), dim * 4, parallelism))
+        sum(f.num_rows for f in fragments), round(bytes_per_row), parallelism))
     tasks = [ExactSearchTask(uri, version, column, metric, g.fragment_ids, config.recall_k,
-                             g.num_rows, dict(config.storage_options)) for g in groups]
+                             g.num_rows, dict(config.storage_options), multivector) for g in groups]
+    queries = queries if multivector else np.asarray(queries, dtype=np.float32)
     with spark_layer.job_group(spark, f"spark-lance-index-recall-{version}",
                                f"spark-lance-index: exact search for {len(queries)} queries"):
         try:
-            truth = spark_layer.run_exact_search(spark, tasks, queries.astype(np.float32), config.progress_interval)
+            truth = spark_layer.run_exact_search(spark, tasks, queries, config.progress_interval)
         except Exception as e:
             raise SparkStageError(f"exact search for the recall check failed after Spark's retries: "
                                   f"{spark_layer.failure_reason(e)}") from e
@@ -139,10 +154,13 @@ def run_verify(config: BuildConfig, spark=None) -> JobResult:
             snap = snapshot_dataset(config)
             if config.name not in snap.index_names:
                 raise InputError(f"no index named {config.name!r} on {snap.uri}: build it first, or give --index-name")
-            queries = load_queries(config, snap.dim)
+            queries = load_queries(config, snap.dim, snap.multivector)
             ds = open_dataset(snap.uri, config.storage_options, snap.version)
             sole_vector_index(ds, snap.column, config.name)
             stats = ds.stats.index_stats(config.name)
+            if stats["index_type"] not in INDEX_TYPES:
+                raise InputError(f"the index {config.name!r} is {stats['index_type']}; verify measures the recall "
+                                 f"of {', '.join(INDEX_TYPES)} indexes")
             segment = (stats.get("segments") or stats.get("indices"))[0]
             result.params = IndexParams(stats["index_type"], segment["metric_type"], segment["num_partitions"],
                                         segment.get("sub_index", {}).get("num_bits", 0) if stats["index_type"] == "IVF_RQ" else 0,

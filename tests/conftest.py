@@ -115,3 +115,56 @@ def recall(uri: str, data: VectorData, nprobes: int = 4, refine: Optional[int] =
 
     truth = exact_topk(data.vectors, data.queries, 10)
     return recall_at_k(truth, ann_topk(lance.dataset(uri), "vector", data.queries, 10, nprobes, refine))
+
+
+@dataclass
+class MultivectorData:
+    """A multivector dataset on disk (`id`, `mv`: 1 to 5 vectors a row) and held-out queries of
+    3 vectors each."""
+
+    uri: str
+    docs: list  # row i: (vectors, dim)
+    queries: np.ndarray  # (queries, 3, dim)
+
+
+def write_multivectors(path, rows: int, dim: int, *, rows_per_fragment: int, queries: int = 50,
+                       seed: int = 0) -> MultivectorData:
+    """Rows of 1 to 5 clustered vectors each, ColBERT-style; the queries are held out."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 6, rows)
+    vectors = clustered_vectors(int(lengths.sum()) + queries * 3, dim, seed=seed + 1)
+    held_out, vectors = vectors[: queries * 3].reshape(queries, 3, dim), vectors[queries * 3:]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    column = pa.ListArray.from_arrays(pa.array(offsets), fsl(vectors))
+    lance.write_dataset(pa.table({"id": np.arange(rows), "mv": column}), str(path), max_rows_per_file=rows_per_fragment)
+    docs = [vectors[offsets[i]:offsets[i + 1]] for i in range(rows)]
+    return MultivectorData(str(path), docs, held_out)
+
+
+def maxsim_topk(docs: list, queries: np.ndarray, k: int) -> np.ndarray:
+    """Row positions of the k rows nearest each query by Lance's multivector distance, the sum
+    over the query's vectors of 1 - the best cosine similarity in the row; by brute force on
+    padded rows (independent of the job's own exact search)."""
+    unit = lambda m: m / np.linalg.norm(m, axis=-1, keepdims=True)  # noqa: E731
+    longest = max(len(d) for d in docs)
+    padded = np.zeros((len(docs), longest, queries.shape[-1]), np.float32)
+    present = np.zeros((len(docs), longest), bool)
+    for i, d in enumerate(docs):
+        padded[i, :len(d)], present[i, :len(d)] = unit(d), True
+    out = []
+    for q in queries:
+        sims = np.einsum("td,nld->tnl", unit(q), padded)
+        sims[:, ~present] = -np.inf
+        distance = (1 - sims.max(2)).sum(0)
+        out.append(np.argsort(distance, kind="stable")[:k])
+    return np.array(out)
+
+
+def multivector_recall(uri: str, data: MultivectorData, nprobes: int, refine: Optional[int] = None, k: int = 10) -> float:
+    """recall@k of the index on `uri` for the held-out multivector queries, against brute force."""
+    truth = maxsim_topk(data.docs, data.queries, k)
+    ds, hits = lance.dataset(uri), 0
+    for q, true_ids in zip(data.queries, truth):
+        nearest = {"column": "mv", "q": q, "k": k, "nprobes": nprobes, **({"refine_factor": refine} if refine else {})}
+        hits += len(set(ds.to_table(nearest=nearest, columns=["id"]).column("id").to_pylist()) & set(true_ids.tolist()))
+    return hits / truth.size

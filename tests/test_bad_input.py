@@ -29,6 +29,8 @@ def odd_dataset(tmp_path_factory):
             "ragged": lists,
             "bytes": fsl(rng.integers(0, 255, (n, 16)), pa.uint8()),
             "meta": pa.StructArray.from_arrays([pa.array(np.arange(n))], names=["x"]),
+            "mv": pa.ListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)),
+                                           fsl(rng.standard_normal((2 * n, 16)))),
         }
     )
     lance.write_dataset(table, uri, max_rows_per_file=500)
@@ -47,7 +49,15 @@ CASES = {
     "num_bits 0": ({"num_bits": 0}, "1 to 9"),
     "num_bits 10": ({"num_bits": 10}, "1 to 9"),
     "partitions > rows": ({"num_partitions": 5000}, "more than the 2000 rows"),
-    "unknown index type": ({"index_type": "IVF_HNSW_SQ"}, "unknown index type"),
+    "unknown index type": ({"index_type": "DISKANN"}, "unknown index type"),
+    "multivector with l2": ({"column": "mv"}, "multivector column.*cosine metric only.*--metric cosine"),
+    "multivector with dot": ({"column": "mv", "index_type": "IVF_HNSW_PQ", "metric": "dot"}, "--metric cosine, not dot"),
+    "HNSW m below 4": ({"index_type": "IVF_HNSW_SQ", "m": 2}, "--m 2 is below what Lance's HNSW accepts"),
+    "HNSW ef_construction below m": ({"index_type": "IVF_HNSW_FLAT", "m": 200}, "--ef-construction 150 \\(the default\\) is below --m 200"),
+    "HNSW max_level 0": ({"index_type": "IVF_HNSW_PQ", "max_level": 0}, "--max-level 0 is outside"),
+    "HNSW flag on IVF_PQ": ({"index_type": "IVF_PQ", "m": 16}, "--m applies to IVF_HNSW_FLAT, IVF_HNSW_SQ, IVF_HNSW_PQ, not to IVF_PQ"),
+    "num_bits on IVF_SQ (Lance ignores it: SQ is 8-bit)": ({"index_type": "IVF_SQ", "num_bits": 4}, "--num-bits applies to IVF_RQ, not to IVF_SQ"),
+    "sub-vectors on IVF_HNSW_SQ": ({"index_type": "IVF_HNSW_SQ", "num_sub_vectors": 4}, "--num-sub-vectors applies to IVF_PQ, IVF_HNSW_PQ"),
     "unknown metric": ({"metric": "hamming"}, "unknown metric"),
     "PQ sub-vectors": ({"index_type": "IVF_PQ", "num_sub_vectors": 5}, "does not divide"),
     "index name taken": ({"column": "v12", "index_type": "IVF_FLAT", "index_name": "taken"}, "already exists.*--replace"),

@@ -69,7 +69,7 @@ def test_every_segment_uses_one_rotation_and_a_foreign_one_is_refused(spark, tmp
     before = dataset_state(data.uri)
     insp = pipeline.inspect_inputs(config)
     snap, params = insp.snap, insp.params
-    groups = pipeline.plan(config, snap, snap.live_fragments, 2)
+    groups = pipeline.plan(config, snap, params, snap.live_fragments, 2)
     artifacts = pipeline.train(config, snap, params)
     tasks = pipeline.make_tasks(config, snap, params, groups, "test-job")
 

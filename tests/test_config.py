@@ -27,7 +27,7 @@ def test_conf_defaults_file_matches_the_code():
 def test_flags_override_toml(tmp_path):
     cfg = tmp_path / "job.toml"
     cfg.write_text(
-        'uri = "/data/t"\ncolumn = "emb"\nindex-type = "IVF_PQ"\nnum_sub_vectors = 8\n'
+        'uri = "/data/t"\ncolumn = "emb"\nindex-type = "IVF_PQ"\nnum_partitions = 64\n'
         '[storage_options]\naws_region = "eu-west-1"\naws_endpoint = "http://x"\n'
     )
     args = build_parser().parse_args(
@@ -36,7 +36,7 @@ def test_flags_override_toml(tmp_path):
     )
     config = config_from_args(args)
     assert (config.uri, config.column, config.index_type, config.num_bits) == ("/data/t", "emb", "IVF_RQ", 4)
-    assert config.num_sub_vectors == 8  # from the file, not overridden
+    assert config.num_partitions == 64  # from the file, not overridden
     assert dict(config.storage_options) == {"aws_region": "us-east-1", "aws_endpoint": "http://x"}
     assert config.name == "emb_idx"
 
@@ -44,7 +44,20 @@ def test_flags_override_toml(tmp_path):
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"index_type": "IVF_HNSW_SQ"}, "unknown index type"),
+        ({"index_type": "DISKANN"}, "unknown index type"),
+        # a flag of another index type is refused, not ignored (one-node Lance ignores some)
+        ({"index_type": "IVF_PQ", "num_bits": 4}, "--num-bits applies to IVF_RQ, not to IVF_PQ"),
+        ({"index_type": "IVF_SQ", "num_bits": 4}, "--num-bits applies to IVF_RQ, not to IVF_SQ"),
+        ({"index_type": "IVF_RQ", "num_sub_vectors": 8}, "--num-sub-vectors applies to IVF_PQ, IVF_HNSW_PQ"),
+        ({"index_type": "IVF_FLAT", "m": 16}, "--m applies to IVF_HNSW_FLAT, IVF_HNSW_SQ, IVF_HNSW_PQ, not to IVF_FLAT"),
+        ({"index_type": "IVF_SQ", "ef_construction": 100}, "--ef-construction applies to IVF_HNSW"),
+        ({"index_type": "IVF_PQ", "max_level": 3}, "--max-level applies to IVF_HNSW"),
+        # HNSW parameters Lance would refuse on the executors
+        ({"index_type": "IVF_HNSW_SQ", "m": 3}, "at least 4"),
+        ({"index_type": "IVF_HNSW_FLAT", "m": 32, "ef_construction": 16}, "--ef-construction 16 is below --m 32"),
+        ({"index_type": "IVF_HNSW_PQ", "m": 200}, "--ef-construction 150 \\(the default\\) is below --m 200"),
+        ({"index_type": "IVF_HNSW_FLAT", "ef_construction": 0}, "--ef-construction must be a positive"),
+        ({"index_type": "IVF_HNSW_FLAT", "max_level": 0}, "--max-level 0 is outside"),
         ({"metric": "hamming"}, "unknown metric"),
         ({"num_bits": 0}, "1 to 9"),
         ({"num_bits": 10}, "1 to 9"),

@@ -285,7 +285,7 @@ def test_a_merge_output_the_job_did_not_mark_is_reported_not_deleted(spark, tmp_
     data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
     config = config_for(data.uri)
     insp = pipeline.inspect_inputs(config)
-    groups = pipeline.plan(config, insp.snap, insp.snap.live_fragments, 2)
+    groups = pipeline.plan(config, insp.snap, insp.params, insp.snap.live_fragments, 2)
     artifacts = pipeline.train(config, insp.snap, insp.params)
     tasks = pipeline.make_tasks(config, insp.snap, insp.params, groups, insp.job_id)
     state = insp.state
@@ -320,7 +320,7 @@ def test_connect_detection_does_not_let_a_dependency_exit_the_job(tmp_path):
 
 # --- 9. one-node defaults --------------------------------------------------------------------
 
-@pytest.mark.parametrize("index_type", ["IVF_RQ", "IVF_PQ", "IVF_FLAT"])
+@pytest.mark.parametrize("index_type", ["IVF_RQ", "IVF_PQ", "IVF_FLAT", "IVF_SQ", "IVF_HNSW_PQ"])
 def test_defaults_are_one_node_lances(spark, tmp_path, index_type):
     job = write_vectors(tmp_path / "job", 40_000, DIM, rows_per_fragment=10_000)
     one = write_vectors(tmp_path / "one", 40_000, DIM, rows_per_fragment=10_000)
@@ -328,12 +328,12 @@ def test_defaults_are_one_node_lances(spark, tmp_path, index_type):
         lance.dataset(uri).delete("id % 10 = 0")
     config = make_config({}, {"uri": job.uri, "column": "vector", "index_type": index_type, "verify_queries": 0})
     result = pipeline.run(config, spark=spark)
-    kwargs = {"num_sub_vectors": result.params.num_sub_vectors} if index_type == "IVF_PQ" else {}
+    kwargs = {"num_sub_vectors": result.params.num_sub_vectors} if result.params.num_sub_vectors else {}
     lance.dataset(one.uri).create_index("vector", index_type, **kwargs)
     ours, theirs = (lance.dataset(u).stats.index_stats("vector_idx")["segments"][0] for u in (job.uri, one.uri))
     assert ours["num_partitions"] == theirs["num_partitions"] == result.params.num_partitions
     assert ours["metric_type"] == theirs["metric_type"]
-    for key in ("num_bits", "nbits", "num_sub_vectors"):
+    for key in ("num_bits", "nbits", "num_sub_vectors", "params"):  # params: HNSW m, ef_construction, max_level
         assert ours["sub_index"].get(key) == theirs["sub_index"].get(key), key
 
 

@@ -126,7 +126,8 @@ def assert_fully_indexed_with_one_model(uri, first_model, dirs_before):
 @pytest.mark.parametrize("index_type", ["IVF_RQ", "IVF_PQ"])
 def test_append_delete_and_upsert_cycles_keep_every_row_indexed_at_rebuild_recall(spark, tmp_path, index_type):
     table = Table(tmp_path / "t", 16_000)
-    pipeline.run(build_config(table.uri, index_type=index_type, num_sub_vectors=8), spark=spark)
+    pipeline.run(build_config(table.uri, index_type=index_type,
+                              **({"num_sub_vectors": 8} if index_type == "IVF_PQ" else {})), spark=spark)
     first = models(table.uri)[0]
     queries = clustered_vectors(60_000 + 30, DIM, seed=7)[60_000:]  # held out, same distribution
     cycles = [
