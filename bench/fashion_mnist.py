@@ -80,7 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--queries", type=int, default=1_000, help="queries: the first N test images")
     p.add_argument("--all-queries", action="store_true", help="use all 10,000 test images")
     p.add_argument("--fragments", type=int, default=8)
-    p.add_argument("--indexes", default="rq1,rq4,pq", help="rq<bits> and/or pq, comma-separated")
+    p.add_argument("--indexes", default="rq1,rq4,pq",
+                   help="comma-separated: rq<bits>, pq, flat, sq, hnsw_flat, hnsw_sq, hnsw_pq")
     p.add_argument("--pq-sub-vectors", type=int, default=49, help="49 (16 dims each) or 98 (8 dims)")
     p.add_argument("--contenders", default="single,job", help=f"any of {', '.join(KINDS)}")
     p.add_argument("--num-partitions", type=int,

@@ -3,7 +3,7 @@
 The pipeline, one module per phase:
     resume.py    inspect  the job's identity and state, what to resume (driver)
     dataset.py   inspect  pin a version, check the inputs          (driver)
-    index_types.py        each index type's one-node defaults
+    index_types.py        each index type: defaults, what it trains, how a segment is built, whether segments merge
     plan.py      plan     balanced groups of contiguous fragments  (driver)
     train.py     train    centroids, PQ codebook, RaBitQ rotation  (driver)
     build.py     build    one uncommitted segment per group        (executors)

@@ -25,7 +25,7 @@ from .config import BuildConfig
 from .dataset import DatasetSnapshot, IndexParams, fragment_signature, open_dataset
 from .index_model import committed_model_mismatch
 from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, SparkStageError
-from .plan import MANY_SEGMENTS, FragmentGroup, default_rows_per_task, plan_groups, segment_rows
+from .plan import MANY_SEGMENTS, FragmentGroup, default_rows_per_task, plan_groups, unmerged_rows_per_task
 from .preflight import require_driver_libraries
 from .report import JobResult, reporting, settings_of
 from .resume import Inspection, inspect_inputs, inspect_update
@@ -70,7 +70,8 @@ def plan(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, live,
     kind, rows_per_task = params.kind, config.rows_per_task
     if not rows_per_task and not config.fragments_per_task:
         rows_per_task = (default_rows_per_task(sum(f.num_rows for f in live), snap.bytes_per_row, parallelism)
-                         if kind.mergeable else segment_rows(config.max_segment_rows, snap.bytes_per_row))
+                         if kind.mergeable else unmerged_rows_per_task(
+                             sum(f.num_rows for f in live), config.max_segment_rows, snap.bytes_per_row, parallelism))
     groups = plan_groups(live, rows_per_task=rows_per_task, fragments_per_task=config.fragments_per_task)
     sizes = [g.num_rows for g in groups]
     log.info(

@@ -26,6 +26,9 @@ TASKS_PER_CORE = 2  # a little slack so a slow task does not hold up the whole s
 # process's base), so about 2.3 GB of executor memory per task.
 UNMERGED_TASK_BYTES = 2 * 1024**3
 MANY_SEGMENTS = 32  # more segments than this in one index: say what each costs
+# Spreading a table over more task slots never cuts segments below this (one-node Lance's rows
+# per partition for the HNSW types: a segment of at least one default partition).
+MIN_UNMERGED_SEGMENT_ROWS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,21 @@ def default_rows_per_task(total_rows: int, bytes_per_row: int, parallelism: int)
 
 
 def segment_rows(max_segment_rows: int, bytes_per_row: int) -> int:
-    """Rows per task when each task is one committed segment: --max-segment-rows, or fewer if a
-    task could not hold them (UNMERGED_TASK_BYTES)."""
+    """The largest segment one task may build: --max-segment-rows, or fewer if a task could not
+    hold them (UNMERGED_TASK_BYTES)."""
     return max(1, min(max_segment_rows, UNMERGED_TASK_BYTES // max(1, bytes_per_row)))
+
+
+def unmerged_rows_per_task(total_rows: int, max_segment_rows: int, bytes_per_row: int, parallelism: int) -> int:
+    """Rows per task when each task is one committed segment (types whose segments are not merged).
+
+    As few segments as the largest task allows (`segment_rows`), since every segment costs every
+    query; but a table that fits in a few segments is spread over the task slots, so that its
+    build runs in parallel, while each segment keeps at least MIN_UNMERGED_SEGMENT_ROWS rows and
+    the spread adds no more than MANY_SEGMENTS segments."""
+    fewest = math.ceil(total_rows / segment_rows(max_segment_rows, bytes_per_row))
+    spread = min(parallelism, total_rows // MIN_UNMERGED_SEGMENT_ROWS, MANY_SEGMENTS)
+    return max(1, math.ceil(total_rows / max(1, fewest, spread)))
 
 
 def plan_groups(

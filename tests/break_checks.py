@@ -55,6 +55,13 @@ B = [
  ("drift: deleted rows only widen the shift's uncertainty", "spark_lance_index/update.py", "self.partition_shift - self.shift_uncertainty > PARTITION_SHIFT", "self.partition_shift > PARTITION_SHIFT", "tests/test_update.py -k partition_shift"),
  ("update: one update encodes at most max-segment-rows", "spark_lance_index/update.py", " or merged + segment.num_rows > max(self.max_segment_rows, new_rows):", ":", "tests/test_update.py -k policy"),
  ("update: 4-bit PQ refused before Spark", "spark_lance_index/index_model.py", "            if int(storage.get(\"nbits\", 8)) != 8:", "            if False:", "tests/test_update.py -k cannot_be_read"),
+ ("SQ segments are never merged (their bounds are their own)", "spark_lance_index/index_types.py", 'IndexType("IVF_SQ", 8192, mergeable=False,', 'IndexType("IVF_SQ", 8192, mergeable=True,', "tests/test_index_types.py -k own_bounds"),
+ ("HNSW flags reach every segment", "spark_lance_index/index_types.py", "            kwargs.update(m=params.m, ef_construction=params.ef_construction, max_level=params.max_level)", "            pass", "tests/test_index_types.py -k 'unmerged and HNSW_FLAT'"),
+ ("unmerged types: one task per segment", "spark_lance_index/pipeline.py", "                         if kind.mergeable else unmerged_rows_per_task(", "                         if True else unmerged_rows_per_task(", "tests/test_plan.py -k not_merged"),
+ ("a flag of another index type is refused", "spark_lance_index/config.py", "            if value is not None and flag not in kind.flags:", "            if False:", "tests/test_bad_input.py -k 'flag or IVF_SQ or sub'"),
+ ("HNSW ef_construction >= m before Spark", "spark_lance_index/config.py", "        if (self.m is not None or self.ef_construction is not None) and ef < m:", "        if False:", "tests/test_bad_input.py -k ef_construction"),
+ ("multivector: cosine only, before Spark", "spark_lance_index/dataset.py", '    if snap.multivector and config.metric != "cosine":', "    if False:", "tests/test_bad_input.py -k multivector"),
+ ("multivector exact search is MaxSim", "spark_lance_index/verify.py", "        best = np.maximum.reduceat(", "        best = np.add.reduceat(", "tests/test_index_types.py -k 'multivector_columns and IVF_FLAT'"),
  ("a config file never sets the mode", "spark_lance_index/cli.py", "    flags[\"mode\"] = \"update\" if args.command == \"update\" else \"build\"", "    flags[\"mode\"] = \"update\" if args.command == \"update\" else None", "tests/test_config.py -k never_turns"),
 ]
 only = sys.argv[1:]

@@ -62,3 +62,36 @@ def test_default_task_size():
     assert default_rows_per_task(10_000_000_000, 512, 200) == 1_048_576
     # tiny tables are not cut into tiny tasks
     assert default_rows_per_task(1000, 512, 8) == 16_384
+
+
+def test_a_type_whose_segments_are_not_merged_gets_one_task_per_segment():
+    """Merged types are cut for parallel work (>= 2 tasks per core); SQ and HNSW segments are
+    committed as built, so their tasks are as large as a segment: --max-segment-rows, or what a
+    task's memory holds."""
+    from spark_lance_index import pipeline
+    from spark_lance_index.config import make_config
+    from spark_lance_index.dataset import DatasetSnapshot, IndexParams
+    from spark_lance_index.plan import UNMERGED_TASK_BYTES, segment_rows, unmerged_rows_per_task
+
+    fragments = tuple(frags([1000] * 100))
+    snap = DatasetSnapshot("/x", 1, "vector", 128, "float32", fragments)
+
+    def tasks(index_type, **kw):
+        config = make_config({}, {"uri": "/x", "column": "vector", "index_type": index_type, **kw})
+        params = IndexParams(index_type, "l2", 8, 0, 0, 256)
+        return pipeline.plan(config, snap, params, fragments, parallelism=64)
+
+    assert len(tasks("IVF_FLAT")) == 7  # spread over the cores, 16,384 rows a task at the least
+    for index_type in ("IVF_SQ", "IVF_HNSW_FLAT", "IVF_HNSW_SQ", "IVF_HNSW_PQ"):
+        assert len(tasks(index_type)) == 1  # 100k rows: one segment, though 64 task slots wait
+        assert [g.num_rows for g in tasks(index_type, max_segment_rows=25_000)] == [25_000] * 4
+    # a task holds at most UNMERGED_TASK_BYTES of vectors, whatever --max-segment-rows says
+    assert segment_rows(10_000_000, 768 * 4) == UNMERGED_TASK_BYTES // (768 * 4) < 10_000_000
+    # the fewest segments the largest task allows, spread over idle slots only down to 1M-row
+    # segments and up to 32 of them
+    m = 1 << 20
+    assert unmerged_rows_per_task(300_000, 10_000_000, 512, 2) == 300_000
+    assert unmerged_rows_per_task(4 * m, 10_000_000, 512, 2) == 2 * m  # two slots, two segments
+    assert unmerged_rows_per_task(10 * m, 10_000_000, 512, 100) == m  # 10 slots of 100 get work
+    assert unmerged_rows_per_task(200 * m, 10_000_000, 512, 100) == 4 * m  # 50 segments: task memory decides
+    assert unmerged_rows_per_task(40 * m, 10_000_000, 512, 1600) == 40 * m // 32  # the spread stops at 32
