@@ -11,7 +11,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from .config import INDEX_TYPES, METRICS, load_toml, make_config, parse_storage_options
+from .config import INDEX_TYPES, METRICS, load_toml, make_config, parse_fts_options, parse_storage_options
 from .errors import JobError, RecallTooLowError
 
 log = logging.getLogger("spark_lance_index")
@@ -20,8 +20,9 @@ log = logging.getLogger("spark_lance_index")
 def _add_build_flags(p: argparse.ArgumentParser) -> None:
     # Every default is None here so that a flag not given does not override --config.
     p.add_argument("--uri", help="Lance dataset URI (local path, s3://, gs://, az://)")
-    p.add_argument("--column", help="vector column (fixed-size list of floats, or a list of them for "
-                                   "multivectors); a dotted path reaches into structs (emb.vector)")
+    p.add_argument("--column", help="the column to index: vectors (fixed-size list of floats, or a list of "
+                                   "them for multivectors), scalars or text; a dotted path reaches into "
+                                   "structs (emb.vector)")
     _add_index_flags(p)
     _add_run_flags(p)
 
@@ -38,7 +39,9 @@ def _add_update_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_index_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index-type", type=str.upper, choices=INDEX_TYPES, help="default IVF_RQ")
+    p.add_argument("--index-type", type=str.upper, choices=INDEX_TYPES,
+                   help="default IVF_RQ; vector: IVF_*; scalar: BTREE, BITMAP, LABEL_LIST, ZONEMAP, "
+                        "BLOOMFILTER, NGRAM; full-text: INVERTED")
     p.add_argument("--index-name", help="default <column>_idx")
     p.add_argument("--metric", type=str.lower, choices=METRICS, help="default l2")
     p.add_argument("--num-partitions", type=int,
@@ -50,6 +53,23 @@ def _add_index_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ef-construction", type=int, help="IVF_HNSW_*: candidates while building, at least m; "
                                                        "default 150")
     p.add_argument("--max-level", type=int, help="IVF_HNSW_*: graph levels; default 7")
+    text = p.add_argument_group("INVERTED (full-text) options, as one-node Lance's; default: Lance's")
+    flag = argparse.BooleanOptionalAction
+    text.add_argument("--with-position", action=flag, help="store word positions (phrase queries)")
+    text.add_argument("--base-tokenizer", help="simple, whitespace, raw, ngram, icu, icu/split, ...")
+    text.add_argument("--language", help="for stemming and stop words, e.g. English, French")
+    text.add_argument("--stem", action=flag, help="stem tokens")
+    text.add_argument("--remove-stop-words", action=flag, help="drop the language's stop words")
+    text.add_argument("--custom-stop-words", nargs="+", metavar="WORD", help="stop words instead of the language's")
+    text.add_argument("--lower-case", action=flag, help="lower-case the text")
+    text.add_argument("--ascii-folding", action=flag, help="fold accents (é -> e)")
+    text.add_argument("--max-token-length", type=int, help="drop longer tokens")
+    text.add_argument("--min-ngram-length", type=int, help="ngram tokenizer: shortest n-gram")
+    text.add_argument("--max-ngram-length", type=int, help="ngram tokenizer: longest n-gram")
+    text.add_argument("--prefix-only", action=flag, help="ngram tokenizer: prefixes only")
+    text.add_argument("--block-size", type=int, help="documents per posting block: 128 or 256")
+    text.add_argument("--fts-option", action="append", metavar="KEY=VALUE",
+                      help="any other INVERTED option Lance takes (repeatable; VALUE as JSON when it parses)")
     p.add_argument("--sample-rate", type=int, help="training rows per partition; default 256")
     p.add_argument("--max-sample-rows", type=int, help="cap on the driver's training sample")
     p.add_argument("--max-iters", type=int, help="k-means iterations; default 50")
@@ -122,8 +142,9 @@ def config_from_args(args: argparse.Namespace):
     """The BuildConfig for parsed `build` flags (with --config underneath)."""
     file_values = load_toml(args.config) if args.config else {}
     flags = {
-        k: v for k, v in vars(args).items() if k not in ("command", "config", "storage_option")
+        k: v for k, v in vars(args).items() if k not in ("command", "config", "storage_option", "fts_option")
     }
+    flags["fts_options"] = parse_fts_options(getattr(args, "fts_option", None))
     flags["mode"] = "update" if args.command == "update" else "build"  # never from a --config file
     flags["storage_options"] = parse_storage_options(args.storage_option)
     return make_config(file_values, flags)

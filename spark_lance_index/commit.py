@@ -15,6 +15,7 @@ from typing import Iterable, Mapping, Sequence
 
 from .build import SegmentResult
 from .dataset import FragmentInfo, _ids, fragment_infos, index_conflict, index_infos, open_dataset
+from .index_types import INDEX_TYPES
 from .errors import CommitCheckError, DatasetChangedError, IndexConflictError, JobError, SegmentCheckError
 from .plan import FragmentGroup
 from .report import short
@@ -273,7 +274,7 @@ def verify_commit(
         problems.append(f"fragments {_ids(removed)} it indexes were removed before the commit landed")
     if sorted(uuids) != sorted(merged_uuids):
         problems.append(f"segments {uuids} instead of the merged segments {sorted(merged_uuids)}")
-    if stats.get("index_type") != index_type:
+    if stats.get("index_type") not in (index_type, INDEX_TYPES[index_type].stats_name if index_type in INDEX_TYPES else None):
         problems.append(f"type {stats.get('index_type')} instead of {index_type}")
     if covered != planned_ids:
         missing, extra = sorted(planned_ids - covered), sorted(covered - planned_ids)

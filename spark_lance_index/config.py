@@ -18,7 +18,10 @@ else:  # pragma: no cover - exercised only on 3.10
 
 from .errors import InputError
 
-from .index_types import DEFAULT_MAX_ITERS, DEFAULT_SAMPLE_RATE, DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, INDEX_TYPES, MIN_HNSW_M
+from .index_types import (
+    DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_MAX_ITERS, DEFAULT_SAMPLE_RATE, INDEX_TYPES, MIN_HNSW_M,
+    TEXT_OPTIONS,
+)
 
 METRICS = ("l2", "cosine", "dot")
 RQ_NUM_BITS = range(1, 10)  # what Lance's IVF_RQ accepts: "num_bits must be in 1..=9"
@@ -39,6 +42,22 @@ class BuildConfig:
     m: Optional[int] = None  # IVF_HNSW_*: graph edges per node; default 20, as one-node Lance
     ef_construction: Optional[int] = None  # IVF_HNSW_*: candidate list while building; default 150
     max_level: Optional[int] = None  # IVF_HNSW_*: graph levels; default 7
+    # INVERTED (full-text) tokenizer options, as one-node create_scalar_index takes them; None:
+    # Lance's default. fts_options holds any other option Lance has (--fts-option KEY=VALUE).
+    with_position: Optional[bool] = None
+    base_tokenizer: Optional[str] = None
+    language: Optional[str] = None
+    stem: Optional[bool] = None
+    remove_stop_words: Optional[bool] = None
+    custom_stop_words: Optional[tuple[str, ...]] = None
+    lower_case: Optional[bool] = None
+    ascii_folding: Optional[bool] = None
+    max_token_length: Optional[int] = None
+    min_ngram_length: Optional[int] = None
+    max_ngram_length: Optional[int] = None
+    prefix_only: Optional[bool] = None
+    block_size: Optional[int] = None
+    fts_options: Mapping[str, Any] = field(default_factory=dict)
     rows_per_task: Optional[int] = None  # default: ~512 MiB of vectors, and >= 2 tasks per core
     fragments_per_task: Optional[int] = None
     max_segment_rows: int = 10_000_000  # merged segment size: ~1 GB of executor memory at 128-d
@@ -132,20 +151,37 @@ class BuildConfig:
             raise InputError(f"--version {self.version} is not a dataset version (they start at 1)")
 
 
+    def text_options(self) -> dict[str, Any]:
+        """The INVERTED options given, as Lance's keyword arguments."""
+        given = {o: getattr(self, o) for o in TEXT_OPTIONS if getattr(self, o) is not None}
+        if given.get("custom_stop_words") is not None:
+            given["custom_stop_words"] = list(given["custom_stop_words"])
+        return {**dict(self.fts_options), **given}
+
     def _check_type_flags(self) -> None:
         """A flag of another index type is refused, not ignored: one-node Lance ignores
-        `num_bits` on IVF_SQ (its codes are always 8-bit) and HNSW flags on IVF types, and a user
-        who passed them meant something the index will not have."""
+        `num_bits` on IVF_SQ (its codes are always 8-bit), HNSW flags on IVF types and tokenizer
+        options on other types, and a user who passed them meant something the index will not
+        have. A scalar or text index takes none of the vector flags."""
         if self.mode == "update":
             return  # the index's own settings apply; cli.py offers none of these flags
         kind = INDEX_TYPES[self.index_type]
         given = {"--num-bits": self.num_bits, "--num-sub-vectors": self.num_sub_vectors, "--m": self.m,
-                 "--ef-construction": self.ef_construction, "--max-level": self.max_level}
+                 "--ef-construction": self.ef_construction, "--max-level": self.max_level,
+                 **{"--" + o.replace("_", "-"): getattr(self, o) for o in TEXT_OPTIONS},
+                 "--fts-option": self.fts_options or None}
         for flag, value in given.items():
             if value is not None and flag not in kind.flags:
                 users = [t.name for t in INDEX_TYPES.values() if flag in t.flags]
                 raise InputError(f"{flag} applies to {', '.join(users)}, not to {self.index_type}: drop it, "
                                  "or choose one of those types")
+        if not kind.is_vector:
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            vector_only = [f"--{name.replace('_', '-')}" for name in VECTOR_ONLY
+                           if getattr(self, name) != defaults[name]]
+            if vector_only:
+                raise InputError(f"{', '.join(vector_only)} {'applies' if len(vector_only) == 1 else 'apply'} to "
+                                 f"vector indexes, not to {self.index_type}: drop {'it' if len(vector_only) == 1 else 'them'}")
 
 
 def _positive(flag: str, value: Optional[int]) -> None:
@@ -154,6 +190,10 @@ def _positive(flag: str, value: Optional[int]) -> None:
 
 
 FIELD_NAMES = {f.name for f in dataclasses.fields(BuildConfig)}
+# Settings that mean something only for a vector index (a scalar or text index refuses them when
+# they differ from their default).
+VECTOR_ONLY = ("metric", "num_partitions", "sample_rate", "max_sample_rows", "max_iters", "query_file",
+               "nprobes", "refine_factor", "recall_k", "min_recall", "target_recall")
 
 
 def load_toml(path: str) -> dict[str, Any]:
@@ -174,7 +214,7 @@ def _normalise_keys(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name not in FIELD_NAMES:
             raise InputError(f"unknown setting {key!r} in {source}")
-        out[name] = dict(value) if name == "storage_options" else value
+        out[name] = dict(value) if name in ("storage_options", "fts_options") else value
     return out
 
 
@@ -184,12 +224,14 @@ def make_config(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) 
     for key, value in flag_values.items():
         if value is None:
             continue
-        if key == "storage_options":
-            merged["storage_options"] = {**merged.get("storage_options", {}), **value}
+        if key in ("storage_options", "fts_options"):
+            merged[key] = {**merged.get(key, {}), **value}
         else:
             merged[key] = value
     for key in ("uri", "column"):
         merged.setdefault(key, "")
+    if isinstance(merged.get("custom_stop_words"), list):
+        merged["custom_stop_words"] = tuple(merged["custom_stop_words"])
     for key in ("nprobes", "refine_factor"):  # TOML lists, or a single number
         if key in merged and not isinstance(merged[key], (list, tuple)):
             merged[key] = (merged[key],)
@@ -205,6 +247,25 @@ def make_config(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) 
         config = dataclasses.replace(config, metric=config.metric.lower())
     config.validate()
     return config
+
+
+def parse_fts_options(pairs: Optional[list[str]]) -> Optional[dict[str, Any]]:
+    """Repeated `--fts-option KEY=VALUE` into Lance keyword arguments; a VALUE that reads as JSON
+    (true, 128, ["a", "b"]) is passed as that value, anything else as a string."""
+    if not pairs:
+        return None
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--fts-option wants KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def parse_storage_options(pairs: Optional[list[str]]) -> Optional[dict[str, str]]:

@@ -6,6 +6,7 @@ once in a `DatasetSnapshot`, so that every phase, and every executor, sees the s
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
@@ -103,6 +104,7 @@ class DatasetSnapshot:
     indexes: tuple[IndexInfo, ...] = ()
     multivector: bool = False  # list<fixed_size_list<float>>: several vectors per row (ColBERT-style)
     vectors_per_row: float = 1.0  # multivector: the mean over the first rows
+    sampled_row_bytes: int = 0  # scalar and text columns: Arrow bytes per row over the first rows
 
     @property
     def location(self) -> Location:
@@ -124,7 +126,10 @@ class DatasetSnapshot:
 
     @property
     def bytes_per_row(self) -> int:
-        """Vector bytes per row, what task sizes are planned in (multivectors: on average)."""
+        """Bytes per row of the indexed column, what task sizes are planned in: vector bytes
+        (multivectors: on average), or a scalar or text column's Arrow bytes over its first rows."""
+        if not self.dim:
+            return max(1, self.sampled_row_bytes)
         return max(1, round(self.dim * _BYTES[self.value_type] * self.vectors_per_row))
 
 
@@ -194,6 +199,12 @@ def vector_column(table, column: str) -> pa.Array:
     return array
 
 
+def sampled_row_bytes(ds, column: str, rows: int = 1024) -> int:
+    """Arrow bytes per row of `column` over its first `rows` rows (strings: their length)."""
+    sample = vector_column(ds.to_table(columns=[column], limit=rows), column)
+    return max(1, round(sample.nbytes / max(1, len(sample))))
+
+
 def mean_vectors_per_row(ds, column: str, rows: int = 1024) -> float:
     """Vectors per row of a multivector column, averaged over its first `rows` rows (null rows
     count as none), to size tasks by bytes."""
@@ -238,6 +249,16 @@ def snapshot_dataset(config: BuildConfig, version: Optional[int] = None) -> Data
     the column against it."""
     ds = open_dataset(config.uri, config.storage_options, version or config.version)
     field = resolve_vector_field(ds.schema, config.column)
+    kind = INDEX_TYPES.get(config.index_type)
+    if kind is not None and not kind.is_vector:
+        if not kind.accepts(field.type):
+            raise InputError(f"column {config.column!r} has type {field.type}; {kind.name} indexes {kind.columns} "
+                             "(Lance's rule): choose another column or index type")
+        return DatasetSnapshot(
+            uri=config.uri, version=ds.version, column=config.column, dim=0, value_type=str(field.type),
+            fragments=fragment_infos(ds, config.column), indexes=index_infos(ds),
+            sampled_row_bytes=sampled_row_bytes(ds, config.column),
+        )
     dim, value_type, multivector = vector_shape(field, config.column)
     return DatasetSnapshot(
         uri=config.uri,
@@ -305,6 +326,7 @@ class IndexParams:
     m: int = 0  # IVF_HNSW_* only; 0 otherwise
     ef_construction: int = 0
     max_level: int = 0
+    options: str = ""  # INVERTED: its tokenizer options as sorted JSON, as given ("" = Lance's defaults)
 
     @property
     def kind(self) -> IndexType:
@@ -317,6 +339,11 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
     if rows == 0:
         raise InputError(f"dataset {snap.uri} (version {snap.version}) has no rows to index")
     kind = INDEX_TYPES[config.index_type]
+    if not kind.is_vector:
+        options = config.text_options() if kind.family == "text" else {}
+        probe_build_options(kind.name, options)
+        return IndexParams(index_type=kind.name, metric="", num_partitions=0, num_bits=0, num_sub_vectors=0,
+                           sample_rate=0, options=json.dumps(options, sort_keys=True) if options else "")
     if kind.rotation and snap.dim % 8 != 0:
         raise InputError(
             f"IVF_RQ needs a dimension divisible by 8 and {config.column!r} has {snap.dim}: "
@@ -353,6 +380,29 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
         ef_construction=(config.ef_construction or DEFAULT_HNSW_EF_CONSTRUCTION) if kind.graph else 0,
         max_level=(config.max_level or DEFAULT_HNSW_MAX_LEVEL) if kind.graph else 0,
     )
+
+
+def probe_build_options(index_type: str, options: Mapping) -> None:
+    """Refuse, before Spark, options Lance would refuse on every executor: build the index with
+    them on a one-row table in a temporary folder, and pass Lance's own reason on in one line.
+    Nothing is written near the user's dataset."""
+    if not options:
+        return
+    import shutil
+    import tempfile
+
+    import lance
+
+    folder = tempfile.mkdtemp(prefix="spark-lance-index-probe-")
+    try:
+        ds = lance.write_dataset(pa.table({"text": ["probe"]}), folder)
+        ds.create_scalar_index("text", index_type, **dict(options))
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = re.sub(r", /\S+\.rs:\d+:\d+$", "", reason)  # Lance's source location
+        raise InputError(f"Lance refuses the {index_type} options {dict(options)}: {reason[:300]}") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _default_sub_vectors(dim: int) -> int:

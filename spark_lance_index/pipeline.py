@@ -35,7 +35,7 @@ from .timing import PhaseClock, phase
 from .train import SharedArtifacts, train_artifacts
 from .update import index_changed
 from .update_job import finish_noop, measure_drift, update_summary
-from .verify_job import measure_recall
+from .verify_job import check_index, measure_recall
 
 log = logging.getLogger("spark_lance_index")
 
@@ -88,9 +88,10 @@ def plan(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, live,
 
 @phase("train")
 def train(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> SharedArtifacts:
-    """Train the shared artifacts once on the driver from a bounded sample."""
+    """Train the shared artifacts once on the driver from a bounded sample (a scalar or text
+    index trains nothing: its segments share their build options only)."""
     artifacts = train_artifacts(config, snap, params)
-    log.info("shared artifacts: %s", artifacts.describe())
+    log.info("shared artifacts: %s", artifacts.describe() or "none (nothing to train)")
     return artifacts
 
 
@@ -252,7 +253,8 @@ def verify(config, insp: Inspection, groups, committed_ds, merged_uuids, artifac
         covered = [f for f in snap.fragments if f.fragment_id in in_kept] + list(covered)
     return verify_commit(
         committed_ds, config.name, insp.params.index_type, expected_uuids, covered, encoded=encoded,
-        model_mismatch=lambda stats: committed_model_mismatch(snap.location, config.storage_options, stats, artifacts),
+        model_mismatch=(lambda stats: committed_model_mismatch(snap.location, config.storage_options, stats, artifacts))
+        if insp.params.kind.is_vector else None,
     )
 
 
@@ -312,10 +314,13 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
             result.num_fragments, result.segments_committed = report.num_indexed_fragments, len(merged_uuids)
             result.unindexed_rows, result.unindexed_fragments = report.num_unindexed_rows, report.num_unindexed_fragments
             result.deleted_rows = report.num_deleted_rows
+            if not params.kind.is_vector and config.verify_queries:  # exact answers: checked before cleanup
+                result.index_check = check_index(spark, config, snap.uri, report.version, snap.column,
+                                                 params.index_type, config.name, parallelism)
             result.leftovers_removed, result.leftovers_unaccounted = cleanup(config, snap, state, merged_uuids, lease)
             new_fragments = [f.fragment_id for f in insp.update.new_fragments] if insp.update else None
             by_origin = None
-            if config.verify_queries or insp.queries is not None:
+            if params.kind.is_vector and (config.verify_queries or insp.queries is not None):
                 check = measure_recall(
                     spark, config, snap.uri, report.version, snap.column, params.metric, params.index_type,
                     insp.queries, parallelism, config.name, new_fragments=new_fragments)

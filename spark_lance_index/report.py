@@ -88,6 +88,7 @@ class JobResult:
     update: Optional[dict] = None  # `update`: what it encoded (pipeline.update_summary)
     drift: Optional[Any] = None  # `update`: DriftFigures
     query_settings: Optional[Any] = None  # --target-recall: query_settings.QuerySettings
+    index_check: Optional[Any] = None  # scalar and text indexes: verify_job.IndexCheck
 
     def to_report(self) -> dict[str, Any]:
         p = self.params
@@ -107,15 +108,19 @@ class JobResult:
                 "name": self.index_name,
                 "column": self.column,
                 "type": p.index_type if p else None,
-                "metric": p.metric if p else None,
-                "num_partitions": p.num_partitions if p else None,
+                "metric": (p.metric or None) if p else None,
+                "num_partitions": (p.num_partitions or None) if p else None,
                 "num_bits": (p.num_bits or None) if p else None,
                 "num_sub_vectors": (p.num_sub_vectors or None) if p else None,
                 "hnsw": {"m": p.m, "ef_construction": p.ef_construction, "max_level": p.max_level}
                 if p and p.m else None,
+                "options": json.loads(p.options) if p and p.options else None,
             },
             "settings": self.settings,
-            "artifacts": {k: self.fingerprints.get(k) for k in ("centroids", "codebook", "rotation")},
+            "artifacts": {k: self.fingerprints.get(k) for k in ("centroids", "codebook", "rotation", "options")},
+            "index_check": None if self.index_check is None else {
+                "filters": [{**asdict(c), "ok": c.ok} for c in self.index_check.filters],
+                "search": None if self.index_check.search is None else asdict(self.index_check.search)},
             "counts": {
                 "rows_indexed": self.num_rows,
                 "fragments_indexed": self.num_fragments,
@@ -158,11 +163,13 @@ def render_summary(r: dict[str, Any]) -> str:
         lines.append(f"index {idx['name']!r} on {ds['uri']} is up to date at version {ds['pinned_version']}: "
                      "every fragment is indexed; nothing committed")
     if c["rows_indexed"] is not None and ds["committed_version"] is not None:
-        kind = f"{idx['type']}, {idx['metric']}, {idx['num_partitions']} partitions"
+        kind = f"{idx['type']}, {idx['metric']}, {idx['num_partitions']} partitions" if idx["metric"] else idx["type"]
         if idx["num_bits"]:
             kind += f", {idx['num_bits']} bit"
         if idx["num_sub_vectors"]:
             kind += f", {idx['num_sub_vectors']} sub-vectors"
+        if idx.get("options"):
+            kind += ", " + ", ".join(f"{k}={v}" for k, v in sorted(idx["options"].items()))
         if idx.get("hnsw"):
             kind += ", HNSW m={m} ef_construction={ef_construction} max_level={max_level}".format(**idx["hnsw"])
         lines.append(f"index {idx['name']!r} ({kind}) committed on {ds['uri']} at version {ds['committed_version']}")
@@ -207,6 +214,16 @@ def render_summary(r: dict[str, Any]) -> str:
     if any(r["artifacts"].values()):
         lines.append("  artifacts: " + ", ".join(
             f"{k} {short(v)}" for k, v in sorted(r["artifacts"].items()) if v))
+    check = r.get("index_check")
+    if check and check["filters"]:
+        ok = sum(c["ok"] for c in check["filters"])
+        lines.append(f"  filter check: {ok} of {len(check['filters'])} filters on sampled values return through the "
+                     "index exactly the rows a scan without it returns, e.g. "
+                     f"`{check['filters'][0]['filter']}` ({check['filters'][0]['rows_index']:,} rows)")
+    if check and check["search"]:
+        s = check["search"]
+        lines.append(f"  full-text check: {s['found']} of {s['queries']} sampled rows are in the top {s['k']} of a "
+                     "query of their own text")
     for f in r["recall"]:
         refine = f"refine_factor {f['refine_factor']}" if f["refine_factor"] else "no refine"
         lines.append(

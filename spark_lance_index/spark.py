@@ -266,37 +266,43 @@ def run_segment_builds(
             artifacts_bc.unpersist()
 
 
+def map_reduce(spark, tasks: Sequence, fn: Callable[[object, object], object], combine: Callable,
+               shared: object, label: str, progress_interval: float = DEFAULT_INTERVAL):
+    """fn(task, shared) for each task (each has `num_rows`), one Spark task each, the results
+    combined pairwise with `combine`: on classic Spark by treeReduce with `shared` broadcast, through
+    Connect on arrival with `shared` in the closure. The driver holds two results at most."""
+    total_rows = sum(t.num_rows for t in tasks)
+    if is_connect(spark):
+        bar = Progress(label, len(tasks), total_rows, interval=progress_interval)
+        out, done, rows = None, 0, 0
+        for i, partial in _connect_map(spark, tasks, lambda t, attempt: fn(t, shared)):
+            out = partial if out is None else combine(out, partial)
+            done, rows = done + 1, rows + tasks[i].num_rows
+            bar.update(done, rows)
+        bar.update(done, rows, final=True)
+        return out
+    sc = spark.sparkContext
+    shared_bc = sc.broadcast(shared)
+    with _progress(spark, label, len(tasks), total_rows, progress_interval) as (done, rows):
+
+        def one(task):
+            out = fn(task, shared_bc.value)
+            done.add(1)
+            rows.add(task.num_rows)
+            return out
+
+        try:
+            rdd = sc.parallelize(list(tasks), numSlices=max(1, len(tasks)))
+            return rdd.map(one).treeReduce(combine)
+        finally:
+            shared_bc.unpersist()
+
+
 def run_exact_search(
     spark, tasks: Sequence[ExactSearchTask], queries, progress_interval: float = DEFAULT_INTERVAL
 ) -> TopK:
     """Exact top-k of `queries` over all tasks' fragments, merged pairwise on the way back."""
-    total_rows = sum(t.num_rows for t in tasks)
-    if is_connect(spark):
-        bar = Progress("exact search", len(tasks), total_rows, interval=progress_interval)
-        best, done, rows = None, 0, 0
-        # Partial lists stream back one task at a time and are merged on arrival: the driver
-        # holds two of them at most.
-        for i, partial in _connect_map(spark, tasks, lambda t, attempt: exact_topk_of_fragments(t, queries)):
-            best = partial if best is None else merge_topk(best, partial)
-            done, rows = done + 1, rows + tasks[i].num_rows
-            bar.update(done, rows)
-        bar.update(done, rows, final=True)
-        return best
-    sc = spark.sparkContext
-    queries_bc = sc.broadcast(queries)
-    with _progress(spark, "exact search", len(tasks), total_rows, progress_interval) as (done, rows):
-
-        def one(task: ExactSearchTask) -> TopK:
-            best = exact_topk_of_fragments(task, queries_bc.value)
-            done.add(1)
-            rows.add(task.num_rows)
-            return best
-
-        try:
-            rdd = sc.parallelize(list(tasks), numSlices=max(1, len(tasks)))
-            return rdd.map(one).treeReduce(merge_topk)
-        finally:
-            queries_bc.unpersist()
+    return map_reduce(spark, tasks, exact_topk_of_fragments, merge_topk, queries, "exact search", progress_interval)
 
 
 def run_preflight(spark) -> list:

@@ -5,7 +5,7 @@ The job owns exactly one directory, `<root>/<job id>/`, where root is `--job-dir
 root shared by many jobs (or holding a user's files) is safe. Layout:
 
     job.json                 identity, pinned version, parameters, plan, artifact fingerprints
-    artifacts/centroids.npy  artifacts/codebook.npy  artifacts/rotation.json
+    artifacts/centroids.npy  artifacts/codebook.npy  artifacts/rotation.json  artifacts/options.json
     lease.json               the run working on this job now, with a heartbeat
     attempts/<uuid>          one empty marker per segment directory the job writes, written
                              before the directory is: cleanup removes only what is listed here
@@ -44,7 +44,7 @@ log = logging.getLogger("spark_lance_index")
 
 JOBS_SUFFIX = ".index-jobs"
 # The files the job writes, by folder; cleanup deletes these names and nothing else.
-_ARTIFACTS = ("centroids.npy", "codebook.npy", "rotation.json")
+_ARTIFACTS = ("centroids.npy", "codebook.npy", "rotation.json", "options.json")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SEGMENT = re.compile(r"^\d+\.pkl$")
 _MERGE = re.compile(r"^[0-9a-f]{16}\.json$")
@@ -92,7 +92,10 @@ class JobState:
         self, job: Mapping, groups: Sequence[FragmentGroup], artifacts: SharedArtifacts
     ) -> None:
         """Write the artifacts first and job.json last: job.json marks a usable directory."""
-        self.files.write("artifacts/centroids.npy", _npy(artifacts.centroids))
+        if artifacts.centroids is not None:
+            self.files.write("artifacts/centroids.npy", _npy(artifacts.centroids))
+        if artifacts.options:
+            self.files.write("artifacts/options.json", artifacts.options.encode())
         if artifacts.codebook is not None:
             self.files.write("artifacts/codebook.npy", _npy(artifacts.codebook))
         if artifacts.rq_model is not None:
@@ -132,9 +135,10 @@ class JobState:
             )
             names = set(self.files.list("artifacts"))
             artifacts = SharedArtifacts(
-                centroids=_load_npy(self.files.read("artifacts/centroids.npy")),
+                centroids=_load_npy(self.files.read("artifacts/centroids.npy")) if "centroids.npy" in names else None,
                 codebook=_load_npy(self.files.read("artifacts/codebook.npy")) if "codebook.npy" in names else None,
                 rq_model=self.files.read("artifacts/rotation.json").decode() if "rotation.json" in names else None,
+                options=self.files.read("artifacts/options.json").decode() if "options.json" in names else None,
             )
         except (ValueError, KeyError, OSError) as e:
             raise JobError(f"the job directory {self.uri} is damaged ({e}): delete it to start afresh") from None

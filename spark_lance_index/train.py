@@ -42,13 +42,16 @@ class SharedArtifacts:
     Plain numpy and str so that it pickles small and cheaply into a Spark broadcast.
     """
 
-    centroids: np.ndarray  # (num_partitions, dim), the column's float type
+    centroids: Optional[np.ndarray] = None  # vector types: (num_partitions, dim), the column's float type
     codebook: Optional[np.ndarray] = None  # IVF_PQ, IVF_HNSW_PQ: (256, dim)
     rq_model: Optional[str] = None  # IVF_RQ: the JSON from build_rq_model
+    options: Optional[str] = None  # INVERTED: the tokenizer options every segment is built with (JSON)
 
     def fingerprints(self) -> dict[str, str]:
         """{artifact name: sha256} for the artifacts present."""
-        out = {"centroids": array_fingerprint(self.centroids)}
+        out = {"centroids": array_fingerprint(self.centroids)} if self.centroids is not None else {}
+        if self.options:
+            out["options"] = text_fingerprint(self.options)
         if self.codebook is not None:
             out["codebook"] = array_fingerprint(self.codebook)
         if self.rq_model is not None:
@@ -94,6 +97,8 @@ def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexPar
     Training reads a bounded sample (`training_sample_rate` x partitions rows) through
     Lance's own k-means, so the centroids are what a one-node `create_index` would train.
     """
+    if not params.kind.is_vector:  # scalar and text segments share their build options only
+        return SharedArtifacts(options=params.options or None)
     from lance.lance import indices as lance_indices
 
     ds = open_dataset(snap.uri, config.storage_options, snap.version)

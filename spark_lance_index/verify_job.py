@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -17,10 +17,14 @@ import numpy as np
 from . import spark as spark_layer
 from .config import BuildConfig
 from .dataset import (
-    IndexParams, fragment_infos, index_infos, mean_vectors_per_row, open_dataset, resolve_vector_field, snapshot_dataset,
-    vector_shape,
+    IndexParams, fragment_infos, index_infos, mean_vectors_per_row, open_dataset, resolve_vector_field,
+    sampled_row_bytes, snapshot_dataset, vector_shape,
 )
-from .errors import InputError, SparkStageError
+from .index_check import (
+    FilterScanTask, SearchCheck, add_digests, compare, index_side, probes_for, sample_values, scan_digests,
+    search_check,
+)
+from .errors import CommitCheckError, InputError, SparkStageError
 from .index_types import INDEX_TYPES
 from .plan import default_rows_per_task, plan_groups
 from .report import JobResult, reporting, settings_of
@@ -134,6 +138,60 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     return RecallCheck(figures, by_origin, swept)
 
 
+SCALAR_CHECK_VALUES = 20  # values sampled for the filter check (bounded by --verify-queries)
+
+
+@phase("check")
+def check_index(spark, config: BuildConfig, uri: str, version: int, column: str, index_type: str,
+                index_name: str, parallelism: int) -> IndexCheck:
+    """A scalar index answers sampled filters exactly as a scan does, through itself; a full-text
+    index finds sampled rows by their own text (index_check.py). CommitCheckError when a filter
+    differs: the index is committed but wrong."""
+    ds = open_dataset(uri, config.storage_options, version)
+    if INDEX_TYPES[index_type].family == "text":
+        search = search_check(ds, column, config.verify_queries)
+        log.info("full-text check: %d of %d sampled rows are in the top %d for a query of their own text",
+                 search.found, search.queries, search.k)
+        return IndexCheck(search=search)
+    values = sample_values(ds, column, min(SCALAR_CHECK_VALUES, config.verify_queries))
+    probes = probes_for(index_type, column, values)
+    if not probes:
+        log.info("filter check: no sampled value of %r to filter on", column)
+        return IndexCheck()
+    through_index = [index_side(ds, index_name, p.sql) for p in probes]
+    fragments = [f for f in fragment_infos(ds, column) if f.num_rows > 0]
+    groups = plan_groups(fragments, rows_per_task=default_rows_per_task(
+        sum(f.num_rows for f in fragments), sampled_row_bytes(ds, column), parallelism))
+    tasks = [FilterScanTask(uri, version, g.fragment_ids, g.num_rows, dict(config.storage_options)) for g in groups]
+    with spark_layer.job_group(spark, f"spark-lance-index-check-{version}",
+                               f"spark-lance-index: scan for {len(probes)} filters"):
+        try:
+            scanned = spark_layer.map_reduce(spark, tasks, scan_digests, add_digests, (column, probes),
+                                             "filter scan", config.progress_interval)
+        except Exception as e:
+            raise SparkStageError(f"the scan for the filter check failed after Spark's retries: "
+                                  f"{spark_layer.failure_reason(e)}") from e
+    checks = [compare(p.sql, *side, scan) for p, side, scan in zip(probes, through_index, scanned)]
+    log.info("filter check: %d of %d filters return through the index exactly the rows a scan returns",
+             sum(c.ok for c in checks), len(checks))
+    bad = next((c for c in checks if not c.ok), None)
+    if bad is not None:
+        what = ("the plan does not use it" if not bad.index_used
+                else f"{bad.rows_index} rows through the index, {bad.rows_scan} by a scan"
+                + ("" if bad.rows_index != bad.rows_scan else ", other row ids"))
+        raise CommitCheckError(f"index {index_name!r} was committed at version {version} but is wrong: the filter "
+                               f"`{bad.filter}` gives {what}")
+    return IndexCheck(filters=checks)
+
+
+@dataclass(frozen=True)
+class IndexCheck:
+    """What the check phase of a scalar or text index found."""
+
+    filters: list = field(default_factory=list)  # FilterCheck, one per filter
+    search: Optional[SearchCheck] = None
+
+
 @dataclass(frozen=True)
 class RecallCheck:
     """What the recall phase measured."""
@@ -151,6 +209,9 @@ def run_verify(config: BuildConfig, spark=None) -> JobResult:
         started = time.perf_counter()
         with PhaseClock() as clock:
             config.validate()
+            if not INDEX_TYPES[config.index_type].is_vector:
+                raise InputError(f"verify measures the recall of vector indexes; a {config.index_type} index is "
+                                 "checked by build, right after its commit (filters against a scan)")
             snap = snapshot_dataset(config)
             if config.name not in snap.index_names:
                 raise InputError(f"no index named {config.name!r} on {snap.uri}: build it first, or give --index-name")

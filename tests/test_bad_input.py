@@ -31,6 +31,7 @@ def odd_dataset(tmp_path_factory):
             "meta": pa.StructArray.from_arrays([pa.array(np.arange(n))], names=["x"]),
             "mv": pa.ListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)),
                                            fsl(rng.standard_normal((2 * n, 16)))),
+            "title": pa.array([f"title {i}" for i in range(n)]),
         }
     )
     lance.write_dataset(table, uri, max_rows_per_file=500)
@@ -57,6 +58,18 @@ CASES = {
     "HNSW max_level 0": ({"index_type": "IVF_HNSW_PQ", "max_level": 0}, "--max-level 0 is outside"),
     "HNSW flag on IVF_PQ": ({"index_type": "IVF_PQ", "m": 16}, "--m applies to IVF_HNSW_FLAT, IVF_HNSW_SQ, IVF_HNSW_PQ, not to IVF_PQ"),
     "num_bits on IVF_SQ (Lance ignores it: SQ is 8-bit)": ({"index_type": "IVF_SQ", "num_bits": 4}, "--num-bits applies to IVF_RQ, not to IVF_SQ"),
+    "BTREE on a list column": ({"index_type": "BTREE", "column": "ragged"}, "has type list<item: float>; BTREE indexes numbers"),
+    "LABEL_LIST on an integer column": ({"index_type": "LABEL_LIST", "column": "id"}, "LABEL_LIST indexes lists of"),
+    "NGRAM on an integer column": ({"index_type": "NGRAM", "column": "id"}, "NGRAM indexes strings"),
+    "INVERTED on an integer column": ({"index_type": "INVERTED", "column": "id"}, "INVERTED indexes strings or lists of strings"),
+    "BLOOMFILTER on a struct": ({"index_type": "BLOOMFILTER", "column": "meta"}, "BLOOMFILTER indexes numbers, strings"),
+    "vector flag on BTREE": ({"index_type": "BTREE", "column": "id", "num_partitions": 8}, "--num-partitions applies to vector indexes, not to BTREE"),
+    "metric on BITMAP": ({"index_type": "BITMAP", "column": "id", "metric": "cosine"}, "--metric applies to vector indexes"),
+    "target-recall on a scalar index": ({"index_type": "ZONEMAP", "column": "id", "target_recall": 0.9}, "--target-recall applies to vector indexes"),
+    "tokenizer option on BTREE": ({"index_type": "BTREE", "column": "id", "with_position": True}, "--with-position applies to INVERTED, not to BTREE"),
+    "a tokenizer Lance does not have": ({"index_type": "INVERTED", "column": "title", "base_tokenizer": "bogus"},
+                                        "Lance refuses the INVERTED options.*unknown base tokenizer bogus"),
+    "a posting block size Lance refuses": ({"index_type": "INVERTED", "column": "title", "block_size": 100}, "block_size must be one of 128 or 256"),
     "sub-vectors on IVF_HNSW_SQ": ({"index_type": "IVF_HNSW_SQ", "num_sub_vectors": 4}, "--num-sub-vectors applies to IVF_PQ, IVF_HNSW_PQ"),
     "unknown metric": ({"metric": "hamming"}, "unknown metric"),
     "PQ sub-vectors": ({"index_type": "IVF_PQ", "num_sub_vectors": 5}, "does not divide"),
