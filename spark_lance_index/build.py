@@ -6,15 +6,17 @@ directly. It writes only `_indices/<index_uuid>/` and never changes the dataset 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from .dataset import IndexParams, open_dataset
 from .plan import FragmentGroup
+from .storage import index_dirs, locate
 from .train import SharedArtifacts
 
 # Namespace for the deterministic segment uuids (uuid5), so a retried task rewrites the same
@@ -68,23 +70,37 @@ class SegmentResult:
     attempt: int = 0
 
 
-def run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int) -> SegmentResult:
+def run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int, build=None) -> SegmentResult:
     """One Spark task: record the directory about to be written, build, record the result.
 
     `state` is the job's JobState; the marker lets cleanup find this directory even if the
-    task dies half-way, and the saved result lets a rerun skip this group.
+    task dies half-way, and the saved result lets a rerun skip this group. Where Lance picks the
+    segment's uuid itself (BTREE, LABEL_LIST, NGRAM), the directory can only be marked once
+    written: the task records its intent first, with the `_indices` entries that existed, so that
+    a directory left by a task killed in between is named at cleanup, never deleted (as for an
+    interrupted merge). `build` defaults to `build_segment` (tests stop a task right after it).
     """
-    index_uuid = segment_uuid(task.job_id, task.group, attempt, artifacts.describe())
-    state.mark_attempt(index_uuid)
-    result = build_segment(task, artifacts, index_uuid, attempt)
+    build = build or build_segment
+    if task.params.kind.takes_uuid:
+        index_uuid = segment_uuid(task.job_id, task.group, attempt, artifacts.describe())
+        state.mark_attempt(index_uuid)
+        result = build(task, artifacts, index_uuid, attempt)
+    else:
+        key = hashlib.sha256(f"build/{task.job_id}/{task.group.group_id}/{attempt}".encode()).hexdigest()[:16]
+        state.record_merge(key, {"sources": [], "group": task.group.group_id, "attempt": attempt,
+                                 "before": index_dirs(locate(task.uri), task.storage_options).entries(),
+                                 "started": time.time()})
+        result = build(task, artifacts, None, attempt)
+        state.mark_attempt(result.index_uuid)
     state.save_segment(result)
     return result
 
 
 def build_segment(
-    task: SegmentTask, artifacts: SharedArtifacts, index_uuid: str, attempt: int = 0
+    task: SegmentTask, artifacts: SharedArtifacts, index_uuid: Optional[str], attempt: int = 0
 ) -> SegmentResult:
-    """Build the uncommitted segment for `task.group` with the shared artifacts."""
+    """Build the uncommitted segment for `task.group` with the shared artifacts, under
+    `index_uuid` (None: the uuid Lance picks)."""
     os.environ.setdefault("LANCE_LOG", task.lance_log)  # read when lance is first imported
     start = time.perf_counter()
     ds = open_dataset(task.uri, task.storage_options, task.version)
@@ -95,7 +111,7 @@ def build_segment(
         name=task.index_name,
         replace=task.replace,
         fragment_ids=list(task.group.fragment_ids),
-        index_uuid=index_uuid,
+        **({"index_uuid": index_uuid} if index_uuid else {}),
         **p.kind.segment_kwargs(p, artifacts),
     )
     return SegmentResult(

@@ -26,8 +26,8 @@ def cleanup(config, snap, state: JobState, keep: Sequence[str], lease) -> tuple[
     unaccounted = interrupted_merge_leftovers(snap.location, config.storage_options, state.merges(), attempts, keep)
     if unaccounted:
         log.warning(
-            "%d directories under _indices appeared while this job merged and are not accounted for "
-            "(a merge killed mid-write, or another writer): %s; left in place, since the job cannot "
+            "%d directories under _indices appeared while this job built or merged segments and are not accounted for "
+            "(a task killed mid-write, or another writer): %s; left in place, since the job cannot "
             "prove they are its own", len(unaccounted), ", ".join(unaccounted[:8]),
         )
     removed = remove_leftovers(snap.location, config.storage_options, attempts, keep)

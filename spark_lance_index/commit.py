@@ -264,10 +264,10 @@ def verify_commit(
         num_unindexed_rows=stats["num_unindexed_rows"],
         num_indexed_fragments=stats["num_indexed_fragments"],
         num_unindexed_fragments=stats["num_unindexed_fragments"],
-        num_segments=len(segments),
+        num_segments=len(info.segments),
         num_deleted_rows=sum(f.num_rows for f in planned) - expected_rows,
     )
-    uuids = [s.get("uuid") for s in segments]
+    uuids = list(info.segments)  # the manifest's segments (a scalar index's statistics carry no uuids)
     problems = []
     removed = sorted(f.fragment_id for f in (planned if encoded is None else encoded) if f.fragment_id not in live_now)
     if removed:

@@ -60,6 +60,7 @@ class IndexType:
     accepts: Optional[Callable[[pa.DataType], bool]] = None  # scalar: the column types Lance indexes
     columns: str = ""  # those types, in words, for the refusal
     check: str = ""  # scalar: how the committed index is checked (see index_check.py)
+    takes_uuid: bool = True  # a segment build takes the uuid the job picks (else Lance picks it)
 
     @property
     def is_vector(self) -> bool:
@@ -153,20 +154,21 @@ INDEX_TYPES: Mapping[str, IndexType] = {
                   why_unmerged=_NO_SHARED_BOUNDS.replace("SQ bounds", "SQ bounds (and HNSW graphs)")),
         IndexType("IVF_HNSW_PQ", 1 << 20, codebook=True, graph=True, mergeable=False, why_unmerged=_GRAPH_REBUILD),
         # Scalar and text segments merge (Lance merges their pages, bitmaps, zones and posting
-        # lists); none shares a trained artifact. Measured on pylance 14.0.2: every type below
+        # lists); none shares a trained artifact. BTREE, LABEL_LIST and NGRAM builds refuse a
+        # segment uuid ("index_uuid is no longer accepted"): Lance picks it (see build.run_task). Measured on pylance 14.0.2: every type below
         # builds per-fragment segments that merge and commit, and the committed index answers
         # filters exactly as a scan does (tests/test_scalar_indexes.py).
-        IndexType("BTREE", family="scalar", lance_name="BTree", accepts=_plain, columns=_PLAIN_WORDS, check="equals"),
+        IndexType("BTREE", takes_uuid=False, family="scalar", lance_name="BTree", accepts=_plain, columns=_PLAIN_WORDS, check="equals"),
         IndexType("BITMAP", family="scalar", lance_name="Bitmap", accepts=_plain, columns=_PLAIN_WORDS,
                   check="equals"),
-        IndexType("LABEL_LIST", family="scalar", lance_name="LabelList", accepts=_list_of(_plain),
+        IndexType("LABEL_LIST", takes_uuid=False, family="scalar", lance_name="LabelList", accepts=_list_of(_plain),
                   columns="lists of " + _PLAIN_WORDS, check="has_any"),
         IndexType("ZONEMAP", family="scalar", lance_name="ZoneMap", accepts=_plain, columns=_PLAIN_WORDS,
                   check="equals"),
         IndexType("BLOOMFILTER", family="scalar", lance_name="BloomFilter",
                   accepts=lambda t: _plain(t) and not pa.types.is_boolean(t), columns=_PLAIN_WORDS.replace(
                       "booleans, ", ""), check="equals"),
-        IndexType("NGRAM", family="scalar", lance_name="NGram", accepts=_string, columns="strings", check="contains"),
+        IndexType("NGRAM", takes_uuid=False, family="scalar", lance_name="NGram", accepts=_string, columns="strings", check="contains"),
         IndexType("INVERTED", family="text", lance_name="Inverted",
                   accepts=lambda t: _string(t) or _list_of(_string)(t), columns="strings or lists of strings",
                   check="search"),

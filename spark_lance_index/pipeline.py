@@ -135,8 +135,15 @@ def reusable_segments(snap, config, state: JobState, groups, expected) -> dict[i
         if gid in planned
         and tuple(r.fragment_ids) == planned[gid].fragment_ids
         and dict(r.fingerprints) == expected
-        and indices.exists(f"{r.index_uuid}/index.idx")
+        and indices.exists(f"{r.index_uuid}/{segment_file(r)}")
     }
+
+
+def segment_file(result: SegmentResult) -> str:
+    """A file the segment's directory must hold: the first Lance listed for it (index.idx for a
+    vector segment, page_data.lance for a BTREE, ...)."""
+    files = getattr(result.segment, "files", None) or []
+    return files[0].path if files else "index.idx"
 
 
 def make_tasks(

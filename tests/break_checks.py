@@ -62,6 +62,13 @@ B = [
  ("HNSW ef_construction >= m before Spark", "spark_lance_index/config.py", "        if (self.m is not None or self.ef_construction is not None) and ef < m:", "        if False:", "tests/test_bad_input.py -k ef_construction"),
  ("multivector: cosine only, before Spark", "spark_lance_index/dataset.py", '    if snap.multivector and config.metric != "cosine":', "    if False:", "tests/test_bad_input.py -k multivector"),
  ("multivector exact search is MaxSim", "spark_lance_index/verify.py", "        best = np.maximum.reduceat(", "        best = np.add.reduceat(", "tests/test_index_types.py -k 'multivector_columns and IVF_FLAT'"),
+ ("scalar: a filter that differs from the scan fails the job", "spark_lance_index/index_check.py", "        return self.rows_index == self.rows_scan and self.same_rows is not False and self.index_used", "        return True", "tests/test_scalar_indexes.py -k answers_wrong"),
+ ("scalar: the plan must name this index", "spark_lance_index/index_check.py", '    used = bool(re.search(r"ScalarIndexQuery.*@" + re.escape(index_name) + r"\(", plan))', "    used = True", "tests/test_scalar_indexes.py -k sees_which"),
+ ("scalar: a Lance-picked uuid is announced before the write", "spark_lance_index/build.py", '        state.record_merge(key, {"sources": [], "group": task.group.group_id, "attempt": attempt,', '        (lambda *a: None)(key, {"sources": [], "group": task.group.group_id, "attempt": attempt,', "tests/test_scalar_indexes.py -k lance_picked"),
+ ("scalar: the column's type is Lance's", "spark_lance_index/dataset.py", "        if not kind.accepts(field.type):", "        if False:", "tests/test_bad_input.py -k 'list or integer or struct'"),
+ ("scalar: vector flags refused", "spark_lance_index/config.py", "            if vector_only:\n", "            if False:\n", "tests/test_bad_input.py -k 'flag or metric or scalar'"),
+ ("full text: options probed before Spark", "spark_lance_index/dataset.py", "    if not options:\n        return\n    import shutil", "    if True:\n        return\n    import shutil", "tests/test_bad_input.py -k 'tokenizer or posting'"),
+ ("full text: tokenizer options reach the segments", "spark_lance_index/index_types.py", "            return json.loads(params.options) if params.options else {}", "            return {}", "tests/test_scalar_indexes.py -k tokenizer_options"),
  ("a config file never sets the mode", "spark_lance_index/cli.py", "    flags[\"mode\"] = \"update\" if args.command == \"update\" else \"build\"", "    flags[\"mode\"] = \"update\" if args.command == \"update\" else None", "tests/test_config.py -k never_turns"),
 ]
 only = sys.argv[1:]

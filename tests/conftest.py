@@ -106,7 +106,8 @@ def index_dirs(uri: str) -> set:
 
 
 def committed_uuids(uri: str, name: str = "vector_idx") -> set:
-    return {s["uuid"] for s in lance.dataset(uri).stats.index_stats(name)["segments"]}
+    """The segment uuids of the committed index `name`, from the manifest."""
+    return {str(s.uuid) for i in lance.dataset(uri).describe_indices() if i.name == name for s in i.segments}
 
 
 def recall(uri: str, data: VectorData, nprobes: int = 4, refine: Optional[int] = 10) -> float:

@@ -17,7 +17,8 @@ from conftest import committed_uuids, index_dirs
 from spark_lance_index import pipeline
 from spark_lance_index.build import run_task
 from spark_lance_index.config import make_config
-from spark_lance_index.errors import DatasetChangedError, IndexConflictError, JobError
+from spark_lance_index.errors import CommitCheckError, DatasetChangedError, IndexConflictError, JobError
+from spark_lance_index.index_check import search_check
 from spark_lance_index.index_types import INDEX_TYPES
 
 ROWS = 20_000
@@ -136,8 +137,12 @@ def test_full_text_top10_equals_a_one_node_inverted_index(spark, tmp_path, segme
     job, one = write_table(tmp_path / "job"), write_table(tmp_path / "one")
     result = run_job(spark, job, "INVERTED", max_segment_rows=ROWS // segments)
     assert result.segments_committed == segments
-    assert result.index_check.search.found == result.index_check.search.queries > 0
     lance.dataset(one).create_scalar_index("text", "INVERTED", name="text_idx")
+    # the job's own check (sampled rows found by their own text) reads as it does on one-node's
+    # index: a row whose words are all common can be outranked, on either
+    ours, theirs = result.index_check.search, search_check(lance.dataset(one), "text", ours_queries := 100)
+    assert ours.queries == theirs.queries == ours_queries and abs(ours.found - theirs.found) <= 2
+    assert ours.found >= 0.9 * ours.queries
     for q in QUERIES:
         assert same_top_k(search(job, q), search(one, q)), q
 
@@ -224,3 +229,60 @@ def test_a_rerun_resumes_and_a_commit_that_landed_is_finished(spark, tmp_path, m
     result = run_job(spark, other, "LABEL_LIST")
     assert result.committed_version == version and all(c.ok for c in result.index_check.filters)
     assert not os.path.exists(other + ".index-jobs")
+
+
+def test_a_committed_index_that_answers_wrong_fails_the_job(spark, tmp_path):
+    """One task indexes other data under the same fragment ids and field (a twin table with other
+    values, as a stale copy would): Lance merges and commits the segment without a word, and only
+    the filter check can tell that the index answers wrong."""
+    import dataclasses
+    import shutil
+
+    uri, twin = write_table(tmp_path / "ds"), write_table(tmp_path / "twin", seed=1)
+
+    def indexes_the_twin(task, artifacts, state, attempt):
+        if task.group.group_id != 1:
+            return run_task(task, artifacts, state, attempt)
+        result = run_task(dataclasses.replace(task, uri=twin), artifacts, state, attempt)
+        shutil.copytree(f"{twin}/_indices/{result.index_uuid}", f"{uri}/_indices/{result.index_uuid}")
+        return result
+
+    with pytest.raises(CommitCheckError, match="index 'x_idx' was committed at version .* but is wrong: the filter "
+                                               "`.*` gives .* rows through the index, .* by a scan"):
+        run_job(spark, uri, "BTREE", task_fn=indexes_the_twin)
+
+
+def test_the_filter_check_sees_which_index_a_plan_uses(tmp_path):
+    """Plain Lance: the plan of a filter names the index that serves it, and the check reads it."""
+    from spark_lance_index.index_check import index_side
+
+    uri = write_table(tmp_path / "ds", rows=4000)
+    ds = lance.dataset(uri)
+    ds.create_scalar_index("code", "NGRAM", name="code_idx")
+    ds.create_scalar_index("x", "BTREE", name="x_idx")
+    ds = lance.dataset(uri)
+    assert index_side(ds, "code_idx", "contains(code, '12-')")[1]  # 3 characters: served by the n-grams
+    assert not index_side(ds, "code_idx", "contains(code, '2-')")[1]  # 2: a scan
+    assert not index_side(ds, "code_idx", "x = 5")[1] and index_side(ds, "x_idx", "x = 5")[1]
+
+
+def test_a_task_killed_after_lance_picked_its_uuid_leaves_a_directory_that_is_named_not_deleted(spark, tmp_path):
+    """BTREE segments take the uuid Lance picks, so the job marks the directory only once written;
+    a task that dies in between leaves one the job cannot prove is its own: reported, kept."""
+    from spark_lance_index.build import build_segment
+
+    uri = write_table(tmp_path / "ds")
+    before = index_dirs(uri)
+
+    def dies_after_the_write(task, artifacts, state, attempt):
+        if task.group.group_id == 1 and attempt == 0:
+            def build_then_die(*args):
+                build_segment(*args)
+                raise RuntimeError("executor lost right after Lance wrote the segment")
+            return run_task(task, artifacts, state, attempt, build=build_then_die)
+        return run_task(task, artifacts, state, attempt)
+
+    result = run_job(spark, uri, "BTREE", task_fn=dies_after_the_write)
+    orphans = index_dirs(uri) - before - committed_uuids(uri, "x_idx")
+    assert len(orphans) == 1 and result.leftovers_unaccounted == sorted(orphans)
+    assert all(c.ok for c in result.index_check.filters)
