@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from common import (
-    CONTENDERS, DEFAULT_MARKDOWN, append_section, child_env, copy_dataset, environment_lines, fmt_mib, fmt_ratio,
+    CONTENDERS, DEFAULT_MARKDOWN, append_section, child_env, copy_dataset, environment_lines, fmt_mib,
     fmt_s, index_segments, load_average, markdown_table, median, remove_dataset, run_measured,
 )
 from runs import Run, say

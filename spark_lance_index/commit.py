@@ -160,11 +160,13 @@ def check_fragments_unchanged(latest, column: str, planned: Sequence[FragmentInf
 COMMIT_ATTEMPTS = 5
 
 
-def build_conflict(index_name: str, column: str, replace: bool, planned: Sequence[FragmentInfo]):
+def build_conflict(index_name: str, column: str, replace: bool, planned: Sequence[FragmentInfo],
+                   index_type: str = "IVF_RQ"):
     """A build's check of the latest indexes: an index of this name (without --replace), or
-    another vector index on the column, that appeared while the job ran."""
+    another index serving the same queries on the column, that appeared while the job ran."""
     planned_ids = [f.fragment_id for f in planned]
-    return lambda indexes: index_conflict(index_name, column, replace, indexes, planned=planned_ids)
+    return lambda indexes: index_conflict(index_name, column, replace, indexes, planned=planned_ids,
+                                          index_type=index_type)
 
 
 def commit_segments(

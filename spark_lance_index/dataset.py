@@ -222,7 +222,7 @@ def vector_shape(field: pa.Field, column: str) -> tuple[int, str, bool]:
     of floats, or a list of them (a multivector column, several vectors per row)."""
     t = field.type
     multivector = False
-    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_fixed_size_list(t.value_type):
+    if pa.types.is_list(t) and pa.types.is_fixed_size_list(t.value_type):  # Lance: not large_list
         t, multivector = t.value_type, True
     if isinstance(t, pa.FixedShapeTensorType) and len(t.shape) == 1:
         dim, value = t.shape[0], t.value_type
@@ -273,9 +273,19 @@ def snapshot_dataset(config: BuildConfig, version: Optional[int] = None) -> Data
     )
 
 
+def serves(index: IndexInfo) -> str:
+    """What queries an existing index serves: "vector", or a scalar type's check ("equals",
+    "has_any", "contains", "search"); "" for a type this job does not know."""
+    if index.is_vector:
+        return "vector"
+    kind = next((t for t in INDEX_TYPES.values() if t.stats_name == index.index_type), None)
+    return kind.check if kind else ""
+
+
 def index_conflict(
     name: str, column: str, replace: bool, indexes: Sequence[IndexInfo], *,
     own_segments: Optional[Sequence[str]] = None, planned: Optional[Iterable[int]] = None,
+    index_type: str = "IVF_RQ",
 ) -> Optional[str]:
     """Why committing index `name` on `column` over `indexes` would be wrong, or None.
 
@@ -284,8 +294,12 @@ def index_conflict(
       Lance refuses that commit, and the user should know before the build, not after;
     - another vector index on the column: Lance's nearest query picks one vector index per
       column with no way to choose, so a second one is never used and its recall cannot be
-      measured.
+      measured; likewise another scalar index serving the same filters on the column (two of
+      BTREE, BITMAP, ZONEMAP, BLOOMFILTER; two LABEL_LIST, NGRAM or INVERTED): Lance serves a
+      filter with one of them, and the job could not tell which one its check measured.
     """
+    kind = INDEX_TYPES[index_type]
+    wanted = "vector" if kind.is_vector else kind.check
     for i in indexes:
         if i.name == name:
             if column not in i.columns:
@@ -301,11 +315,15 @@ def index_conflict(
                 return (f"the index {name!r} to replace covers fragments {_ids(extra)} that this build "
                         "does not index (added after the pinned version): rerun without --version to "
                         "index the latest version")
-        elif i.is_vector and column in i.columns:
+        elif i.is_vector and column in i.columns and wanted == "vector":
             return (f"column {column!r} already has the vector index {i.name!r} ({i.index_type}); "
                     "Lance queries one vector index per column, so a second one would never be used "
                     f"and its recall could not be measured: rebuild that one with --replace "
                     f"--index-name {i.name}, or drop it first")
+        elif not i.is_vector and column in i.columns and serves(i) == wanted:
+            return (f"column {column!r} already has the {i.index_type} index {i.name!r}, which serves the same "
+                    f"filters as {kind.name}; Lance would use one of them, and the job could not check its own: "
+                    f"rebuild that one with --replace --index-name {i.name}, or drop it first")
     return None
 
 

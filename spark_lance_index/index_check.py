@@ -16,7 +16,6 @@ Plain Lance and numpy, no Spark: `scan_digests` is what each executor task runs.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
@@ -67,13 +66,14 @@ class FilterScanTask:
 
 @dataclass(frozen=True)
 class Probe:
-    """One filter, as SQL for Lance (the index side) and as what it means for a column's values
-    (the scan side): `column = value`, `column IS NULL`, `array_has_any(column, [value])`,
-    `contains(column, value)`."""
+    """One filter: `column = value`, `column IS NULL`, `array_has_any(column, [value])` or
+    `contains(column, value)`. `sql` is what the summary shows (and, but for `equals`, what Lance
+    is given); the executors apply `op` and `value` to the column's values themselves."""
 
     sql: str
     op: str  # "equals" | "is_null" | "has_any" | "contains"
     value: Any = None
+    type: Any = None  # equals: the column's Arrow type, for the value's scalar
 
 
 def matches(op: str, value: Any, column) -> np.ndarray:
@@ -147,44 +147,81 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def _sql_value_ok(value: Any) -> bool:
-    """Values written into SQL text as they are: strings, integers, finite floats, booleans."""
-    return isinstance(value, (str, bool, int)) or (isinstance(value, float) and np.isfinite(value))
+# Arrow element types whose literal Lance's SQL needs cast for a LABEL_LIST filter to reach the
+# index (measured: `array_has_any(list<int32>, [3])` scans; `[arrow_cast(3, 'Int32')]` is served).
+_SQL_TYPE_NAMES = {"int8": "Int8", "int16": "Int16", "int32": "Int32", "uint8": "UInt8", "uint16": "UInt16",
+                   "uint32": "UInt32", "uint64": "UInt64", "float": "Float32", "large_string": "LargeUtf8"}
+
+
+def _label_literal(value: Any, element_type) -> Optional[str]:
+    """A literal of the list's element type, or None when there is no safe way to write one."""
+    name = str(element_type)
+    if name in ("int64", "double", "string") and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return _literal(value) if not isinstance(value, float) or np.isfinite(value) else None
+    if name in _SQL_TYPE_NAMES and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        if isinstance(value, float) and not np.isfinite(value):
+            return None
+        return f"arrow_cast({_literal(value)}, '{_SQL_TYPE_NAMES[name]}')"
+    return None
 
 
 def sample_values(ds, column: str, n: int, seed: int = 0) -> list:
-    """Values of `column` in up to 2n random rows (lists: their elements), distinct, at most n."""
+    """Values of `column` in 2n rows spread evenly over the table (one at a random place in each
+    2n-th of it, so that every part of the table, and of the index, is probed), lists flattened,
+    distinct, at most n."""
     rng = np.random.default_rng(seed)
     rows = ds.count_rows()
     if rows == 0:
         return []
-    picked = np.sort(rng.choice(rows, size=min(rows, 2 * n), replace=False))
+    slots = min(rows, 2 * n)
+    picked = np.unique(((np.arange(slots) + rng.random(slots)) * rows / slots).astype(np.int64).clip(0, rows - 1))
     values = vector_column(ds.take(picked, columns=[column]), column).to_pylist()
     flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
-    distinct = list(dict.fromkeys(x for x in flat if x is not None))
-    return [distinct[i] for i in rng.permutation(len(distinct))[:n]]
+    distinct = list(dict.fromkeys(x for x in flat if x is not None and not (isinstance(x, float) and np.isnan(x))))
+    return [distinct[i] for i in np.sort(rng.permutation(len(distinct))[:n])]
 
 
-def probes_for(index_type: str, column: str, values: Sequence) -> list[Probe]:
-    """The filters a committed index of `index_type` serves, made from sampled values."""
+def probes_for(index_type: str, column: str, column_type, values: Sequence) -> list[Probe]:
+    """The filters a committed index of `index_type` serves, made from sampled values.
+
+    Equality is written for any value type (dates, times, decimals, binary too), and goes to Lance
+    as a pyarrow expression (`filter_of`); float16 has no equality kernel in pyarrow and is
+    probed by IS NULL only."""
+    import pyarrow as pa
+
     check = INDEX_TYPES[index_type].check
-    column = ".".join(f"`{part}`" for part in column.split("."))  # quoted: any name, struct fields
-    usable = [v for v in values if _sql_value_ok(v)]
+    quoted = ".".join(f"`{part}`" for part in column.split("."))  # any name, struct fields
     if check == "equals":
-        return [Probe(f"{column} = {_literal(v)}", "equals", v) for v in usable]
+        out = [] if pa.types.is_float16(column_type) else [
+            Probe(f"{quoted} = {_literal(v) if isinstance(v, (str, bool, int, float)) else repr(v)}", "equals", v,
+                  column_type) for v in values]
+        return out + [Probe(f"{quoted} IS NULL", "is_null")]
     if check == "has_any":
-        return [Probe(f"array_has_any({column}, [{_literal(v)}])", "has_any", v) for v in usable]
+        literals = [(v, _label_literal(v, column_type.value_type)) for v in values]
+        return [Probe(f"array_has_any({quoted}, [{lit}])", "has_any", v) for v, lit in literals if lit]
     if check == "contains":  # the NGRAM index serves substrings of 3 characters and more
-        subs = [v[len(v) // 3: len(v) // 3 + 3] for v in usable if isinstance(v, str) and len(v) >= 3]
-        return [Probe(f"contains({column}, {_literal(s)})", "contains", s) for s in dict.fromkeys(subs)]
+        subs = [v[len(v) // 3: len(v) // 3 + 3] for v in values if isinstance(v, str) and len(v) >= 3]
+        return [Probe(f"contains({quoted}, {_literal(s)})", "contains", s) for s in dict.fromkeys(subs)]
     return []
 
 
-def index_side(ds, index_name: str, f: str) -> tuple[Digest, bool, bool]:
-    """(digest of the filter's rows through the index, whether the plan uses this index, whether
-    the digest holds every row id or only the count)."""
+def filter_of(probe: Probe, column: str):
+    """What Lance is given: a pyarrow expression for equality (exact for every value type, no SQL
+    literal to spell), the SQL text otherwise."""
+    if probe.op != "equals":
+        return probe.sql
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.field(*column.split(".")) == pa.scalar(probe.value, probe.type)
+
+
+def index_side(ds, index_name: str, stats_name: str, f) -> tuple[Digest, bool, bool]:
+    """(digest of the filter's rows through the index, whether the plan serves it with this index
+    (`ScalarIndexQuery: query=[...]@<name>(<type>)`), whether the digest holds every row id or only
+    the count)."""
     plan = ds.scanner(filter=f, columns=[], with_row_id=True).explain_plan()
-    used = bool(re.search(r"ScalarIndexQuery.*@" + re.escape(index_name) + r"\(", plan))
+    used = "ScalarIndexQuery" in plan and f"]@{index_name}({stats_name})" in plan
     count = ds.count_rows(f)
     if count > MAX_DIGEST_ROWS:
         return Digest(count), used, False
@@ -208,10 +245,13 @@ def search_check(ds, column: str, n: int, seed: int = 0, k: int = SEARCH_TOP_K) 
     texts, ids = vector_column(table, column).to_pylist(), table.column("_rowid").to_pylist()
     queries = found = 0
     for text, row_id in zip(texts, ids):
-        words = " ".join(text if isinstance(text, list) else [text or ""]).split()[:32]
+        parts = text if isinstance(text, list) else [text]
+        words = " ".join(p for p in parts if p).split()[:32]
         if not words:
             continue
         queries += 1
-        hits = ds.to_table(full_text_query=" ".join(words), columns=[], with_row_id=True, limit=k)
+        # this column only: a bare query string searches every INVERTED-indexed column
+        hits = ds.to_table(full_text_query={"columns": [column], "query": " ".join(words)}, columns=[],
+                           with_row_id=True, limit=k)
         found += row_id in set(hits.column("_rowid").to_pylist())
     return SearchCheck(queries, found, k)

@@ -99,10 +99,16 @@ def prepare(config, insp: Inspection, parallelism: int, lease):
     """Plan and train (an update takes the index's own model instead), or take both from an
     earlier run of the same job. -> (groups, artifacts)"""
     snap, params, state = insp.snap, insp.params, insp.state
+    sizes = {"rows_per_task": config.rows_per_task, "fragments_per_task": config.fragments_per_task,
+             "max_segment_rows": config.max_segment_rows}
     if insp.job is not None:
         if insp.job["params"] != asdict(params):
             raise JobError(f"the job directory {state.uri} was written with other parameters "
                            f"({insp.job['params']}): delete it to start afresh")
+        if not params.kind.mergeable and insp.job.get("sizes", sizes) != sizes:
+            # each task is a committed segment of these types: other sizes make another index
+            raise JobError(f"the job directory {state.uri} holds a plan made with other task sizes "
+                           f"({insp.job['sizes']}): rerun with those, or delete it to start afresh")
         groups, artifacts = state.load_plan(insp.job)
         insp.run = insp.job.get("run", "")
         log.info(
@@ -117,7 +123,7 @@ def prepare(config, insp: Inspection, parallelism: int, lease):
     insp.run = uuid.uuid4().hex
     job = {"job_id": insp.job_id, "run": insp.run, "identity": insp.identity, "uri": snap.uri, "version": snap.version,
            "column": snap.column, "index_name": config.name, "params": asdict(params),
-           "fragments": fragment_signature(planned_fragments(snap, groups))}
+           "fragments": fragment_signature(planned_fragments(snap, groups)), "sizes": sizes}
     if insp.update is not None:  # what the update's commit replaces and keeps must still be there
         job["index_segments"] = sorted(s.uuid for s in (*insp.update.kept, *insp.update.reencoded))
     lease.check()  # training takes minutes: never overwrite the state of a run that took over
@@ -128,22 +134,17 @@ def prepare(config, insp: Inspection, parallelism: int, lease):
 def reusable_segments(snap, config, state: JobState, groups, expected) -> dict[int, SegmentResult]:
     """Segments an earlier run finished that fit this plan and these artifacts, by group."""
     planned = {g.group_id: g for g in groups}
-    indices = index_dirs(snap.location, config.storage_options)
+    # The segment's directory must still be there (a merge may rewrite the files inside it: an
+    # INVERTED merge finalizes its sources' staging files in place).
+    present = set(index_dirs(snap.location, config.storage_options).entries())
     return {
         gid: r
         for gid, r in state.finished_segments().items()
         if gid in planned
         and tuple(r.fragment_ids) == planned[gid].fragment_ids
         and dict(r.fingerprints) == expected
-        and indices.exists(f"{r.index_uuid}/{segment_file(r)}")
+        and r.index_uuid in present
     }
-
-
-def segment_file(result: SegmentResult) -> str:
-    """A file the segment's directory must hold: the first Lance listed for it (index.idx for a
-    vector segment, page_data.lance for a BTREE, ...)."""
-    files = getattr(result.segment, "files", None) or []
-    return files[0].path if files else "index.idx"
 
 
 def make_tasks(
@@ -236,7 +237,7 @@ def commit(config: BuildConfig, insp: Inspection, groups, merged: Sequence, leas
         pinned = [s.uuid for s in (*insp.update.kept, *insp.update.reencoded)]
         conflict_of = lambda indexes: index_changed(config.name, indexes, pinned)  # noqa: E731
     else:
-        conflict_of = build_conflict(config.name, snap.column, bool(config.replace), planned)
+        conflict_of = build_conflict(config.name, snap.column, bool(config.replace), planned, config.index_type)
     lease.check()
     state.record_commit([str(m.uuid) for m in merged])
     return commit_segments(
@@ -343,8 +344,13 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
             raise  # another run holds the job: touch nothing of it
         except CommitCheckError as e:
             if insp.update is None:
-                # Committed, but not what was planned: a rerun with --replace rebuilds it.
+                # Committed, but not what was planned: a rerun with --replace rebuilds it, from
+                # scratch. Its plan and segments are forgotten, so the rerun reuses none of them and
+                # runs under a new run id (new segment uuids, never a directory this index uses);
+                # the markers stay, so that the rerun's cleanup removes this index's directories
+                # once its own commit has replaced it.
                 state.forget_commit()
+                state.forget_plan()
                 e.args = (f"{e} [rerun with --replace to rebuild it; job state kept in {state.uri}]",)
             else:
                 # The record stays: every rerun of the update checks that commit again and fails

@@ -120,7 +120,8 @@ class JobResult:
             "artifacts": {k: self.fingerprints.get(k) for k in ("centroids", "codebook", "rotation", "options")},
             "index_check": None if self.index_check is None else {
                 "filters": [{**asdict(c), "ok": c.ok} for c in self.index_check.filters],
-                "search": None if self.index_check.search is None else asdict(self.index_check.search)},
+                "search": None if self.index_check.search is None else asdict(self.index_check.search),
+                "unchecked": self.index_check.unchecked},
             "counts": {
                 "rows_indexed": self.num_rows,
                 "fragments_indexed": self.num_fragments,
@@ -216,10 +217,14 @@ def render_summary(r: dict[str, Any]) -> str:
             f"{k} {short(v)}" for k, v in sorted(r["artifacts"].items()) if v))
     check = r.get("index_check")
     if check and check["filters"]:
-        ok = sum(c["ok"] for c in check["filters"])
-        lines.append(f"  filter check: {ok} of {len(check['filters'])} filters on sampled values return through the "
-                     "index exactly the rows a scan without it returns, e.g. "
-                     f"`{check['filters'][0]['filter']}` ({check['filters'][0]['rows_index']:,} rows)")
+        exact = sum(c["ok"] and c["same_rows"] is True for c in check["filters"])
+        counted = sum(c["ok"] and c["same_rows"] is None for c in check["filters"])
+        lines.append(f"  filter check: {exact} of {len(check['filters'])} filters on sampled values return through the "
+                     "index exactly the rows a scan without it returns"
+                     + (f", {counted} more the same number of rows (row ids not compared)" if counted else "")
+                     + f", e.g. `{check['filters'][0]['filter']}` ({check['filters'][0]['rows_index']:,} rows)")
+    if check and check.get("unchecked"):
+        lines.append(f"  filter check: NOT CHECKED: {check['unchecked']}")
     if check and check["search"]:
         s = check["search"]
         lines.append(f"  full-text check: {s['found']} of {s['queries']} sampled rows are in the top {s['k']} of a "

@@ -110,7 +110,7 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
     latest_indexes = index_infos(latest)
     for where, indexes in ((f"version {snap.version}", snap.indexes), (f"the latest version {latest.version}", latest_indexes)):
         conflict = index_conflict(config.name, config.column, bool(config.replace), indexes,
-                                  own_segments=own, planned=live)
+                                  own_segments=own, planned=live, index_type=config.index_type)
         if conflict:
             raise InputError(f"{conflict} (at {where} of {config.uri})")
     committed = None

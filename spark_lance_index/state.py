@@ -193,6 +193,14 @@ class JobState:
             if _SEGMENT.match(name):
                 self.files.delete_file(f"segments/{name}")
 
+    def forget_plan(self) -> None:
+        """Drop the plan, the artifacts and the saved segments, so that a rerun starts afresh under
+        a new run id; the attempt markers and merge records stay for that rerun's cleanup."""
+        self.forget_segments()
+        for name in _ARTIFACTS:
+            self.files.delete_file(f"artifacts/{name}")
+        self.files.delete_file("job.json")
+
     def discard(self) -> None:
         """Delete the files this job wrote, then its folders if nothing else is in them.
 

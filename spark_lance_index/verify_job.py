@@ -21,8 +21,8 @@ from .dataset import (
     sampled_row_bytes, snapshot_dataset, vector_shape,
 )
 from .index_check import (
-    FilterScanTask, SearchCheck, add_digests, compare, index_side, probes_for, sample_values, scan_digests,
-    search_check,
+    MAX_DIGEST_ROWS, FilterScanTask, SearchCheck, add_digests, compare, filter_of, index_side, probes_for,
+    sample_values, scan_digests, search_check,
 )
 from .errors import CommitCheckError, InputError, SparkStageError
 from .index_types import INDEX_TYPES
@@ -153,16 +153,21 @@ def check_index(spark, config: BuildConfig, uri: str, version: int, column: str,
         log.info("full-text check: %d of %d sampled rows are in the top %d for a query of their own text",
                  search.found, search.queries, search.k)
         return IndexCheck(search=search)
+    kind = INDEX_TYPES[index_type]
+    column_type = resolve_vector_field(ds.schema, column).type
     values = sample_values(ds, column, min(SCALAR_CHECK_VALUES, config.verify_queries))
-    probes = probes_for(index_type, column, values)
+    probes = probes_for(index_type, column, column_type, values)
     if not probes:
-        log.info("filter check: no sampled value of %r to filter on", column)
-        return IndexCheck()
-    through_index = [index_side(ds, index_name, p.sql) for p in probes]
+        log.warning("filter check: no filter the %s index serves could be made from %r (%s): NOT CHECKED",
+                    index_type, column, column_type)
+        return IndexCheck(unchecked=f"no filter could be made from the sampled values of {column_type}")
+    through_index = [index_side(ds, index_name, kind.stats_name, filter_of(p, column)) for p in probes]
     fragments = [f for f in fragment_infos(ds, column) if f.num_rows > 0]
     groups = plan_groups(fragments, rows_per_task=default_rows_per_task(
         sum(f.num_rows for f in fragments), sampled_row_bytes(ds, column), parallelism))
     tasks = [FilterScanTask(uri, version, g.fragment_ids, g.num_rows, dict(config.storage_options)) for g in groups]
+    if not tasks:
+        return IndexCheck(unchecked="the table has no rows")
     with spark_layer.job_group(spark, f"spark-lance-index-check-{version}",
                                f"spark-lance-index: scan for {len(probes)} filters"):
         try:
@@ -172,8 +177,7 @@ def check_index(spark, config: BuildConfig, uri: str, version: int, column: str,
             raise SparkStageError(f"the scan for the filter check failed after Spark's retries: "
                                   f"{spark_layer.failure_reason(e)}") from e
     checks = [compare(p.sql, *side, scan) for p, side, scan in zip(probes, through_index, scanned)]
-    log.info("filter check: %d of %d filters return through the index exactly the rows a scan returns",
-             sum(c.ok for c in checks), len(checks))
+    log.info("filter check: %s", describe_filter_checks(checks))
     bad = next((c for c in checks if not c.ok), None)
     if bad is not None:
         what = ("the plan does not use it" if not bad.index_used
@@ -184,12 +188,24 @@ def check_index(spark, config: BuildConfig, uri: str, version: int, column: str,
     return IndexCheck(filters=checks)
 
 
+def describe_filter_checks(checks) -> str:
+    """One line: how many filters matched a scan row for row, and how many by count only."""
+    exact = sum(c.ok and c.same_rows is True for c in checks)
+    counted = sum(c.ok and c.same_rows is None for c in checks)
+    line = f"{exact} of {len(checks)} filters on sampled values return through the index exactly the rows a scan " \
+           "without it returns"
+    if counted:
+        line += f"; {counted} more the same number of rows (over {MAX_DIGEST_ROWS:,} rows: row ids not compared)"
+    return line
+
+
 @dataclass(frozen=True)
 class IndexCheck:
     """What the check phase of a scalar or text index found."""
 
     filters: list = field(default_factory=list)  # FilterCheck, one per filter
     search: Optional[SearchCheck] = None
+    unchecked: Optional[str] = None  # why no filter was checked
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,15 @@ def odd_dataset(tmp_path_factory):
             "mv": pa.ListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)),
                                            fsl(rng.standard_normal((2 * n, 16)))),
             "title": pa.array([f"title {i}" for i in range(n)]),
+            "half": pa.array(rng.standard_normal(n).astype(np.float16)),
+            "lmv": pa.LargeListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int64)),
+                                                 fsl(rng.standard_normal((2 * n, 16)))),
         }
     )
     lance.write_dataset(table, uri, max_rows_per_file=500)
     ds = lance.dataset(uri)
     ds.create_index("v12", "IVF_FLAT", name="taken", num_partitions=2)
+    lance.dataset(uri).create_scalar_index("title", "BTREE", name="title_btree")
     return uri
 
 
@@ -62,7 +66,7 @@ CASES = {
     "LABEL_LIST on an integer column": ({"index_type": "LABEL_LIST", "column": "id"}, "LABEL_LIST indexes lists of"),
     "NGRAM on an integer column": ({"index_type": "NGRAM", "column": "id"}, "NGRAM indexes strings"),
     "INVERTED on an integer column": ({"index_type": "INVERTED", "column": "id"}, "INVERTED indexes strings or lists of strings"),
-    "BLOOMFILTER on a struct": ({"index_type": "BLOOMFILTER", "column": "meta"}, "BLOOMFILTER indexes numbers, strings"),
+    "BLOOMFILTER on a struct": ({"index_type": "BLOOMFILTER", "column": "meta"}, "has type struct<x: int64>; BLOOMFILTER indexes integers"),
     "vector flag on BTREE": ({"index_type": "BTREE", "column": "id", "num_partitions": 8}, "--num-partitions applies to vector indexes, not to BTREE"),
     "metric on BITMAP": ({"index_type": "BITMAP", "column": "id", "metric": "cosine"}, "--metric applies to vector indexes"),
     "target-recall on a scalar index": ({"index_type": "ZONEMAP", "column": "id", "target_recall": 0.9}, "--target-recall applies to vector indexes"),
@@ -70,6 +74,10 @@ CASES = {
     "a tokenizer Lance does not have": ({"index_type": "INVERTED", "column": "title", "base_tokenizer": "bogus"},
                                         "Lance refuses the INVERTED options.*unknown base tokenizer bogus"),
     "a posting block size Lance refuses": ({"index_type": "INVERTED", "column": "title", "block_size": 100}, "block_size must be one of 128 or 256"),
+    "BLOOMFILTER on float16 (Lance's list has no Float16)": ({"index_type": "BLOOMFILTER", "column": "half"}, "BLOOMFILTER indexes integers, float32, float64"),
+    "a large_list multivector (Lance indexes list only)": ({"column": "lmv", "metric": "cosine"}, "needs a fixed-size list of floats"),
+    "a second scalar index serving the same filters": ({"index_type": "BITMAP", "column": "title"},
+                                                      "already has the BTree index 'title_btree', which serves the same filters as BITMAP"),
     "sub-vectors on IVF_HNSW_SQ": ({"index_type": "IVF_HNSW_SQ", "num_sub_vectors": 4}, "--num-sub-vectors applies to IVF_PQ, IVF_HNSW_PQ"),
     "unknown metric": ({"metric": "hamming"}, "unknown metric"),
     "PQ sub-vectors": ({"index_type": "IVF_PQ", "num_sub_vectors": 5}, "does not divide"),

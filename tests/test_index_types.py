@@ -146,3 +146,24 @@ def test_multivector_rows_with_nulls_empty_lists_and_nan_are_indexed_as_one_node
     stats = lance.dataset(uri).stats.index_stats("mv_idx")
     assert (result.num_rows, stats["num_indexed_rows"], stats["num_unindexed_rows"]) == (3000, 3000, 0)
     assert result.recall and all(f.queries == 100 for f in result.recall)
+
+
+def test_an_unmerged_type_resumes_only_the_plan_of_the_same_task_sizes(spark, tmp_path):
+    """Each task is a committed segment of IVF_SQ: a rerun with other task sizes would make
+    another index from the old plan, so it is refused; with the same sizes it resumes."""
+    import faults
+
+    from spark_lance_index.errors import JobError
+
+    faults.ship()
+    data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
+    config = {"index_type": "IVF_SQ", "rows_per_task": 2000}
+    with pytest.raises(JobError, match="job state kept in"):
+        pipeline.run(make_config({}, {"uri": data.uri, "column": "vector", "num_partitions": 8, **config}), spark=spark,
+                     task_fn=faults.always_fail(1))
+    with pytest.raises(JobError, match="a plan made with other task sizes.*rows_per_task.: 2000"):
+        pipeline.run(make_config({}, {"uri": data.uri, "column": "vector", "num_partitions": 8, **config,
+                                      "rows_per_task": 4000}), spark=spark)
+    result = pipeline.run(make_config({}, {"uri": data.uri, "column": "vector", "num_partitions": 8, **config}),
+                          spark=spark)
+    assert result.segments_reused >= 1 and result.segments_committed == 4

@@ -247,9 +247,17 @@ def test_a_committed_index_that_answers_wrong_fails_the_job(spark, tmp_path):
         shutil.copytree(f"{twin}/_indices/{result.index_uuid}", f"{uri}/_indices/{result.index_uuid}")
         return result
 
+    before = index_dirs(uri)
     with pytest.raises(CommitCheckError, match="index 'x_idx' was committed at version .* but is wrong: the filter "
-                                               "`.*` gives .* rows through the index, .* by a scan"):
+                                               "`.*` gives .* rows through the index, .* by a scan.*--replace"):
         run_job(spark, uri, "BTREE", task_fn=indexes_the_twin)
+    wrong = committed_uuids(uri, "x_idx")
+    # the advice works: a rerun with --replace builds afresh (nothing of the wrong run is reused),
+    # commits a right index over the wrong one, and removes the wrong one's directories
+    result = run_job(spark, uri, "BTREE", replace=True)
+    assert (result.segments_reused, result.segments_built) == (0, 4)
+    assert all(c.ok for c in result.index_check.filters) and not committed_uuids(uri, "x_idx") & wrong
+    assert index_dirs(uri) == before | committed_uuids(uri, "x_idx")
 
 
 def test_the_filter_check_sees_which_index_a_plan_uses(tmp_path):
@@ -261,9 +269,9 @@ def test_the_filter_check_sees_which_index_a_plan_uses(tmp_path):
     ds.create_scalar_index("code", "NGRAM", name="code_idx")
     ds.create_scalar_index("x", "BTREE", name="x_idx")
     ds = lance.dataset(uri)
-    assert index_side(ds, "code_idx", "contains(code, '12-')")[1]  # 3 characters: served by the n-grams
-    assert not index_side(ds, "code_idx", "contains(code, '2-')")[1]  # 2: a scan
-    assert not index_side(ds, "code_idx", "x = 5")[1] and index_side(ds, "x_idx", "x = 5")[1]
+    assert index_side(ds, "code_idx", "NGram", "contains(code, '12-')")[1]  # 3 characters: served by the n-grams
+    assert not index_side(ds, "code_idx", "NGram", "contains(code, '2-')")[1]  # 2: a scan
+    assert not index_side(ds, "code_idx", "NGram", "x = 5")[1] and index_side(ds, "x_idx", "BTree", "x = 5")[1]
 
 
 def test_a_task_killed_after_lance_picked_its_uuid_leaves_a_directory_that_is_named_not_deleted(spark, tmp_path):
@@ -286,3 +294,49 @@ def test_a_task_killed_after_lance_picked_its_uuid_leaves_a_directory_that_is_na
     orphans = index_dirs(uri) - before - committed_uuids(uri, "x_idx")
     assert len(orphans) == 1 and result.leftovers_unaccounted == sorted(orphans)
     assert all(c.ok for c in result.index_check.filters)
+
+
+def test_the_filter_check_probes_every_column_type_it_accepts(spark, tmp_path):
+    """Dates, timestamps, decimals, binary values, float16 (nulls only: pyarrow has no float16
+    equality), lists of int32 (a cast literal, or Lance scans) and text lists with null elements."""
+    import datetime
+    import decimal
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    table = pa.table({
+        "id": np.arange(n),
+        "ts": pa.array([datetime.datetime(2020, 1, 1) + datetime.timedelta(hours=int(h)) for h in rng.integers(0, 500, n)],
+                       mask=rng.random(n) < 0.02),
+        "day": pa.array([datetime.date(2021, 1, 1) + datetime.timedelta(days=int(d)) for d in rng.integers(0, 300, n)]),
+        "price": pa.array([decimal.Decimal(int(c)) / 100 for c in rng.integers(0, 5000, n)], pa.decimal128(10, 2)),
+        "blob": pa.array([bytes([int(a), int(b)]) for a, b in rng.integers(0, 40, (n, 2))]),
+        "half": pa.array(rng.integers(0, 50, n).astype(np.float16), mask=rng.random(n) < 0.02),
+        "ids": pa.array([list(rng.integers(0, 30, 2).astype(np.int32)) for _ in range(n)], pa.list_(pa.int32())),
+        "notes": pa.array([[f"note {i}", None, "line one\nline two"] if i % 7 else None for i in range(n)]),
+    })
+    uri = str(tmp_path / "ds")
+    lance.write_dataset(table, uri, max_rows_per_file=1000)
+    for column, index_type in [("ts", "ZONEMAP"), ("day", "BTREE"), ("price", "BTREE"), ("blob", "BLOOMFILTER"),
+                               ("half", "BITMAP"), ("ids", "LABEL_LIST"), ("notes", "INVERTED")]:
+        result = pipeline.run(make_config({}, {"uri": uri, "column": column, "index_type": index_type,
+                                               "rows_per_task": 2000}), spark=spark)
+        check = result.index_check
+        if index_type == "INVERTED":
+            assert check.search.queries > 0 and check.search.found > 0.9 * check.search.queries, column
+            continue
+        assert check.unchecked is None and all(c.ok for c in check.filters), (column, check)
+        probed = [c.filter for c in check.filters]
+        assert any("IS NULL" in f for f in probed) or index_type == "LABEL_LIST"
+        assert len(probed) > (1 if column != "half" else 0), (column, probed)
+
+
+def test_a_string_with_a_newline_is_probed_through_the_index(tmp_path):
+    """Lance prints a filter's value in the plan as it is, newlines included."""
+    from spark_lance_index.index_check import index_side
+
+    uri = str(tmp_path / "ds")
+    lance.write_dataset(pa.table({"s": ["a\nb", "c", "a\nb"] * 100}), uri)
+    lance.dataset(uri).create_scalar_index("s", "BTREE", name="s_idx")
+    digest, used, complete = index_side(lance.dataset(uri), "s_idx", "BTree", "s = 'a\nb'")
+    assert used and complete and digest.count == 200
