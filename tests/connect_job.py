@@ -21,5 +21,9 @@ config = make_config({}, {"uri": uri, "column": "vector", "num_partitions": 16, 
                           "query_file": uri + ".queries.npy", "nprobes": (4,), "refine_factor": (0, 10)})
 result = run(config, spark=spark)
 print(result.summary())
+# a scalar index too: its segment uuids are Lance's (intent records written from the executors),
+# and its check scans through the Connect path of map_reduce
+scalar = run(make_config({}, {"uri": uri, "column": "id", "index_type": "BTREE", "rows_per_task": 2000}), spark=spark)
+print(scalar.summary())
 print("CONNECT" if spark_layer.is_connect(spark) else "CLASSIC")
 spark.stop()

@@ -224,7 +224,10 @@ def test_own_training_matches_one_node_create_index_training(spark, tmp_path, in
     print(f"{index_type} nprobes {nprobes}: job {sorted(job_recalls)} one-node {sorted(single_recalls)}")
     gap = float(np.median(job_recalls)) - float(np.median(single_recalls))
     if index_type == "IVF_FLAT":  # centroids alone decide: the same k-means on both sides
-        assert abs(gap) <= 0.02
+        # A training defect makes the job worse. Medians of 3 still differ by up to ~0.03 at
+        # 1 probe either way (seen on 2026-11-30: job 0.965 against one-node 0.938), so only
+        # "not worse" is asserted.
+        assert gap >= -0.02
     else:
         # Measured 2026-11-25: the job's own PQ codebook (train_pq_model) gives recall about
         # 0.10 above one-node create_index's here (0.83 vs 0.73). Not worse is the promise.

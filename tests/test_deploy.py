@@ -8,7 +8,7 @@ import sys
 import lance
 import numpy as np
 import pytest
-from conftest import write_vectors
+from conftest import committed_uuids, write_vectors
 
 from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 
@@ -93,7 +93,11 @@ def test_whole_job_on_a_spark_connect_session(tmp_path):
     ds = lance.dataset(data.uri)
     stats = ds.stats.index_stats("vector_idx")
     assert (stats["num_indexed_rows"], len(stats["segments"])) == (8000, 1)
-    assert os.listdir(os.path.join(data.uri, "_indices")) == [stats["segments"][0]["uuid"]]
+    scalar = ds.stats.index_stats("id_idx")
+    assert (scalar["index_type"], scalar["num_indexed_rows"]) == ("BTree", 8000)
+    assert re.search(r"filter check: (\d+) of \1 filters on sampled values return through the index exactly", proc.stdout)
+    # nothing but the two committed indexes' segments is left
+    assert set(os.listdir(os.path.join(data.uri, "_indices"))) == committed_uuids(data.uri) | committed_uuids(data.uri, "id_idx")
     truth = exact_topk(data.vectors, data.queries, 10)
     for refine, label in ((None, "no refine"), (10, "refine_factor 10")):
         reported = float(re.search(rf"recall@10 ([0-9.]+) at nprobes 4, {label}", proc.stdout).group(1))
