@@ -254,7 +254,6 @@ def verify_commit(
     or None.
     """
     stats = ds.stats.index_stats(index_name)
-    segments = stats.get("segments") or stats.get("indices") or []
     (info,) = [i for i in index_infos(ds) if i.name == index_name]
     live_now = {f.fragment_id: f.num_rows for f in fragment_infos(ds, info.columns[0])}
     planned_ids = {f.fragment_id for f in planned if f.fragment_id in live_now}
@@ -276,7 +275,7 @@ def verify_commit(
         problems.append(f"fragments {_ids(removed)} it indexes were removed before the commit landed")
     if sorted(uuids) != sorted(merged_uuids):
         problems.append(f"segments {uuids} instead of the merged segments {sorted(merged_uuids)}")
-    if stats.get("index_type") not in (index_type, INDEX_TYPES[index_type].stats_name if index_type in INDEX_TYPES else None):
+    if stats.get("index_type") != (INDEX_TYPES[index_type].stats_name if index_type in INDEX_TYPES else index_type):
         problems.append(f"type {stats.get('index_type')} instead of {index_type}")
     if covered != planned_ids:
         missing, extra = sorted(planned_ids - covered), sorted(covered - planned_ids)

@@ -103,8 +103,7 @@ class DatasetSnapshot:
     fragments: tuple[FragmentInfo, ...]
     indexes: tuple[IndexInfo, ...] = ()
     multivector: bool = False  # list<fixed_size_list<float>>: several vectors per row (ColBERT-style)
-    vectors_per_row: float = 1.0  # multivector: the mean over the first rows
-    sampled_row_bytes: int = 0  # scalar and text columns: Arrow bytes per row over the first rows
+    sampled_row_bytes: int = 0  # multivector, scalar and text columns: Arrow bytes per row over the first rows
 
     @property
     def location(self) -> Location:
@@ -126,11 +125,11 @@ class DatasetSnapshot:
 
     @property
     def bytes_per_row(self) -> int:
-        """Bytes per row of the indexed column, what task sizes are planned in: vector bytes
-        (multivectors: on average), or a scalar or text column's Arrow bytes over its first rows."""
-        if not self.dim:
-            return max(1, self.sampled_row_bytes)
-        return max(1, round(self.dim * _BYTES[self.value_type] * self.vectors_per_row))
+        """Bytes per row of the indexed column, what task sizes are planned in: a vector's bytes,
+        or a multivector, scalar or text column's Arrow bytes over its first rows."""
+        if self.sampled_row_bytes:
+            return self.sampled_row_bytes
+        return max(1, self.dim * _BYTES[self.value_type])
 
 
 def open_dataset(uri: str, storage_options: Mapping[str, str], version: Optional[int] = None):
@@ -200,21 +199,10 @@ def vector_column(table, column: str) -> pa.Array:
 
 
 def sampled_row_bytes(ds, column: str, rows: int = 1024) -> int:
-    """Arrow bytes per row of `column` over its first `rows` rows (strings: their length)."""
+    """Arrow bytes per row of `column` over its first `rows` rows (strings: their length;
+    multivectors: their vectors)."""
     sample = vector_column(ds.to_table(columns=[column], limit=rows), column)
     return max(1, round(sample.nbytes / max(1, len(sample))))
-
-
-def mean_vectors_per_row(ds, column: str, rows: int = 1024) -> float:
-    """Vectors per row of a multivector column, averaged over its first `rows` rows (null rows
-    count as none), to size tasks by bytes."""
-    import pyarrow.compute as pc
-
-    lists = vector_column(ds.to_table(columns=[column], limit=rows), column)
-    if len(lists) == 0:
-        return 1.0
-    lengths = pc.fill_null(pc.list_value_length(lists), 0)
-    return max(1.0, float(pc.mean(lengths).as_py() or 0.0))
 
 
 def vector_shape(field: pa.Field, column: str) -> tuple[int, str, bool]:
@@ -269,7 +257,7 @@ def snapshot_dataset(config: BuildConfig, version: Optional[int] = None) -> Data
         fragments=fragment_infos(ds, config.column),
         indexes=index_infos(ds),
         multivector=multivector,
-        vectors_per_row=mean_vectors_per_row(ds, config.column) if multivector else 1.0,
+        sampled_row_bytes=sampled_row_bytes(ds, config.column) if multivector else 0,
     )
 
 

@@ -156,11 +156,12 @@ _SQL_TYPE_NAMES = {"int8": "Int8", "int16": "Int16", "int32": "Int32", "uint8": 
 def _label_literal(value: Any, element_type) -> Optional[str]:
     """A literal of the list's element type, or None when there is no safe way to write one."""
     name = str(element_type)
-    if name in ("int64", "double", "string") and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        return _literal(value) if not isinstance(value, float) or np.isfinite(value) else None
-    if name in _SQL_TYPE_NAMES and isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        if isinstance(value, float) and not np.isfinite(value):
-            return None
+    if (isinstance(value, bool) or not isinstance(value, (int, float, str))
+            or (isinstance(value, float) and not np.isfinite(value))):
+        return None
+    if name in ("int64", "double", "string"):
+        return _literal(value)
+    if name in _SQL_TYPE_NAMES:
         return f"arrow_cast({_literal(value)}, '{_SQL_TYPE_NAMES[name]}')"
     return None
 
@@ -220,14 +221,14 @@ def index_side(ds, index_name: str, stats_name: str, f) -> tuple[Digest, bool, b
     """(digest of the filter's rows through the index, whether the plan serves it with this index
     (`ScalarIndexQuery: query=[...]@<name>(<type>)`), whether the digest holds every row id or only
     the count)."""
-    plan = ds.scanner(filter=f, columns=[], with_row_id=True).explain_plan()
+    scanner = ds.scanner(filter=f, columns=[], with_row_id=True)
+    plan = scanner.explain_plan()
     used = "ScalarIndexQuery" in plan and f"]@{index_name}({stats_name})" in plan
-    count = ds.count_rows(f)
-    if count > MAX_DIGEST_ROWS:
-        return Digest(count), used, False
     total = Digest()
-    for batch in ds.scanner(filter=f, columns=[], with_row_id=True).to_batches():
+    for batch in scanner.to_batches():  # one query; counted by Lance only past the digest limit
         total = total + digest(batch.column("_rowid").to_numpy())
+        if total.count > MAX_DIGEST_ROWS:
+            return Digest(ds.count_rows(f)), used, False
     return total, used, True
 
 

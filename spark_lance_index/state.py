@@ -208,16 +208,13 @@ class JobState:
         does its folder. The lease is the running job's to release.
         """
         f = self.files
+        self.forget_plan()
         for name in self.attempts():
             f.delete_file(f"attempts/{name}")
-        for folder, pattern in (("segments", _SEGMENT), ("merges", _MERGE)):
-            for name in f.list(folder):
-                if pattern.match(name):
-                    f.delete_file(f"{folder}/{name}")
-        for name in _ARTIFACTS:
-            f.delete_file(f"artifacts/{name}")
-        for name in ("commit.json", "job.json"):
-            f.delete_file(name)
+        for name in f.list("merges"):
+            if _MERGE.match(name):
+                f.delete_file(f"merges/{name}")
+        f.delete_file("commit.json")
         self.tidy()
 
     def tidy(self) -> None:

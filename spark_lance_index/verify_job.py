@@ -17,8 +17,8 @@ import numpy as np
 from . import spark as spark_layer
 from .config import BuildConfig
 from .dataset import (
-    IndexParams, fragment_infos, index_infos, mean_vectors_per_row, open_dataset, resolve_vector_field,
-    sampled_row_bytes, snapshot_dataset, vector_shape,
+    IndexParams, fragment_infos, index_infos, open_dataset, resolve_vector_field, sampled_row_bytes,
+    snapshot_dataset, vector_shape,
 )
 from .index_check import (
     MAX_DIGEST_ROWS, FilterScanTask, SearchCheck, add_digests, compare, filter_of, index_side, probes_for,
@@ -106,9 +106,9 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     # The index's recall, not the table's: the truth covers the fragments it indexes, and the
     # queries skip the rest (Lance would otherwise search unindexed rows exactly, and count them).
     fragments = [f for f in fragment_infos(ds, column) if f.num_rows > 0 and f.fragment_id in index.fragment_ids]
-    bytes_per_row = dim * 4 * (mean_vectors_per_row(ds, column) if multivector else 1)
+    bytes_per_row = sampled_row_bytes(ds, column) if multivector else dim * 4
     groups = plan_groups(fragments, rows_per_task=default_rows_per_task(
-        sum(f.num_rows for f in fragments), round(bytes_per_row), parallelism))
+        sum(f.num_rows for f in fragments), bytes_per_row, parallelism))
     tasks = [ExactSearchTask(uri, version, column, metric, g.fragment_ids, config.recall_k,
                              g.num_rows, dict(config.storage_options), multivector) for g in groups]
     queries = queries if multivector else np.asarray(queries, dtype=np.float32)
@@ -148,12 +148,12 @@ def check_index(spark, config: BuildConfig, uri: str, version: int, column: str,
     index finds sampled rows by their own text (index_check.py). CommitCheckError when a filter
     differs: the index is committed but wrong."""
     ds = open_dataset(uri, config.storage_options, version)
-    if INDEX_TYPES[index_type].family == "text":
+    kind = INDEX_TYPES[index_type]
+    if kind.family == "text":
         search = search_check(ds, column, config.verify_queries)
         log.info("full-text check: %d of %d sampled rows are in the top %d for a query of their own text",
                  search.found, search.queries, search.k)
         return IndexCheck(search=search)
-    kind = INDEX_TYPES[index_type]
     column_type = resolve_vector_field(ds.schema, column).type
     values = sample_values(ds, column, min(SCALAR_CHECK_VALUES, config.verify_queries))
     probes = probes_for(index_type, column, column_type, values)

@@ -32,7 +32,7 @@ B = [
  ("indexed fragments still exist after commit", "spark_lance_index/commit.py", "    if removed:\n        problems", "    if False:\n        problems", "tests/test_promises.py -k removed_before"),
  ("update: the index unchanged since the pin", "spark_lance_index/update.py", "    if set(info.segments) != set(pinned_segments):", "    if False:", "tests/test_update.py -k changing"),
  ("update: one model in every segment", "spark_lance_index/update.py", "        if differ:\n", "        if False:\n", "tests/test_update.py -k cannot_be_read"),
- ("update: types whose model is read", "spark_lance_index/update.py", "    if index_type not in INDEX_TYPES:", "    if False:", "tests/test_update.py -k cannot_be_read"),
+ ("update: types whose model is read", "spark_lance_index/update.py", "    if index_type not in INDEX_TYPES or not INDEX_TYPES[index_type].updatable:", "    if False:", "tests/test_update.py -k cannot_be_read"),
  ("committed model read back", "spark_lance_index/index_model.py", "                return f\"segment {entry.get('uuid')} holds other {what} than the job encoded with\"", "                pass", "tests/test_update.py -k read_back"),
  ("committed model checked after every commit", "spark_lance_index/commit.py", "    if mismatch:\n        problems.append(mismatch)", "    if False:\n        problems.append(mismatch)", "tests/test_update.py -k keeps_failing"),
  ("update: --version refused", "spark_lance_index/resume.py", "    if config.version is not None:\n        raise InputError(\"update always", "    if False:\n        raise InputError(\"update always", "tests/test_bad_input.py -k version"),
