@@ -16,6 +16,7 @@ held-out queries. Prints a markdown section and appends it to docs/benchmarks.md
     .venv-bench/bin/python bench/compare.py                      # 1M x 128, 32 fragments, 3 repeats
     .venv-bench/bin/python bench/compare.py --rows 20000 --repeats 1 --sample-rate 64   # smoke
     .venv-bench/bin/python bench/compare.py --rows 300000 --indexes sq,hnsw_flat,hnsw_sq,hnsw_pq
+    .venv-bench/bin/python bench/compare.py --rows 10000000 --indexes rq --defaults --contenders single,job
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workdir-root", default="/tmp", help="datasets go in a bench-compare-* dir here")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, reports)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--defaults", action="store_true",
+                   help="every contender at its own defaults (only --indexes is given), the job with its recall check")
     args = p.parse_args(argv)
     args.kinds = [k.strip() for k in args.contenders.split(",")]
     if set(args.kinds) - set(KINDS):
@@ -108,6 +111,7 @@ def main(argv=None) -> int:
             sample_rate=args.sample_rate, max_iters=args.max_iters, master=args.master,
             ray_workers=args.ray_workers, timeout=args.timeout, python=sys.executable,
             job_flags=("--rows-per-task", str(args.rows_per_task)) if args.rows_per_task else (),
+            defaults=args.defaults,
         )
         specs = parse_specs(args.indexes, args.pq_sub_vectors)
         outcomes = run_matrix(source, queries, truth, specs, args.kinds, settings, args.repeats, workdir)

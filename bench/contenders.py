@@ -48,7 +48,7 @@ def rusage_bytes() -> dict:
 def index_kwargs(args) -> dict:
     """The type-specific parameters, given only when they apply (as the job does)."""
     if args.index_type == "IVF_RQ":
-        return {"num_bits": args.num_bits}
+        return {"num_bits": args.num_bits} if args.num_bits else {}
     if args.index_type in ("IVF_PQ", "IVF_HNSW_PQ"):
         return {"num_sub_vectors": args.num_sub_vectors}
     return {}
@@ -67,11 +67,9 @@ def run_single(args) -> dict:
     if args.index_type in SCALAR_TYPES:
         ds.create_scalar_index(args.column, args.index_type, name=args.index_name)
         return {"index_seconds": time.perf_counter() - started}
-    ds.create_index(
-        args.column, index_type=args.index_type, name=args.index_name, metric=args.metric,
-        num_partitions=args.num_partitions, sample_rate=args.sample_rate,
-        max_iters=args.max_iters, **index_kwargs(args),
-    )
+    given = {k: v for k, v in (("metric", args.metric), ("num_partitions", args.num_partitions),
+                               ("sample_rate", args.sample_rate), ("max_iters", args.max_iters)) if v is not None}
+    ds.create_index(args.column, index_type=args.index_type, name=args.index_name, **given, **index_kwargs(args))
     return {"index_seconds": time.perf_counter() - started}
 
 
@@ -151,12 +149,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--column", default="vector")
     p.add_argument("--index-name", default="vector_idx")
     p.add_argument("--index-type", default="IVF_RQ")
-    p.add_argument("--metric", default="l2")
+    p.add_argument("--metric", help="default: Lance's (l2)")
     p.add_argument("--num-partitions", type=int)
-    p.add_argument("--num-bits", type=int, default=1)
+    p.add_argument("--num-bits", type=int, help="IVF_RQ; default: Lance's")
     p.add_argument("--num-sub-vectors", type=int)
-    p.add_argument("--sample-rate", type=int, default=256)
-    p.add_argument("--max-iters", type=int, default=50)
+    p.add_argument("--sample-rate", type=int, help="default: Lance's (256)")
+    p.add_argument("--max-iters", type=int, help="default: Lance's (50)")
     p.add_argument("--ray-workers", type=int, default=2)
     p.epilog = "For `job`, everything after `--` is passed to python -m spark_lance_index."
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -50,7 +50,9 @@ def parse_specs(text: str, pq_sub_vectors: int) -> list[IndexSpec]:
     specs = []
     for item in text.split(","):
         item = item.strip().lower()
-        if item.startswith("rq") and item[2:].isdigit():
+        if item == "rq":  # Lance's default bits
+            specs.append(IndexSpec("IVF_RQ default bits", "IVF_RQ"))
+        elif item.startswith("rq") and item[2:].isdigit():
             bits = int(item[2:])
             specs.append(IndexSpec(f"IVF_RQ {bits} bit{'s' if bits > 1 else ''}", "IVF_RQ", num_bits=bits))
         elif item in ("pq", "hnsw_pq"):
@@ -60,7 +62,7 @@ def parse_specs(text: str, pq_sub_vectors: int) -> list[IndexSpec]:
         elif item in OTHER_TYPES:
             specs.append(IndexSpec(OTHER_TYPES[item], OTHER_TYPES[item]))
         else:
-            raise SystemExit(f"unknown index {item!r}: use rq<bits> (rq1, rq4), pq, {', '.join(OTHER_TYPES)}")
+            raise SystemExit(f"unknown index {item!r}: use rq (default bits), rq<bits> (rq1, rq4), pq, {', '.join(OTHER_TYPES)}")
     return specs
 
 
@@ -77,6 +79,9 @@ class Settings:
     timeout: float = 3600.0
     python: str = sys.executable  # interpreter of every contender (and of the Spark executors)
     job_flags: tuple = ()  # more flags for the job alone (e.g. --rows-per-task)
+    # Each contender's own defaults: only the index type (and PQ's sub-vectors, which Lance
+    # requires) is given, and the job runs its recall check as it does by default.
+    defaults: bool = False
 
     def describe(self, kinds: Sequence[str]) -> str:
         """A markdown bullet: the shared parameters, and how the contenders that ran were run."""
@@ -85,6 +90,9 @@ class Settings:
             how.append(f"spark master `{self.master}`" + (f" with `{' '.join(self.job_flags)}`" if self.job_flags else ""))
         if "lance-ray" in kinds:
             how.append(f"lance-ray on a local Ray with {self.ray_workers} CPUs and {self.ray_workers} workers")
+        if self.defaults:
+            return ("- each contender at its defaults (index type only; the job with its default recall check)"
+                    + ("; " + ", ".join(how) if how else ""))
         return (f"- index parameters shared by all: num_partitions {self.num_partitions}, "
                 f"sample_rate {self.sample_rate}, max_iters {self.max_iters}, metric {self.metric}"
                 + ("; " + ", ".join(how) if how else ""))
@@ -92,6 +100,9 @@ class Settings:
 
 def index_flags(spec: IndexSpec, s: Settings) -> list[str]:
     """The same flags for the job's CLI and for contenders.py (they share the names)."""
+    if s.defaults:
+        return ["--index-type", spec.index_type] + (["--num-sub-vectors", str(spec.num_sub_vectors)]
+                                                    if spec.num_sub_vectors else [])
     flags = ["--index-type", spec.index_type, "--metric", s.metric,
              "--num-partitions", str(s.num_partitions), "--sample-rate", str(s.sample_rate),
              "--max-iters", str(s.max_iters)]
@@ -102,16 +113,16 @@ def index_flags(spec: IndexSpec, s: Settings) -> list[str]:
     return flags
 
 
-def job_args(uri: Path, flags: Sequence[str], master: str, report: Path) -> list[str]:
-    """`python -m spark_lance_index` arguments: build only, no recall pass, a JSON report."""
+def job_args(uri: Path, flags: Sequence[str], master: str, report: Path, verify: bool = False) -> list[str]:
+    """`python -m spark_lance_index` arguments: a JSON report, and no recall pass unless `verify`."""
     return ["build", "--uri", str(uri), "--column", "vector", *flags, "--master", master,
-            "--verify-queries", "0", "--report", str(report), "--progress-interval", "3600"]
+            *([] if verify else ["--verify-queries", "0"]), "--report", str(report), "--progress-interval", "3600"]
 
 
 def contender_command(kind: str, uri: Path, spec: IndexSpec, s: Settings, out: Path, report: Path) -> list[str]:
     base = [s.python, str(CONTENDERS), kind, "--out", str(out)]
     if kind == "job":
-        return [*base, "--", *job_args(uri, [*index_flags(spec, s), *s.job_flags], s.master, report)]
+        return [*base, "--", *job_args(uri, [*index_flags(spec, s), *s.job_flags], s.master, report, s.defaults)]
     extra = ["--ray-workers", str(s.ray_workers)] if kind == "lance-ray" else []
     return [*base, "--uri", str(uri), *index_flags(spec, s), *extra]
 

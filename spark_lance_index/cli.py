@@ -71,7 +71,11 @@ def _add_index_flags(p: argparse.ArgumentParser) -> None:
     text.add_argument("--fts-option", action="append", metavar="KEY=VALUE",
                       help="any other INVERTED option Lance takes (repeatable; VALUE as JSON when it parses)")
     p.add_argument("--sample-rate", type=int, help="training rows per partition; default 256")
-    p.add_argument("--max-sample-rows", type=int, help="cap on the driver's training sample")
+    p.add_argument("--max-sample-rows", type=int, help="cap on the training sample's rows (default 1,048,576)")
+    p.add_argument("--max-sample-bytes", type=int, help="cap on the training sample's bytes (default 1 GiB)")
+    p.add_argument("--trainer", choices=("auto", "lance", "distributed"),
+                   help="where k-means runs: lance (Lance's, on the driver), distributed (on the executors), "
+                        "or auto (default: distributed once the sample is large, see README)")
     p.add_argument("--max-iters", type=int, help="k-means iterations; default 50")
     p.add_argument("--version", type=int, help="index this dataset version (default: latest)")
     p.add_argument("--replace", action="store_true", default=None, help="replace an index of the same name")

@@ -63,7 +63,9 @@ class BuildConfig:
     max_segment_rows: int = 10_000_000  # merged segment size: ~1 GB of executor memory at 128-d
     segment_ratio: int = 3  # update: a small segment is re-encoded while it has < this x the rows merged so far
     sample_rate: int = DEFAULT_SAMPLE_RATE  # training rows per partition, as in Lance's create_index
-    max_sample_rows: int = 1_048_576  # cap on the driver's training sample (4096 x 256)
+    max_sample_rows: int = 1_048_576  # cap on the training sample's rows (4096 x 256)
+    max_sample_bytes: int = 1 << 30  # and on its bytes: 1 GiB is 2M rows at 128-d, 349k at 768-d
+    trainer: str = "auto"  # lance (Lance's k-means on the driver), distributed (on the executors), auto
     max_iters: int = DEFAULT_MAX_ITERS
     replace: bool = False
     version: Optional[int] = None  # pin this dataset version instead of the latest
@@ -127,6 +129,9 @@ class BuildConfig:
         if self.mode not in ("build", "update"):
             raise InputError(f"unknown mode {self.mode!r}: build or update")
         _positive("--max-sample-rows", self.max_sample_rows)
+        _positive("--max-sample-bytes", self.max_sample_bytes)
+        if self.trainer not in TRAINERS:
+            raise InputError(f"unknown trainer {self.trainer!r}: use one of {', '.join(TRAINERS)}")
         _positive("--max-iters", self.max_iters)
         if self.rows_per_task and self.fragments_per_task:
             raise InputError("give --rows-per-task or --fragments-per-task, not both")
@@ -189,10 +194,12 @@ def _positive(flag: str, value: Optional[int]) -> None:
         raise InputError(f"{flag} must be a positive integer, got {value}")
 
 
+TRAINERS = ("auto", "lance", "distributed")
 FIELD_NAMES = {f.name for f in dataclasses.fields(BuildConfig)}
 # Settings that mean something only for a vector index (a scalar or text index refuses them when
 # they differ from their default).
-VECTOR_ONLY = ("metric", "num_partitions", "sample_rate", "max_sample_rows", "max_iters", "query_file",
+VECTOR_ONLY = ("metric", "num_partitions", "sample_rate", "max_sample_rows", "max_sample_bytes", "trainer",
+               "max_iters", "query_file",
                "nprobes", "refine_factor", "recall_k", "min_recall", "target_recall")
 
 

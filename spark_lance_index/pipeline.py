@@ -19,13 +19,16 @@ from . import spark as spark_layer
 from .build import SegmentResult, SegmentTask, run_task
 from .cleanup import cleanup, discard_own_work
 from .commit import (
-    CommitReport, MergeTask, build_conflict, check_segments, commit_segments, merge_batches, verify_commit,
+    CommitReport, MergeTask, build_conflict, check_segments, commit_segments, merge_batches, merge_segments,
+    verify_commit,
 )
 from .config import BuildConfig
 from .dataset import DatasetSnapshot, IndexParams, fragment_signature, open_dataset
 from .index_model import committed_model_mismatch
 from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, SparkStageError
-from .plan import MANY_SEGMENTS, FragmentGroup, default_rows_per_task, plan_groups, unmerged_rows_per_task
+from .plan import (
+    MANY_SEGMENTS, FragmentGroup, default_rows_per_task, largest_task_bytes, plan_groups, unmerged_rows_per_task,
+)
 from .preflight import require_driver_libraries
 from .report import JobResult, reporting, settings_of
 from .resume import Inspection, inspect_inputs, inspect_update
@@ -33,6 +36,7 @@ from .state import JobState
 from .storage import index_dirs
 from .timing import PhaseClock, phase
 from .train import SharedArtifacts, train_artifacts
+from .transport import task_attempt, transport_for
 from .update import index_changed
 from .update_job import finish_noop, measure_drift, update_summary
 from .verify_job import check_index, measure_recall
@@ -41,14 +45,15 @@ log = logging.getLogger("spark_lance_index")
 
 
 @phase("spark start")
-def start_session(config: BuildConfig):
+def start_session(config: BuildConfig, task_bytes: int = 0):
     """Create the Spark session (only when none is active). -> (session, created)"""
-    return spark_layer.get_session(config.master, config.app_name, config.verbose)
+    return spark_layer.get_session(config.master, config.app_name, config.verbose, task_bytes)
 
 
 @phase("preflight")
-def preflight(spark, result: JobResult) -> None:
-    """Before any training: every executor imports this job's libraries, at the driver's versions."""
+def preflight(spark, result: JobResult, task_bytes: int = 0) -> None:
+    """Before any training: every executor imports this job's libraries, at the driver's versions,
+    and the executors' memory settings can hold the job's tasks (a warning if not)."""
     with spark_layer.job_group(spark, "spark-lance-index-preflight", "spark-lance-index: executors' libraries"):
         try:
             executors = spark_layer.run_preflight(spark)
@@ -57,6 +62,9 @@ def preflight(spark, result: JobResult) -> None:
     result.executors = [f"{v.host.rsplit(':', 1)[0]}: {v.describe()}" for v in executors]
     driver = require_driver_libraries(executors)
     log.info("preflight: %d executor processes, all with %s", len(executors), driver.describe())
+    advice = spark_layer.executor_memory_advice(spark, task_bytes)
+    if advice:
+        log.warning("preflight: %s", advice)
 
 
 @phase("plan")
@@ -69,7 +77,8 @@ def plan(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, live,
     task is one segment of the index, as large as a segment and a task's memory allow."""
     kind, rows_per_task = params.kind, config.rows_per_task
     if not rows_per_task and not config.fragments_per_task:
-        rows_per_task = (default_rows_per_task(sum(f.num_rows for f in live), snap.bytes_per_row, parallelism)
+        rows_per_task = (default_rows_per_task(sum(f.num_rows for f in live), snap.bytes_per_row, parallelism,
+                                               params.num_partitions if kind.is_vector else 0)
                          if kind.mergeable else unmerged_rows_per_task(
                              sum(f.num_rows for f in live), config.max_segment_rows, snap.bytes_per_row, parallelism))
     groups = plan_groups(live, rows_per_task=rows_per_task, fragments_per_task=config.fragments_per_task)
@@ -87,15 +96,17 @@ def plan(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, live,
 
 
 @phase("train")
-def train(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> SharedArtifacts:
-    """Train the shared artifacts once on the driver from a bounded sample (a scalar or text
-    index trains nothing: its segments share their build options only)."""
-    artifacts = train_artifacts(config, snap, params)
+def train(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, transport=None,
+          parallelism: int = 1) -> SharedArtifacts:
+    """Train the shared artifacts once, from a bounded sample: on the driver with Lance's k-means,
+    or on the executors (--trainer; a scalar or text index trains nothing: its segments share
+    their build options only)."""
+    artifacts = train_artifacts(config, snap, params, transport, parallelism)
     log.info("shared artifacts: %s", artifacts.describe() or "none (nothing to train)")
     return artifacts
 
 
-def prepare(config, insp: Inspection, parallelism: int, lease):
+def prepare(config, insp: Inspection, parallelism: int, lease, transport=None):
     """Plan and train (an update takes the index's own model instead), or take both from an
     earlier run of the same job. -> (groups, artifacts)"""
     snap, params, state = insp.snap, insp.params, insp.state
@@ -117,7 +128,7 @@ def prepare(config, insp: Inspection, parallelism: int, lease):
         )
         return groups, artifacts
     groups = plan(config, snap, params, insp.fragments_to_index, parallelism)
-    artifacts = insp.model or train(config, snap, params)
+    artifacts = insp.model or train(config, snap, params, transport, parallelism)
     # A fresh run's segment directories must never be an earlier run's, which a committed index
     # may use (a one-task segment is committed as built): the run id is part of their uuids.
     insp.run = uuid.uuid4().hex
@@ -172,7 +183,9 @@ def build(spark, tasks, artifacts, state, job_id, task_fn=run_task, progress_int
         f"spark-lance-index: build {len(tasks)} index segments",
     ):
         try:
-            results = spark_layer.run_segment_builds(spark, tasks, artifacts, state, task_fn, progress_interval)
+            results = transport_for(spark, state.files, progress_interval).map(
+                tasks, lambda task, shared: task_fn(task, shared, state, task_attempt()), artifacts,
+                label="build segments", rows_of=lambda task: task.group.num_rows)
         except Exception as e:  # a task failed more often than Spark retries it
             raise SparkStageError(
                 f"segment builds failed after Spark's retries: {spark_layer.failure_reason(e)}; "
@@ -207,7 +220,9 @@ def merge(spark, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams
         f"spark-lance-index: merge {len(results)} segments into {len(tasks)}",
     ):
         try:
-            merged = spark_layer.run_merges(spark, tasks, state)
+            merged = transport_for(spark, state.files, config.progress_interval).map(
+                tasks, lambda task, _: merge_segments(task, state), label="merge segments",
+                rows_of=lambda task: task.num_rows)
         except Exception as e:
             raise SparkStageError(
                 f"merging segments failed after Spark's retries: {spark_layer.failure_reason(e)}; "
@@ -295,19 +310,22 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
                 result.seconds = dict(clock.seconds)
                 return
         created = False
+        task_bytes = largest_task_bytes(sum(f.num_rows for f in insp.fragments_to_index), snap.bytes_per_row,
+                                        params.kind.mergeable, config.max_segment_rows, config.rows_per_task)
         if spark is None:
-            spark, created = start_session(config)
+            spark, created = start_session(config, task_bytes)
         lease = None
         try:
             result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
             parallelism = spark_layer.default_parallelism(spark)
-            preflight(spark, result)
+            preflight(spark, result, task_bytes)
             lease = state.acquire_lease()
             if insp.stale:
                 log.info("the state of an earlier run in %s cannot be resumed (%s): starting afresh",
                          state.uri, insp.stale)
                 discard_own_work(config, snap, state, lease, commit_landed=True)
-            groups, artifacts = prepare(config, insp, parallelism, lease)
+            groups, artifacts = prepare(config, insp, parallelism, lease,
+                                        transport_for(spark, state.files, config.progress_interval))
             result.fingerprints, result.artifacts = artifacts.fingerprints(), artifacts
             result.num_tasks = len(groups)
             if insp.committed is not None:

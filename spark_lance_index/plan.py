@@ -40,11 +40,27 @@ class FragmentGroup:
     num_rows: int
 
 
-def default_rows_per_task(total_rows: int, bytes_per_row: int, parallelism: int) -> int:
-    """Rows per task when the user gives no size: ~512 MiB, but use every core on small data."""
+# Every segment a task builds carries a full copy of the IVF centroids (partitions x dim, in its
+# index.idx), written, merged and deleted: a task has at least this many rows per partition, so
+# the copy stays under a tenth of the segment's vectors (at 1B x 768 and 32,768 partitions, 512
+# MiB tasks would write 576 GB of centroid copies).
+ROWS_PER_CENTROID_COPY = 10
+
+
+def default_rows_per_task(total_rows: int, bytes_per_row: int, parallelism: int, num_partitions: int = 0) -> int:
+    """Rows per task when the user gives no size: ~512 MiB, but use every core on small data,
+    and never so few rows that the segment's copy of the centroids outweighs a tenth of it."""
     by_memory = max(1, TARGET_TASK_BYTES // max(1, bytes_per_row))
     spread = math.ceil(total_rows / max(1, parallelism * TASKS_PER_CORE))
-    return max(1, min(by_memory, max(spread, MIN_ROWS_PER_TASK)))
+    rows = max(1, min(by_memory, max(spread, MIN_ROWS_PER_TASK)))
+    return max(rows, ROWS_PER_CENTROID_COPY * num_partitions)
+
+
+def largest_task_bytes(total_rows: int, bytes_per_row: int, mergeable: bool, max_segment_rows: int,
+                       rows_per_task: Optional[int] = None) -> int:
+    """Vector bytes of the largest task the plan makes (at most): what executors must hold."""
+    cap = TARGET_TASK_BYTES if mergeable else segment_rows(max_segment_rows, bytes_per_row) * bytes_per_row
+    return min(cap, total_rows * bytes_per_row, (rows_per_task or total_rows) * bytes_per_row)
 
 
 def segment_rows(max_segment_rows: int, bytes_per_row: int) -> int:

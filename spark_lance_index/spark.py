@@ -1,11 +1,7 @@
-"""The Spark layer, kept thin: get a session, broadcast the artifacts, map groups, collect.
+"""The Spark session: find Java, start or reuse a session, label its jobs, read its settings.
 
-Everything Lance-specific lives in plain functions elsewhere; this module only moves their
-inputs and outputs across the cluster. Two transports, same results:
-- classic Spark (spark-submit, clusters, Databricks single-user): RDDs, a broadcast, accumulators;
-- Spark Connect (Databricks serverless and standard access mode): no RDDs and no SparkContext,
-  so `spark.range(0, n, 1, n)` makes one partition per task and `mapInArrow` runs it, with the
-  work captured in the function's closure.
+What the job runs on the cluster goes through `transport.py` (map, map-reduce, cache), which
+hides whether the session is classic Spark or Spark Connect.
 """
 
 from __future__ import annotations
@@ -17,15 +13,10 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
-from .build import SegmentResult, SegmentTask, run_task
 from .errors import JobError
 from .preflight import node_versions
-from .commit import MergeTask, merge_segments
-from .progress import DEFAULT_INTERVAL, Progress, Ticker
-from .train import SharedArtifacts
-from .verify import ExactSearchTask, TopK, exact_topk_of_fragments, merge_topk
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +98,13 @@ def check_master(master: str) -> None:
                    "tries: check --master, and that the master is running and reachable from here")
 
 
-def get_session(master: Optional[str], app_name: str, verbose: bool = False):
+def get_session(master: Optional[str], app_name: str, verbose: bool = False, task_bytes: int = 0):
     """Return (session, created). An active session (Databricks, a notebook, a test) is
-    reused and never stopped by the job; otherwise one is created and the caller stops it."""
+    reused and never stopped by the job; otherwise one is created and the caller stops it.
+
+    A session created for a cluster gets what the job's tasks need where the user left it unset
+    (resources.py): Lance's threads bounded to the task's cores, and, when the executors' cores
+    are known, the memory overhead that `task_bytes` of vectors per task needs."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -140,6 +135,15 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False):
         check_java()  # a Connect client starts no JVM
     if (master or "").startswith("spark://"):
         check_master(master)
+    # Under spark-submit the JVM is up already and holds the master; otherwise read the
+    # configuration only for a cluster master (starting the JVM early would lose the local
+    # driver's Java options).
+    on_cluster = not (master or "local").startswith(("local", "sc://")) or (
+        master is None and os.environ.get("PYSPARK_GATEWAY_PORT"))
+    if on_cluster and not os.environ.get("SPARK_REMOTE"):
+        for key, value in cluster_settings(task_bytes).items():
+            log.info("setting %s=%s for this job's tasks (set it yourself to override)", key, value)
+            builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
     except Exception as e:
@@ -150,6 +154,35 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False):
     if not verbose:
         spark.sparkContext.setLogLevel("WARN")
     return spark, True
+
+
+def cluster_settings(task_bytes: int) -> dict:
+    """What resources.session_settings adds to the configuration spark-submit and
+    spark-defaults.conf give (read before the context starts); {} if it cannot be read."""
+    from .resources import read_resources, session_settings
+
+    try:
+        from pyspark import SparkConf, SparkContext
+
+        SparkContext._ensure_initialized()  # the JVM that holds spark-submit's --conf
+        given = SparkConf()
+        if given.get("spark.master", "local").startswith("local"):
+            return {}  # local threads share one machine and have no container to outgrow
+        get = lambda key: given.get(key, None)  # noqa: E731
+        return session_settings(read_resources(get), task_bytes, get)
+    except Exception as e:  # never fail the job over advice
+        log.debug("cannot read the Spark configuration before the session starts: %s", e)
+        return {}
+
+
+def executor_memory_advice(spark, task_bytes: int) -> Optional[str]:
+    """resources.memory_advice for this session's executors (None in local mode, where the
+    Python workers have no container to outgrow, and through Connect, whose conf hides them)."""
+    from .resources import memory_advice, read_resources
+
+    if is_connect(spark) or (master(spark) or "local").startswith("local"):
+        return None
+    return memory_advice(read_resources(lambda key: _conf(spark, key)), task_bytes)
 
 
 @contextlib.contextmanager
@@ -211,141 +244,9 @@ def default_parallelism(spark) -> int:
     return max(1, spark.sparkContext.defaultParallelism)
 
 
-TaskFn = Callable[[SegmentTask, SharedArtifacts, object, int], SegmentResult]
-
-
-@contextlib.contextmanager
-def _progress(spark, label: str, total_tasks: int, total_rows: int, interval: float):
-    """Accumulators (tasks, rows) that tasks add to when they finish, shown while Spark runs."""
-    sc = spark.sparkContext
-    tasks_done, rows_done = sc.accumulator(0), sc.accumulator(0)
-    bar = Progress(label, total_tasks, total_rows, interval=interval)
-    with Ticker(bar, lambda: (tasks_done.value, rows_done.value)):
-        yield tasks_done, rows_done
-
-
-def run_segment_builds(
-    spark, tasks: Sequence[SegmentTask], artifacts: SharedArtifacts, state,
-    task_fn: TaskFn = run_task, progress_interval: float = DEFAULT_INTERVAL,
-) -> list[SegmentResult]:
-    """Broadcast the artifacts once, build one segment per task, collect the results.
-
-    `task_fn(task, artifacts, state, attempt)` runs on the executors; Spark's own attempt
-    number tells a retried or speculative attempt apart.
-    """
-    total_rows = sum(t.group.num_rows for t in tasks)
-    if is_connect(spark):
-        rows_of = {t.group.group_id: t.group.num_rows for t in tasks}
-        already = set(state.files.list("segments"))
-
-        def finished() -> tuple[int, int]:  # executors write one file per finished segment
-            new = [n for n in state.files.list("segments") if n not in already]
-            return len(new), sum(rows_of.get(int(n.split(".")[0]), 0) for n in new)
-
-        bar = Progress("build segments", len(tasks), total_rows, interval=progress_interval)
-        with Ticker(bar, finished, every=2.0):
-            return [r for _, r in _connect_map(
-                spark, tasks, lambda t, attempt: task_fn(t, artifacts, state, attempt))]
-    sc = spark.sparkContext
-    artifacts_bc = sc.broadcast(artifacts)
-    with _progress(spark, "build segments", len(tasks), total_rows, progress_interval) as (done, rows):
-
-        def one(task: SegmentTask) -> SegmentResult:
-            from pyspark import TaskContext
-
-            ctx = TaskContext.get()
-            result = task_fn(task, artifacts_bc.value, state, ctx.attemptNumber() if ctx else 0)
-            done.add(1)
-            rows.add(task.group.num_rows)
-            return result
-
-        try:
-            rdd = sc.parallelize(list(tasks), numSlices=max(1, len(tasks)))
-            return rdd.map(one).collect()
-        finally:
-            artifacts_bc.unpersist()
-
-
-def map_reduce(spark, tasks: Sequence, fn: Callable[[object, object], object], combine: Callable,
-               shared: object, label: str, progress_interval: float = DEFAULT_INTERVAL):
-    """fn(task, shared) for each task (each has `num_rows`), one Spark task each, the results
-    combined pairwise with `combine`: on classic Spark by treeReduce with `shared` broadcast, through
-    Connect on arrival with `shared` in the closure. The driver holds two results at most."""
-    total_rows = sum(t.num_rows for t in tasks)
-    if is_connect(spark):
-        bar = Progress(label, len(tasks), total_rows, interval=progress_interval)
-        out, done, rows = None, 0, 0
-        for i, partial in _connect_map(spark, tasks, lambda t, attempt: fn(t, shared)):
-            out = partial if out is None else combine(out, partial)
-            done, rows = done + 1, rows + tasks[i].num_rows
-            bar.update(done, rows)
-        bar.update(done, rows, final=True)
-        return out
-    sc = spark.sparkContext
-    shared_bc = sc.broadcast(shared)
-    with _progress(spark, label, len(tasks), total_rows, progress_interval) as (done, rows):
-
-        def one(task):
-            out = fn(task, shared_bc.value)
-            done.add(1)
-            rows.add(task.num_rows)
-            return out
-
-        try:
-            rdd = sc.parallelize(list(tasks), numSlices=max(1, len(tasks)))
-            return rdd.map(one).treeReduce(combine)
-        finally:
-            shared_bc.unpersist()
-
-
-def run_exact_search(
-    spark, tasks: Sequence[ExactSearchTask], queries, progress_interval: float = DEFAULT_INTERVAL
-) -> TopK:
-    """Exact top-k of `queries` over all tasks' fragments, merged pairwise on the way back."""
-    return map_reduce(spark, tasks, exact_topk_of_fragments, merge_topk, queries, "exact search", progress_interval)
-
-
 def run_preflight(spark) -> list:
     """NodeVersions from one tiny task per executor slot (deduplicated by process)."""
-    slots = default_parallelism(spark)
-    if is_connect(spark):
-        found = [v for _, v in _connect_map(spark, list(range(slots)), lambda i, attempt: node_versions())]
-    else:
-        found = spark.sparkContext.parallelize(range(slots), slots).map(node_versions).collect()
+    from .transport import transport_for
+
+    found = transport_for(spark).map(list(range(default_parallelism(spark))), lambda i, _: node_versions())
     return list({v.host: v for v in found}.values())
-
-
-def run_merges(spark, tasks: Sequence[MergeTask], state) -> list:
-    """Merge each batch of segments on an executor; returns the merged segments in task order."""
-    if is_connect(spark):
-        merged = dict(_connect_map(spark, tasks, lambda t, attempt: merge_segments(t, state)))
-        return [merged[i] for i in range(len(tasks))]
-    rdd = spark.sparkContext.parallelize(list(tasks), numSlices=max(1, len(tasks)))
-    return rdd.map(lambda t: merge_segments(t, state)).collect()
-
-
-def _connect_map(spark, items: Sequence, fn: Callable[[object, int], object]) -> Iterator:
-    """fn(item, attempt) for each item, one Spark task each, through DataFrames only.
-
-    Yields (item index, result) as results arrive. The items and `fn` travel in the closure of the
-    mapInArrow function (Spark Connect's plan limit is 128 MiB by default: the artifacts are
-    megabytes); each result comes back pickled in a binary column.
-    """
-    import pickle
-
-    items = list(items)
-
-    def run_partition(batches):
-        import pyarrow as pa
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        attempt = ctx.attemptNumber() if ctx is not None else 0
-        for batch in batches:
-            for i in batch.column(0).to_pylist():
-                out = pickle.dumps(fn(items[i], attempt))
-                yield pa.RecordBatch.from_pydict({"i": [i], "result": [out]})
-
-    frame = spark.range(0, len(items), 1, len(items)).mapInArrow(run_partition, "i long, result binary")
-    for row in frame.toLocalIterator():
-        yield row["i"], pickle.loads(row["result"])

@@ -12,6 +12,7 @@ root shared by many jobs (or holding a user's files) is safe. Layout:
     segments/<group>.pkl     one finished segment per group, written by the task that built it
     merges/<batch>.json      a merge about to run: its sources and the `_indices` it started from
     commit.json              the segments about to be committed, written before the commit
+    shared/<digest>.pkl      a value shipped to Spark Connect tasks, too large for the plan
 
 Executors write markers and segments themselves, so a driver that dies mid-build loses nothing
 that finished. `job.json` is trusted only when its identity equals the running job's.
@@ -48,6 +49,7 @@ _ARTIFACTS = ("centroids.npy", "codebook.npy", "rotation.json", "options.json")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SEGMENT = re.compile(r"^\d+\.pkl$")
 _MERGE = re.compile(r"^[0-9a-f]{16}\.json$")
+_SHARED = re.compile(r"^[0-9a-f]{32}\.pkl$")  # transport.py: a value too large for a Connect plan
 
 # A run refreshes its lease this often; a lease older than LEASE_TIMEOUT belongs to a dead run.
 HEARTBEAT_SECONDS = 10.0
@@ -214,12 +216,15 @@ class JobState:
         for name in f.list("merges"):
             if _MERGE.match(name):
                 f.delete_file(f"merges/{name}")
+        for name in f.list("shared"):
+            if _SHARED.match(name):
+                f.delete_file(f"shared/{name}")
         f.delete_file("commit.json")
         self.tidy()
 
     def tidy(self) -> None:
         """Remove the job's folders that are empty (a lease still held keeps the job's own)."""
-        for folder in ("attempts", "segments", "merges", "artifacts", ""):
+        for folder in ("attempts", "segments", "merges", "artifacts", "shared", ""):
             self.files.remove_if_empty(folder)
         if self.owns_root:
             Files(self.root, self.storage_options).remove_if_empty()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 from dataclasses import dataclass
 from typing import Optional
 
@@ -83,45 +84,154 @@ def to_matrix(array: pa.FixedSizeListArray) -> np.ndarray:
     return array.values.to_numpy(zero_copy_only=False).reshape(-1, dim).copy()
 
 
-def training_sample_rate(params: IndexParams, max_sample_rows: int) -> int:
-    """Rows per partition to sample, lowered so the driver never holds more than the cap."""
-    return max(1, min(params.sample_rate, max_sample_rows // params.num_partitions))
+MIN_ROWS_PER_CENTROID = 40  # fewer sample rows per partition than this: k-means fits noise
+FLAT_MAX_PARTITIONS = 256  # above this, k-means runs in two levels (Lance: hierarchical past 256)
 
 
-def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> SharedArtifacts:
+def training_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vector: int) -> int:
+    """Sample rows for IVF training: sample_rate x partitions, as one-node Lance draws, capped
+    by --max-sample-rows and by --max-sample-bytes (1M x 768 float32 would be 3 GiB)."""
+    wanted = params.sample_rate * params.num_partitions
+    cap = min(config.max_sample_rows, config.max_sample_bytes // max(1, bytes_per_vector))
+    rows = max(1, min(wanted, cap))
+    if rows < wanted:
+        log.info("training sample capped at %d rows (%d per partition instead of %d): --max-sample-rows %d, "
+                 "--max-sample-bytes %d", rows, rows // params.num_partitions, params.sample_rate,
+                 config.max_sample_rows, config.max_sample_bytes)
+    if rows < MIN_ROWS_PER_CENTROID * params.num_partitions:
+        log.warning("the training sample has %.0f rows per partition (%d rows for %d partitions), under %d: "
+                    "the centroids fit noise. Raise --max-sample-bytes or --max-sample-rows, or use fewer "
+                    "--num-partitions", rows / params.num_partitions, rows, params.num_partitions,
+                    MIN_ROWS_PER_CENTROID)
+    return rows
+
+
+def bytes_per_vector(snap: DatasetSnapshot) -> int:
+    return snap.dim * {"float16": 2, "float64": 8}.get(snap.value_type, 4)
+
+
+def pick_trainer(config: BuildConfig, params: IndexParams, sample_rows: int, snap: DatasetSnapshot) -> str:
+    """--trainer, or for `auto`: Lance's k-means on the driver while the sample is small enough
+    to hold there comfortably (it is faster: one process, no rounds), distributed past that."""
+    if config.trainer != "auto":
+        return config.trainer
+    return "distributed" if sample_rows * bytes_per_vector(snap) > AUTO_DISTRIBUTED_BYTES else "lance"
+
+
+# Set from bench/training.py figures (docs/benchmarks.md): see pick_trainer.
+AUTO_DISTRIBUTED_BYTES = 512 * 1024**2
+
+
+def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, transport=None,
+                    parallelism: int = 1) -> SharedArtifacts:
     """Train IVF centroids (and the PQ codebook), and mint the RaBitQ rotation exactly once.
 
     What a type needs is said by its `IndexType` (index_types.py). SQ bounds are not among the
     shared artifacts: Lance takes them per segment from the segment's rows (see index_types).
 
-    Training reads a bounded sample (`training_sample_rate` x partitions rows) through
-    Lance's own k-means, so the centroids are what a one-node `create_index` would train.
+    `--trainer lance` runs Lance's own k-means on the driver over a sample it draws; the centroids
+    are what a one-node `create_index` would train. `--trainer distributed` keeps the sample on
+    the executors and runs the k-means rounds there (`kmeans.py`), so the driver holds k x d.
     """
     if not params.kind.is_vector:  # scalar and text segments share their build options only
         return SharedArtifacts(options=params.options or None)
     from lance.lance import indices as lance_indices
 
-    ds = open_dataset(snap.uri, config.storage_options, snap.version)
-    rate = training_sample_rate(params, config.max_sample_rows)
-    if rate < params.sample_rate:
-        log.info(
-            "training sample capped at %d rows: %d rows per partition instead of %d",
-            rate * params.num_partitions, rate, params.sample_rate,
-        )
-    centroids = lance_indices.train_ivf_model(
-        ds._ds, snap.column, snap.dim, params.num_partitions, params.metric, rate,
-        config.max_iters, None,
-    )
-    codebook = None
-    if params.kind.codebook:
-        codebook = to_matrix(
-            lance_indices.train_pq_model(
-                ds._ds, snap.column, snap.dim, params.num_sub_vectors, params.metric,
-                rate, config.max_iters, centroids, None,
-            )
-        )
+    rows = training_sample_rows(params, config, bytes_per_vector(snap))
+    trainer = pick_trainer(config, params, rows, snap)
+    log.info("training %d partitions on a sample of %d rows with the %s trainer", params.num_partitions, rows, trainer)
+    if trainer == "distributed":
+        centroids, codebook = train_distributed(transport, config, snap, params, rows, parallelism)
+    else:
+        centroids, codebook = train_with_lance(config, snap, params, rows)
     rq_model = None
     if params.kind.rotation:
         # num_bits is passed explicitly on both sides (here and in every build): a mismatch fails.
         rq_model = lance_indices.build_rq_model(snap.dim, num_bits=params.num_bits)
-    return SharedArtifacts(centroids=to_matrix(centroids), codebook=codebook, rq_model=rq_model)
+    return SharedArtifacts(centroids=centroids, codebook=codebook, rq_model=rq_model)
+
+
+def train_with_lance(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, rows: int):
+    """Lance's k-means in this process over `rows` sampled rows. -> (centroids, codebook or None)"""
+    from lance.lance import indices as lance_indices
+
+    ds = open_dataset(snap.uri, config.storage_options, snap.version)
+    rate = max(1, rows // params.num_partitions)
+    centroids = lance_indices.train_ivf_model(
+        ds._ds, snap.column, snap.dim, params.num_partitions, params.metric, rate, config.max_iters, None)
+    codebook = None
+    if params.kind.codebook:
+        codebook = to_matrix(lance_indices.train_pq_model(
+            ds._ds, snap.column, snap.dim, params.num_sub_vectors, params.metric, rate, config.max_iters,
+            centroids, None))
+    return to_matrix(centroids), codebook
+
+
+def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, rows: int,
+                      parallelism: int):
+    """k-means on the executors, as Lance trains (kmeans.py): IVF centroids, then for PQ types the
+    codebook on residuals. -> (centroids in the column's float type, codebook or None)"""
+    import math
+
+    from . import kmeans
+    from .errors import InputError
+
+    if transport is None:
+        raise ValueError("the distributed trainer needs a Spark transport")
+    metric = "dot" if params.metric == "dot" else "l2"  # cosine: l2 on unit vectors, as Lance
+    tasks = kmeans.plan_sample(snap.live_fragments, rows, max(1, parallelism), snap.uri, snap.version, snap.column,
+                               config.storage_options, seed=_seed(snap), multivector=snap.multivector,
+                               normalize=params.metric == "cosine")
+    cached = transport.cache(tasks, kmeans.draw_sample)
+    derived = []
+    try:
+        n = transport.map_reduce_cached(cached, lambda b, _: len(b.rows), operator.add) or 0
+        k = params.num_partitions
+        if n < k:
+            raise InputError(f"the training sample has {n} usable vectors (not null, not NaN) for {k} partitions: "
+                             "use fewer --num-partitions")
+        run = lambda source: lambda r: transport.map_reduce_cached(source, kmeans.round_partials,  # noqa: E731
+                                                                   kmeans.add_partials, r)
+        top_k = k if k <= FLAT_MAX_PARTITIONS else math.ceil(math.sqrt(k))
+        init = _draw(transport, cached, np.array([top_k]), _seed(snap))
+        top, _ = kmeans.lloyd(run(cached), init[None], metric, config.max_iters, f"IVF k-means ({top_k} centroids)")
+        if top_k < k:
+            first = kmeans.Round(top, metric)
+            sizes = transport.map_reduce_cached(cached, kmeans.count_groups, operator.add, first)
+            quota = kmeans.quotas(k, sizes)
+            grouped = transport.derive(cached, kmeans.with_groups, first)
+            derived.append(grouped)
+            offsets = np.concatenate([[0], np.cumsum(quota)])
+            init = _draw(transport, grouped, quota, _seed(snap) + 1)
+            top, _ = kmeans.lloyd(run(grouped), init[None], metric, config.max_iters,
+                                  f"IVF k-means, second level ({k} centroids in {top_k} clusters)", offsets)
+        centroids = top[0]
+        codebook = None
+        if params.kind.codebook:
+            m = params.num_sub_vectors
+            fraction = min(1.0, 256 * params.sample_rate / n)  # Lance trains PQ on 256 x sample_rate rows
+            residual = transport.derive(cached, kmeans.residual_block, (None if metric == "dot" else centroids, fraction))
+            derived.append(residual)
+            init = _draw(transport, residual, np.array([256]), _seed(snap) + 2)
+            sub = snap.dim // m
+            initial = init.reshape(len(init), m, sub).transpose(1, 0, 2)
+            book, _ = kmeans.lloyd(run(residual), initial, "l2", config.max_iters, f"PQ k-means ({m} x 256 codes)")
+            codebook = book.reshape(-1).reshape(256, snap.dim)  # Lance's layout: sub-vector major
+    finally:
+        for c in [*derived, cached]:
+            transport.release(c)
+    return centroids.astype(np.dtype(snap.value_type)), codebook
+
+
+def _draw(transport, cached, quota: np.ndarray, seed: int) -> np.ndarray:
+    """Initial codes: `quota[g]` rows of each cluster g drawn uniformly from the cached sample."""
+    from . import kmeans
+
+    _, _, rows = transport.map_reduce_cached(cached, kmeans.draw_rows, kmeans.merge_draws(quota),
+                                             kmeans.Draw(quota, seed))
+    return rows
+
+
+def _seed(snap: DatasetSnapshot) -> int:
+    """Deterministic per dataset version: a rerun draws the same sample."""
+    return int(hashlib.sha256(f"{snap.uri}@{snap.version}/{snap.column}".encode()).hexdigest()[:8], 16)

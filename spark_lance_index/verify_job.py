@@ -31,12 +31,17 @@ from .report import JobResult, reporting, settings_of
 from .storage import read_file
 from .timing import PhaseClock, phase
 from .query_settings import QuerySettings, sweep
+from .transport import transport_for
 from .verify import (
-    ExactSearchTask, RecallFigure, RecallSetting, ann_recall, default_refine_factors, sample_multivector_queries,
-    sample_queries,
+    ExactSearchTask, RecallFigure, RecallSetting, ann_recall, default_refine_factors, exact_topk_of_fragments,
+    merge_topk, sample_multivector_queries, sample_queries,
 )
 
 log = logging.getLogger("spark_lance_index")
+
+
+def _rows(task) -> int:
+    return task.num_rows
 
 
 def load_queries(config: BuildConfig, dim: int, multivector: bool = False):
@@ -115,7 +120,8 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     with spark_layer.job_group(spark, f"spark-lance-index-recall-{version}",
                                f"spark-lance-index: exact search for {len(queries)} queries"):
         try:
-            truth = spark_layer.run_exact_search(spark, tasks, queries, config.progress_interval)
+            truth = transport_for(spark, progress_interval=config.progress_interval).map_reduce(
+                tasks, exact_topk_of_fragments, merge_topk, queries, label="exact search", rows_of=_rows)
         except Exception as e:
             raise SparkStageError(f"exact search for the recall check failed after Spark's retries: "
                                   f"{spark_layer.failure_reason(e)}") from e
@@ -171,8 +177,8 @@ def check_index(spark, config: BuildConfig, uri: str, version: int, column: str,
     with spark_layer.job_group(spark, f"spark-lance-index-check-{version}",
                                f"spark-lance-index: scan for {len(probes)} filters"):
         try:
-            scanned = spark_layer.map_reduce(spark, tasks, scan_digests, add_digests, (column, probes),
-                                             "filter scan", config.progress_interval)
+            scanned = transport_for(spark, progress_interval=config.progress_interval).map_reduce(
+                tasks, scan_digests, add_digests, (column, probes), label="filter scan", rows_of=_rows)
         except Exception as e:
             raise SparkStageError(f"the scan for the filter check failed after Spark's retries: "
                                   f"{spark_layer.failure_reason(e)}") from e

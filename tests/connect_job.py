@@ -12,15 +12,33 @@ os.environ["PYSPARK_PYTHON"] = sys.executable  # Connect's local server ignores 
 from pyspark.sql import SparkSession
 
 from spark_lance_index import spark as spark_layer
+from spark_lance_index import transport
 from spark_lance_index.config import make_config
 from spark_lance_index.pipeline import run
+
+# Centroids and artifacts go through the job directory, as large ones do on a real cluster
+# (Connect's plan is one message); count how many values took that way.
+transport.INLINE_SHARED_BYTES = 1024
+through_files = []
+_share = transport.ConnectTransport._share
+
+
+def counting_share(self, shared):
+    handle = _share(self, shared)
+    through_files.append(handle.files is not None)
+    return handle
+
+
+transport.ConnectTransport._share = counting_share
 
 uri = sys.argv[1]
 spark = SparkSession.builder.remote("local[2]").getOrCreate()
 config = make_config({}, {"uri": uri, "column": "vector", "num_partitions": 16, "rows_per_task": 2000,
-                          "query_file": uri + ".queries.npy", "nprobes": (4,), "refine_factor": (0, 10)})
+                          "query_file": uri + ".queries.npy", "nprobes": (4,), "refine_factor": (0, 10),
+                          "trainer": "distributed"})
 result = run(config, spark=spark)
 print(result.summary())
+print(f"best recall {max(f.recall for f in result.recall):.3f}; {sum(through_files)} values shared through files")
 # a scalar index too: its segment uuids are Lance's (intent records written from the executors),
 # and its check scans through the Connect path of map_reduce
 scalar = run(make_config({}, {"uri": uri, "column": "id", "index_type": "BTREE", "rows_per_task": 2000}), spark=spark)

@@ -15,7 +15,6 @@ from spark_lance_index.commit import check_segments
 from spark_lance_index.config import make_config
 from spark_lance_index.errors import InputError, SegmentCheckError
 from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
-from spark_lance_index.spark import run_segment_builds
 from spark_lance_index.state import JobState
 from spark_lance_index.storage import locate
 
@@ -74,13 +73,13 @@ def test_every_segment_uses_one_rotation_and_a_foreign_one_is_refused(spark, tmp
     tasks = pipeline.make_tasks(config, snap, params, groups, "test-job")
 
     state = JobState(locate(str(tmp_path)), "job", {})
-    good = run_segment_builds(spark, tasks[:-1], artifacts, state)
+    good = pipeline.build(spark, tasks[:-1], artifacts, state, "job")
     assert {r.fingerprints["rotation"] for r in good} == {artifacts.fingerprints()["rotation"]}
 
     from lance.lance import indices
     other = dataclasses.replace(artifacts, rq_model=indices.build_rq_model(DIM, num_bits=params.num_bits))
     assert other.fingerprints()["rotation"] != artifacts.fingerprints()["rotation"]
-    foreign = run_segment_builds(spark, tasks[-1:], other, state)
+    foreign = pipeline.build(spark, tasks[-1:], other, state, "job")
 
     with pytest.raises(SegmentCheckError, match=f"segment {foreign[0].index_uuid} .* another rotation"):
         check_segments(groups, good + foreign, artifacts.fingerprints())

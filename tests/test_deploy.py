@@ -90,6 +90,11 @@ def test_whole_job_on_a_spark_connect_session(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("CONNECT")
     assert "4 tasks, 4 segments merged into 1" in proc.stdout
+    # trained on the executors (k-means rounds through Connect), values too large for the plan
+    # (lowered to 1 KiB here) read from the job directory, which is gone afterwards
+    best, shared = re.search(r"best recall ([\d.]+); (\d+) values shared through files", proc.stdout).groups()
+    assert float(best) >= 0.9 and int(shared) >= 20
+    assert not os.path.exists(data.uri + ".index-jobs")
     ds = lance.dataset(data.uri)
     stats = ds.stats.index_stats("vector_idx")
     assert (stats["num_indexed_rows"], len(stats["segments"])) == (8000, 1)

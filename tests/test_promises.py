@@ -289,9 +289,7 @@ def test_a_merge_output_the_job_did_not_mark_is_reported_not_deleted(spark, tmp_
     artifacts = pipeline.train(config, insp.snap, insp.params)
     tasks = pipeline.make_tasks(config, insp.snap, insp.params, groups, insp.job_id)
     state = insp.state
-    from spark_lance_index.spark import run_segment_builds
-
-    built = run_segment_builds(spark, tasks, artifacts, state)
+    built = pipeline.build(spark, tasks, artifacts, state, insp.job_id)
     merged = merge_segments(MergeTask(data.uri, insp.snap.location, insp.snap.version,
                                       tuple(r.segment for r in built), 4000), state)
     assert len(state.merges()) == 1  # the intent was recorded

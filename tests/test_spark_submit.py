@@ -106,7 +106,7 @@ def test_spark_submit_to_a_standalone_cluster(standalone_cluster, tmp_path):
     data = write_vectors(tmp_path / "ds", 12_000, 32, rows_per_fragment=1500)
     cmd = [
         os.path.join(SPARK_BIN, "spark-submit"), "--master", url,
-        "--conf", "spark.executor.memory=1g", "--conf", "spark.ui.enabled=false",
+        "--conf", "spark.executor.memory=1g", "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.cores=2",
         "--py-files", package_zip(tmp_path),
         os.path.join(ROOT, "jobs", "build_index.py"),
         "--uri", data.uri, "--column", "vector", "--num-partitions", "16", "--rows-per-task", "3000",
@@ -114,6 +114,11 @@ def test_spark_submit_to_a_standalone_cluster(standalone_cluster, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "committed on" in proc.stdout and "4 tasks, 4 segments merged into 1" in proc.stdout
+    # the session the job created got what its tasks need, where spark-submit left it unset:
+    # Lance's threads per task slot, and 384 MiB for the JVM plus 2 slots x (100 MiB + 1.06 x 375 KiB)
+    logged = proc.stdout + proc.stderr  # spark-submit sends the driver's stderr to stdout
+    assert "setting spark.executorEnv.LANCE_CPU_THREADS=1" in logged
+    assert "setting spark.executor.memoryOverhead=585m" in logged
 
     ds = lance.dataset(data.uri)
     stats = ds.stats.index_stats("vector_idx")
@@ -128,9 +133,16 @@ def test_spark_submit_to_a_standalone_cluster(standalone_cluster, tmp_path):
     more = clustered_vectors(3000, 32, seed=0)
     lance.write_dataset(pa.table({"id": pa.array(np.arange(12_000, 15_000)), "vector": fsl(more)}), data.uri,
                         mode="append", max_rows_per_file=1500)
-    update = [*cmd[:cmd.index("--uri")], "update", "--uri", data.uri, "--column", "vector", "--rows-per-task", "3000"]
+    update = [*cmd[:cmd.index("--master")], "--conf", "spark.executor.memoryOverhead=400m",
+              *cmd[cmd.index("--master"):cmd.index("--uri")],
+              "update", "--uri", data.uri, "--column", "vector", "--rows-per-task", "3000"]
     proc = subprocess.run(update, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # an overhead set too small is kept (the user's), and said in one line before any work
+    logged = proc.stdout + proc.stderr
+    assert "setting spark.executor.memoryOverhead" not in logged
+    assert "preflight: each build task peaks at about 100 MiB" in logged
+    assert "set spark.executor.memoryOverhead=585m" in logged
     assert "update: 3,000 new rows in 2 fragments" in proc.stdout
     stats = lance.dataset(data.uri).stats.index_stats("vector_idx")
     assert (stats["num_indexed_rows"], stats["num_unindexed_rows"]) == (15_000, 0)

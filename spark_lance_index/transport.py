@@ -1,0 +1,309 @@
+"""The few things the job asks of a Spark cluster, implemented once per transport.
+
+Phases hand plain functions to four primitives and never ask which transport runs them:
+
+- `map(items, fn, shared)`: fn(item, shared) for each item, one Spark task each, results in item order;
+- `map_reduce(items, fn, combine, shared)`: the same, results combined pairwise on the way back;
+- `cache(items, fn, shared)`: fn's results kept on the executors (a training sample), for
+- `map_reduce_cached(cached, fn, combine, shared)`: one round over what is cached, and `release`.
+
+Classic Spark (spark-submit, clusters, Databricks single-user) uses RDDs: `shared` is a
+broadcast, progress comes from accumulators, reduction is a treeReduce on the executors.
+Spark Connect (Databricks serverless and standard access mode) has no RDD API: one partition
+per item through `mapInArrow`, results pickled in a binary column and combined on arrival, a
+cache is a persisted DataFrame. Its plan travels in one message (128 MiB by default), so a
+large `shared` value (centroids) is written to the job directory and read there once per
+executor process instead of riding in the closure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from .progress import DEFAULT_INTERVAL, Progress, Ticker
+from .storage import Files
+
+log = logging.getLogger(__name__)
+
+# Through Connect, a shared value larger than this (pickled) goes to the job directory.
+INLINE_SHARED_BYTES = 4 * 1024 * 1024
+SHARED_FOLDER = "shared"
+
+
+def task_attempt() -> int:
+    """Spark's attempt number of the running task (0 outside Spark): tells a retry apart."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return ctx.attemptNumber() if ctx is not None else 0
+
+
+@dataclass
+class Cached:
+    """Values kept on the executors between rounds, one per item."""
+
+    handle: Any  # an RDD (classic) or a persisted DataFrame (Connect)
+    count: int
+    shared: Any = None  # Connect: what the cached values were made with, kept until release (a recompute needs it)
+
+
+class Transport:
+    """What the phases use; `transport_for(spark)` picks the implementation."""
+
+    def __init__(self, spark, scratch: Optional[Files] = None, progress_interval: float = DEFAULT_INTERVAL):
+        self.spark, self.scratch, self.progress_interval = spark, scratch, progress_interval
+
+    def map(self, items: Sequence, fn: Callable, shared: Any = None, *, label: str = "",
+            rows_of: Callable[[Any], int] = lambda item: 0) -> list:
+        raise NotImplementedError
+
+    def map_reduce(self, items: Sequence, fn: Callable, combine: Callable, shared: Any = None, *,
+                   label: str = "", rows_of: Callable[[Any], int] = lambda item: 0):
+        raise NotImplementedError
+
+    def cache(self, items: Sequence, fn: Callable, shared: Any = None) -> Cached:
+        raise NotImplementedError
+
+    def map_reduce_cached(self, cached: Cached, fn: Callable, combine: Callable, shared: Any = None):
+        raise NotImplementedError
+
+    def derive(self, cached: Cached, fn: Callable, shared: Any = None) -> Cached:
+        """fn(value, shared) of each cached value, cached in turn (the source stays cached)."""
+        raise NotImplementedError
+
+    def release(self, cached: Cached) -> None:
+        raise NotImplementedError
+
+    def _bar(self, label: str, items: Sequence, rows_of) -> Optional[Progress]:
+        if not label:
+            return None
+        return Progress(label, len(items), sum(rows_of(i) for i in items), interval=self.progress_interval)
+
+
+def transport_for(spark, scratch: Optional[Files] = None, progress_interval: float = DEFAULT_INTERVAL) -> Transport:
+    """The transport of this session. `scratch` is a folder of the job directory where Connect
+    puts shared values too large for its plan (None: they ride in the plan)."""
+    from .spark import is_connect
+
+    kind = ConnectTransport if is_connect(spark) else ClassicTransport
+    return kind(spark, scratch, progress_interval)
+
+
+# --- classic Spark ------------------------------------------------------------------------
+
+class ClassicTransport(Transport):
+    def _parallelize(self, items: Sequence):
+        return self.spark.sparkContext.parallelize(list(items), numSlices=max(1, len(items)))
+
+    def _counted(self, label, items, rows_of, fn, shared_bc):
+        """fn over a broadcast, counting finished tasks and rows in accumulators for the bar."""
+        sc = self.spark.sparkContext
+        done, rows = sc.accumulator(0), sc.accumulator(0)
+
+        def one(item):
+            out = fn(item, shared_bc.value)
+            done.add(1)
+            rows.add(rows_of(item))
+            return out
+
+        bar = self._bar(label, items, rows_of)
+        ticker = Ticker(bar, lambda: (done.value, rows.value)) if bar else None
+        return one, ticker
+
+    def _run(self, items, fn, shared, label, rows_of, action):
+        bc = self.spark.sparkContext.broadcast(shared)
+        one, ticker = self._counted(label, items, rows_of, fn, bc)
+        try:
+            if ticker is None:
+                return action(self._parallelize(items).map(one))
+            with ticker:
+                return action(self._parallelize(items).map(one))
+        finally:
+            bc.unpersist()
+
+    def map(self, items, fn, shared=None, *, label="", rows_of=lambda item: 0):
+        return self._run(items, fn, shared, label, rows_of, lambda rdd: rdd.collect())
+
+    def map_reduce(self, items, fn, combine, shared=None, *, label="", rows_of=lambda item: 0):
+        return self._run(items, fn, shared, label, rows_of, lambda rdd: rdd.treeReduce(combine))
+
+    def cache(self, items, fn, shared=None):
+        return self._persist(self._parallelize(items), len(items), fn, shared)
+
+    def _persist(self, rdd, count: int, fn, shared) -> Cached:
+        from pyspark import StorageLevel
+
+        bc = self.spark.sparkContext.broadcast(shared)
+        rdd = rdd.map(lambda value: fn(value, bc.value)).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            rdd.count()  # computed once, here; every round reads the cached values
+        except BaseException:
+            rdd.unpersist()
+            raise
+        finally:
+            bc.unpersist()  # a recompute fetches it again; destroy() would forbid that
+        return Cached(rdd, count)
+
+    def map_reduce_cached(self, cached, fn, combine, shared=None):
+        bc = self.spark.sparkContext.broadcast(shared)
+        try:
+            return cached.handle.map(lambda value: fn(value, bc.value)).treeReduce(combine)
+        finally:
+            bc.unpersist()
+
+    def derive(self, cached, fn, shared=None):
+        return self._persist(cached.handle, cached.count, fn, shared)
+
+    def release(self, cached):
+        cached.handle.unpersist()
+
+
+# --- Spark Connect ------------------------------------------------------------------------
+
+_READ: dict[str, Any] = {}  # executor side: shared values read from the job directory, by digest
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """A shared value as a Connect closure carries it: the pickle itself, or where it was written."""
+
+    data: Optional[bytes]
+    files: Optional[Files] = None
+    name: str = ""
+    digest: str = ""
+
+    def value(self):
+        if self.data is not None:
+            return pickle.loads(self.data)
+        if self.digest not in _READ:
+            data = self.files.read(self.name)
+            if hashlib.sha256(data).hexdigest() != self.digest:
+                raise RuntimeError(f"{self.files}/{self.name} is not the value the driver shared")
+            _READ.clear()  # one at a time: a training round replaces the previous centroids
+            _READ[self.digest] = pickle.loads(data)
+        return _READ[self.digest]
+
+
+class ConnectTransport(Transport):
+    def _share(self, shared) -> _Shared:
+        data = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) <= INLINE_SHARED_BYTES or self.scratch is None:
+            return _Shared(data)
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"{SHARED_FOLDER}/{digest[:32]}.pkl"
+        self.scratch.write(name, data)
+        return _Shared(None, self.scratch, name, digest)
+
+    def _unshare(self, handle: _Shared) -> None:
+        if handle.files is not None:
+            handle.files.delete_file(handle.name)
+
+    def _stream(self, items, fn, handle: _Shared) -> Iterator[tuple[int, Any]]:
+        """(index, fn(item, shared)) as results arrive, one partition per item."""
+        items = list(items)
+
+        def run_partition(batches):
+            import pyarrow as pa
+
+            for batch in batches:
+                for i in batch.column(0).to_pylist():
+                    out = pickle.dumps(fn(items[i], handle.value()))
+                    yield pa.RecordBatch.from_pydict({"i": [i], "result": [out]})
+
+        frame = self.spark.range(0, len(items), 1, max(1, len(items))).mapInArrow(run_partition, "i long, result binary")
+        for row in frame.toLocalIterator():
+            yield row["i"], pickle.loads(row["result"])
+
+    def _consume(self, items, fn, shared, label, rows_of, fold):
+        handle = self._share(shared)
+        bar = self._bar(label, items, rows_of)
+        done = rows = 0
+        try:
+            for i, out in self._stream(items, fn, handle):
+                fold(i, out)
+                done, rows = done + 1, rows + rows_of(items[i])
+                if bar:
+                    bar.update(done, rows)
+            if bar:
+                bar.update(done, rows, final=True)
+        finally:
+            self._unshare(handle)
+
+    def map(self, items, fn, shared=None, *, label="", rows_of=lambda item: 0):
+        found: dict[int, Any] = {}
+        self._consume(items, fn, shared, label, rows_of, found.__setitem__)
+        return [found[i] for i in range(len(items))]
+
+    def map_reduce(self, items, fn, combine, shared=None, *, label="", rows_of=lambda item: 0):
+        total: list = []
+
+        def fold(_, out):  # the driver holds two results at most
+            total[:] = [out if not total else combine(total[0], out)]
+
+        self._consume(items, fn, shared, label, rows_of, fold)
+        return total[0] if total else None
+
+    def cache(self, items, fn, shared=None):
+        handle = self._share(shared)
+        items = list(items)
+
+        def make(batches):
+            import pyarrow as pa
+
+            for batch in batches:
+                for i in batch.column(0).to_pylist():
+                    yield pa.RecordBatch.from_pydict({"value": [pickle.dumps(fn(items[i], handle.value()))]})
+
+        return self._persist(self.spark.range(0, len(items), 1, max(1, len(items))).mapInArrow(make, "value binary"),
+                             len(items), handle)
+
+    def map_reduce_cached(self, cached, fn, combine, shared=None):
+        handle = self._share(shared)
+
+        def one_round(batches):
+            import pyarrow as pa
+
+            for batch in batches:
+                for value in batch.column(0).to_pylist():
+                    out = pickle.dumps(fn(pickle.loads(value), handle.value()))
+                    yield pa.RecordBatch.from_pydict({"result": [out]})
+
+        total = None
+        try:
+            for row in cached.handle.mapInArrow(one_round, "result binary").toLocalIterator():
+                out = pickle.loads(row["result"])
+                total = out if total is None else combine(total, out)
+        finally:
+            self._unshare(handle)
+        return total
+
+    def derive(self, cached, fn, shared=None):
+        handle = self._share(shared)
+
+        def one(batches):
+            import pyarrow as pa
+
+            for batch in batches:
+                for value in batch.column(0).to_pylist():
+                    yield pa.RecordBatch.from_pydict({"value": [pickle.dumps(fn(pickle.loads(value), handle.value()))]})
+
+        return self._persist(cached.handle.mapInArrow(one, "value binary"), cached.count, handle)
+
+    def _persist(self, frame, count: int, handle: _Shared) -> Cached:
+        frame = frame.persist()
+        try:
+            frame.count()  # computed once, here
+        except BaseException:
+            frame.unpersist()
+            self._unshare(handle)
+            raise
+        return Cached(frame, count, handle)
+
+    def release(self, cached):
+        cached.handle.unpersist()
+        if cached.shared is not None:
+            self._unshare(cached.shared)

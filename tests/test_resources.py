@@ -1,0 +1,58 @@
+"""Executor resources (resources.py) and the plan's task sizes: plain functions, no JVM."""
+
+from spark_lance_index.plan import largest_task_bytes
+from spark_lance_index.resources import (
+    MIB, ExecutorResources, memory_advice, needed_overhead, parse_size, read_resources, session_settings,
+    task_peak_bytes,
+)
+
+
+def test_spark_sizes_are_read_as_spark_reads_them():
+    assert parse_size("4g") == 4 << 30 and parse_size("512m") == 512 * MIB and parse_size("1024") == 1 << 30
+    assert parse_size("2gb") == 2 << 30 and parse_size(None) is None and parse_size("lots") is None
+
+
+def test_a_default_overhead_leaves_the_python_workers_nothing_and_the_advice_says_what_to_set():
+    conf = {"spark.executor.memory": "8g", "spark.executor.cores": "4"}
+    res = read_resources(conf.get)
+    assert (res.slots, res.python_bytes) == (4, 0)  # Spark's default overhead is the JVM's own
+    task = 512 * MIB
+    need = needed_overhead(res, task)
+    assert need == int(0.1 * (8 << 30)) + 4 * task_peak_bytes(task)  # 819 MiB + 4 x 643 MiB
+    advice = memory_advice(res, task)
+    assert advice.startswith("each build task peaks at about 642 MiB") and f"memoryOverhead={-(-need // MIB)}m" in advice
+    # what it advises is enough
+    enough = read_resources({**conf, "spark.executor.memoryOverhead": f"{-(-need // MIB)}m"}.get)
+    assert memory_advice(enough, task) is None
+    # pyspark.memory, when set, is the Python workers' budget
+    assert read_resources({**conf, "spark.executor.pyspark.memory": "3g"}.get).python_bytes == 3 << 30
+
+
+def test_a_created_session_gets_lance_threads_per_slot_and_the_overhead_only_where_unset():
+    conf = {"spark.executor.memory": "4g", "spark.executor.cores": "8", "spark.task.cpus": "2"}
+    res = read_resources(conf.get)
+    got = session_settings(res, 100 * MIB, conf.get)
+    assert got["spark.executorEnv.LANCE_CPU_THREADS"] == "2"
+    assert got["spark.executor.memoryOverhead"] == f"{-(-needed_overhead(res, 100 * MIB) // MIB)}m"
+    mine = {**conf, "spark.executor.memoryOverhead": "2g", "spark.executorEnv.LANCE_CPU_THREADS": "4"}
+    assert session_settings(read_resources(mine.get), 100 * MIB, mine.get) == {}
+    # cores unknown (standalone without spark.executor.cores): no overhead guessed
+    assert "spark.executor.memoryOverhead" not in session_settings(
+        read_resources({"spark.executor.memory": "4g"}.get), 100 * MIB, {}.get)
+
+
+def test_the_largest_task_is_bounded_by_the_plan():
+    assert largest_task_bytes(10_000_000, 512, True, 10_000_000) == 512 * MIB
+    assert largest_task_bytes(1000, 512, True, 10_000_000) == 512_000
+    assert largest_task_bytes(10_000_000, 512, True, 10_000_000, rows_per_task=3000) == 3000 * 512
+    assert largest_task_bytes(10_000_000, 512, False, 10_000_000) == 4_194_304 * 512  # 2 GiB of an unmerged segment
+
+
+def test_a_task_holds_ten_rows_per_partition_so_its_centroid_copy_stays_a_tenth_of_it():
+    from spark_lance_index.plan import TARGET_TASK_BYTES, default_rows_per_task
+
+    # 1B x 768 float32 on 1,600 cores: 512 MiB tasks (174,762 rows) at 4,096 partitions ...
+    assert default_rows_per_task(10**9, 3072, 1600, 4096) == TARGET_TASK_BYTES // 3072
+    # ... but at 32,768 partitions a task's copy of the centroids (96 MiB) would be 19% of it
+    rows = default_rows_per_task(10**9, 3072, 1600, 32768)
+    assert rows == 327_680 and 32768 * 3072 <= rows * 3072 / 10

@@ -1,0 +1,160 @@
+"""Distributed training (--trainer distributed): k-means on the executors, as Lance trains.
+
+The pure-numpy pieces (kmeans.py) are checked without a JVM; the trainer end to end on
+real Spark and real Lance datasets, by recall against exact search next to Lance's own trainer.
+"""
+
+import logging
+
+import lance
+import numpy as np
+import pytest
+
+from conftest import recall, write_vectors
+from spark_lance_index import kmeans
+from spark_lance_index.config import make_config
+from spark_lance_index.errors import InputError
+from spark_lance_index.pipeline import run
+from spark_lance_index.recall import clustered_vectors
+
+
+def rounds_over(blocks):
+    """A run_round over in-memory blocks: what the transport does on a cluster."""
+    def run_round(r):
+        out = None
+        for b in blocks:
+            p = kmeans.round_partials(b, r)
+            out = p if out is None else out + p
+        return out
+    return run_round
+
+
+def test_partials_of_blocks_add_up_to_the_partials_of_the_whole():
+    rows = clustered_vectors(3000, 16, seed=1)
+    codes = rows[np.random.default_rng(0).choice(3000, 40, replace=False)][None]
+    whole = kmeans.round_partials(kmeans.Block(rows), kmeans.Round(codes, "l2"))
+    split = rounds_over([kmeans.Block(rows[:1000]), kmeans.Block(rows[1000:2500]), kmeans.Block(rows[2500:])])(
+        kmeans.Round(codes, "l2"))
+    np.testing.assert_allclose(split.sums, whole.sums, rtol=1e-9)
+    assert (split.counts == whole.counts).all() and whole.counts.sum() == 3000
+    # the assignment is the brute-force nearest code
+    truth = ((rows[:, None, :] - codes[0][None]) ** 2).sum(-1).argmin(1)
+    assert (np.bincount(truth, minlength=40) == whole.counts[0]).all()
+    assert whole.loss == pytest.approx(((rows - codes[0][truth]) ** 2).sum(), rel=1e-4)
+
+
+def test_dot_codes_are_unit_vectors_and_rows_go_to_the_largest_inner_product():
+    rows = clustered_vectors(2000, 8, seed=2)
+    codes, _ = kmeans.lloyd(rounds_over([kmeans.Block(rows)]), rows[:16][None], "dot", 10, "test")
+    np.testing.assert_allclose(np.linalg.norm(codes[0], axis=1), 1, atol=1e-5)
+    labels, dist = kmeans.assign(rows, codes[0], "dot")
+    assert (labels == (rows @ codes[0].T).argmax(1)).all()
+    np.testing.assert_allclose(dist, 1 - (rows * codes[0][labels]).sum(1), rtol=1e-4, atol=1e-4)
+
+
+def test_an_empty_code_takes_half_of_the_largest_code_of_its_own_cluster():
+    sums = np.zeros((1, 4, 2))
+    sums[0, 0], sums[0, 3] = [10, 10], [30, 0]
+    total = kmeans.Partials(sums, np.array([[10, 0, 0, 3]]), 0.0)
+    new, empty = kmeans.update_codebook(total, np.zeros((1, 4, 2), np.float32), "l2", offsets=np.array([0, 2, 4]))
+    assert empty == 2
+    # code 1 split from code 0 (same cluster [0, 2)); code 2 from code 3 (cluster [2, 4))
+    np.testing.assert_allclose(new[0, 1] + new[0, 0], 2 * np.array([1, 1]), rtol=1e-6)
+    np.testing.assert_allclose(new[0, 2] + new[0, 3], 2 * np.array([10, 0]), rtol=1e-6)
+    assert not np.allclose(new[0, 1], new[0, 0])
+
+
+def test_initial_codes_are_a_draw_without_replacement_of_each_clusters_quota():
+    rows = np.arange(600, dtype=np.float32).reshape(300, 2)
+    groups = np.repeat([0, 1, 2], 100)
+    blocks = [kmeans.Block(rows[i::3], groups[i::3]) for i in range(3)]
+    quota = kmeans.quotas(10, np.array([100, 100, 100]))
+    assert quota.sum() == 10 and quota.max() - quota.min() <= 1
+    draws = [kmeans.draw_rows(b, kmeans.Draw(quota, 7)) for b in blocks]
+    keys, got_groups, picked = draws[0]
+    for d in draws[1:]:
+        keys, got_groups, picked = kmeans.merge_draws(quota)((keys, got_groups, picked), d)
+    assert (np.bincount(got_groups, minlength=3) == quota).all()
+    assert len({tuple(r) for r in picked}) == 10  # no row twice
+    assert (got_groups == groups[(picked[:, 0] // 2).astype(int)]).all()  # each row from its cluster
+    # quotas follow sizes, at least one per non-empty cluster, never more than its rows
+    assert kmeans.quotas(10, np.array([1, 0, 50])).tolist() == [1, 0, 9]
+
+
+def test_the_sample_plan_is_proportional_and_adds_up():
+    from spark_lance_index.dataset import FragmentInfo
+
+    frags = [FragmentInfo(i, n) for i, n in enumerate([1000, 10, 0, 5000, 3000])]
+    tasks = kmeans.plan_sample(frags, 900, 3, "u", 1, "v", {}, seed=1)
+    assert sum(t.rows for t in tasks) == 900
+    covered = [f for t in tasks for f, _ in t.fragments]
+    assert covered == [0, 1, 3, 4]  # contiguous, every live fragment once
+    for t in tasks:
+        live = sum(n for _, n in t.fragments)
+        assert abs(t.rows - 900 * live / 9010) < 1
+
+
+@pytest.mark.parametrize("index_type,metric,partitions", [("IVF_PQ", "l2", 32), ("IVF_FLAT", "l2", 300),
+                                                          ("IVF_RQ", "cosine", 300)])
+def test_distributed_training_reaches_lances_recall(spark, tmp_path, index_type, metric, partitions, caplog):
+    """300 partitions train in two levels (past 256, as Lance's hierarchy); recall against exact
+    search at the same partitions, next to Lance's trainer on the same table."""
+    figures = {}
+    for trainer in ("lance", "distributed"):
+        data = write_vectors(tmp_path / trainer, 30000, 32, rows_per_fragment=4000, seed=3)
+        extra = {"num_sub_vectors": 8} if index_type == "IVF_PQ" else {}
+        config = make_config({}, {"uri": data.uri, "column": "vector", "index_type": index_type, "metric": metric,
+                                  "num_partitions": partitions, "trainer": trainer, "verify_queries": 0, **extra})
+        with caplog.at_level(logging.INFO, logger="spark_lance_index"):
+            run(config, spark=spark)
+        assert f"with the {trainer} trainer" in caplog.text
+        stats = lance.dataset(data.uri).stats.index_stats("vector_idx")
+        assert stats["indices"][0]["num_partitions"] == partitions
+        figures[trainer] = [recall(data.uri, data, nprobes, refine) for nprobes, refine in ((4, None), (4, 10))]
+    print(index_type, metric, partitions, figures)
+    for lance_figure, ours in zip(figures["lance"], figures["distributed"]):
+        assert ours >= lance_figure - 0.03
+
+
+def test_a_sample_with_fewer_usable_vectors_than_partitions_is_refused(spark, tmp_path):
+    import pyarrow as pa
+
+    from conftest import fsl
+
+    vectors = np.full((600, 8), np.nan, np.float32)
+    vectors[:50] = np.random.default_rng(0).standard_normal((50, 8))
+    lance.write_dataset(pa.table({"vector": fsl(vectors)}), str(tmp_path / "nan"))
+    config = make_config({}, {"uri": str(tmp_path / "nan"), "column": "vector", "index_type": "IVF_FLAT",
+                              "num_partitions": 64, "sample_rate": 256, "trainer": "distributed",
+                              "verify_queries": 0})
+    with pytest.raises(InputError, match="usable vectors .* for 64 partitions"):
+        run(config, spark=spark)
+
+
+def test_the_sample_cap_is_in_bytes_and_a_thin_sample_is_said(caplog):
+    from spark_lance_index.dataset import IndexParams
+    from spark_lance_index.train import training_sample_rows
+
+    params = IndexParams("IVF_PQ", "l2", 4096, 0, 96, 256)
+    config = make_config({}, {"uri": "x", "column": "v"})
+    with caplog.at_level(logging.WARNING, logger="spark_lance_index"):
+        rows = training_sample_rows(params, config, 768 * 4)
+    assert rows == (1 << 30) // (768 * 4)  # 349,525 rows: 1 GiB, not 1M rows (3 GiB)
+    assert "rows per partition" not in caplog.text  # 85 per partition
+    with caplog.at_level(logging.WARNING, logger="spark_lance_index"):
+        training_sample_rows(IndexParams("IVF_PQ", "l2", 16384, 0, 96, 256), config, 768 * 4)
+    assert "21 rows per partition" in caplog.text and "under 40" in caplog.text
+
+
+def test_a_pinned_version_is_opened_once_per_process_and_a_rewritten_dataset_is_not_mistaken(tmp_path):
+    from spark_lance_index.dataset import open_dataset
+
+    data = write_vectors(tmp_path / "ds", 100, 8)
+    first = open_dataset(data.uri, {}, 1)
+    assert open_dataset(data.uri, {}, 1) is first  # no second manifest read
+    assert open_dataset(data.uri, {}, None) is not first  # the latest version is always read afresh
+    import shutil
+    shutil.rmtree(data.uri)
+    again = write_vectors(tmp_path / "ds", 50, 8, seed=5)
+    reopened = open_dataset(again.uri, {}, 1)
+    assert reopened is not first and reopened.count_rows() == 50
