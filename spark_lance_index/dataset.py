@@ -129,7 +129,12 @@ class DatasetSnapshot:
         or a multivector, scalar or text column's Arrow bytes over its first rows."""
         if self.sampled_row_bytes:
             return self.sampled_row_bytes
-        return max(1, self.dim * _BYTES[self.value_type])
+        return self.vector_bytes
+
+    @property
+    def vector_bytes(self) -> int:
+        """Bytes of one vector (of a multivector row: one of its vectors)."""
+        return max(1, self.dim * _BYTES.get(self.value_type, 4))
 
 
 # One handle per (dataset, version) and process: a version never changes, and opening one reads

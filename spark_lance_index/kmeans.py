@@ -44,12 +44,16 @@ class SampleTask:
         return self.rows
 
 
-def draw_sample(task: SampleTask, _shared=None) -> "Block":
+CACHE_RECORD_ROWS = 16384  # rows per cached record: 8 MiB at 128-d, 48 MiB at 768-d
+
+
+def draw_sample(task: SampleTask, _shared=None) -> list["Block"]:
     """The task's sample rows as float32 (n, dim), null, NaN and infinite vectors dropped (after
     normalising, for cosine: a zero vector is dropped too, as Lance does).
 
     Seeded by the task, so a block Spark recomputes (an evicted cache, a lost executor) is the
-    same block. A multivector row contributes all its vectors, as Lance trains on them."""
+    same block. A multivector row contributes all its vectors, as Lance trains on them. Returned
+    in records of CACHE_RECORD_ROWS rows, which is what the cache holds and a round reads."""
     from .dataset import open_dataset
     from .verify import as_matrix, vector_column
 
@@ -69,12 +73,13 @@ def draw_sample(task: SampleTask, _shared=None) -> "Block":
             column = column.flatten()
         parts.append(as_matrix(column))
     if not parts:
-        return Block(np.empty((0, 0), np.float32))
+        return []
     rows = np.vstack(parts)
     if task.normalize:
         with np.errstate(divide="ignore", invalid="ignore"):
             rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    return Block(np.ascontiguousarray(rows[np.isfinite(rows).all(axis=1)], dtype=np.float32))
+    rows = np.ascontiguousarray(rows[np.isfinite(rows).all(axis=1)], dtype=np.float32)
+    return [Block(rows[i:i + CACHE_RECORD_ROWS].copy()) for i in range(0, len(rows), CACHE_RECORD_ROWS)]
 
 
 def plan_sample(fragments, total_rows: int, tasks: int, uri: str, version: int, column: str,
@@ -150,7 +155,7 @@ def assign(rows: np.ndarray, codes: np.ndarray, metric: str) -> tuple[np.ndarray
     (|x|^2 - 2 x.c + |c|^2), or Lance's dot distance 1 - x.c."""
     labels = np.empty(len(rows), np.int64)
     dist = np.empty(len(rows), np.float64)
-    code_norms = (codes * codes).sum(axis=1)
+    code_norms = np.einsum("ij,ij->i", codes, codes)
     for start in range(0, len(rows), CHUNK_ROWS):
         x = rows[start:start + CHUNK_ROWS]
         scores = x @ codes.T  # (n, k)
@@ -158,19 +163,21 @@ def assign(rows: np.ndarray, codes: np.ndarray, metric: str) -> tuple[np.ndarray
         best = scores.argmin(axis=1)
         got = scores[np.arange(len(x)), best].astype(np.float64)
         labels[start:start + len(x)] = best
-        dist[start:start + len(x)] = 1 + got if metric == "dot" else np.maximum(got + (x * x).sum(axis=1), 0)
+        dist[start:start + len(x)] = 1 + got if metric == "dot" else np.maximum(got + np.einsum("ij,ij->i", x, x), 0)
     return labels, dist
 
 
 def _sum_by_label(rows: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.bincount(labels, minlength=k)
+    """Per label, the sum of its rows (float64 across chunks) and their count: a one-hot GEMM per
+    chunk, k x rows x d flops like the assignment itself (codes per call are at most a few hundred:
+    one level of the hierarchy, or a PQ sub-space's 256)."""
     sums = np.zeros((k, rows.shape[1]), np.float64)
-    present = np.flatnonzero(counts)
-    if len(present):
-        order = np.argsort(labels, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
-        sums[present] = np.add.reduceat(rows[order].astype(np.float64), starts, axis=0)
-    return sums, counts
+    for start in range(0, len(rows), CHUNK_ROWS):
+        lab = labels[start:start + CHUNK_ROWS]
+        onehot = np.zeros((k, len(lab)), rows.dtype)
+        onehot[lab, np.arange(len(lab))] = 1
+        sums += onehot @ rows[start:start + CHUNK_ROWS]
+    return sums, np.bincount(labels, minlength=k)
 
 
 def round_partials(block: Block, r: Round) -> Partials:
@@ -190,14 +197,15 @@ def round_partials(block: Block, r: Round) -> Partials:
             sums[j], counts[j] = _sum_by_label(sub, labels, k)
             loss += float(dist.sum())
         return Partials(sums, counts, loss)
-    labels = np.empty(len(rows), np.int64)
-    for g in np.unique(block.groups):
-        mine = np.flatnonzero(block.groups == g)
+    present = np.unique(block.groups)  # rows are sorted by group (with_groups): each is one slice
+    bounds = np.searchsorted(block.groups, present, side="left"), np.searchsorted(block.groups, present, side="right")
+    for g, start, stop in zip(present, *bounds):
         lo, hi = int(r.offsets[g]), int(r.offsets[g + 1])
-        local, dist = assign(rows[mine], r.codebook[0, lo:hi], r.metric)
-        labels[mine] = lo + local
+        if hi == lo:
+            continue
+        local, dist = assign(rows[start:stop], r.codebook[0, lo:hi], r.metric)
+        sums[0, lo:hi], counts[0, lo:hi] = _sum_by_label(rows[start:stop], local, hi - lo)
         loss += float(dist.sum())
-    sums[0], counts[0] = _sum_by_label(rows, labels, k)
     return Partials(sums, counts, loss)
 
 
@@ -208,9 +216,11 @@ def count_groups(block: Block, r: Round) -> np.ndarray:
 
 
 def with_groups(block: Block, r: Round) -> Block:
-    """The block with each row's first-level cluster attached."""
+    """The block with each row's first-level cluster attached, rows sorted by it (so that each
+    round takes a cluster's rows as one slice)."""
     labels, _ = assign(block.rows, r.codebook[0], r.metric)
-    return Block(block.rows, labels)
+    order = np.argsort(labels, kind="stable")
+    return Block(np.ascontiguousarray(block.rows[order]), labels[order])
 
 
 # --- initial codes: a uniform draw of sample rows ------------------------------------------

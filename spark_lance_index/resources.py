@@ -101,12 +101,20 @@ def memory_advice(res: ExecutorResources, task_bytes: int) -> Optional[str]:
             f"set spark.executor.memoryOverhead={-(-need // MIB)}m, or lower --rows-per-task")
 
 
-def session_settings(res: ExecutorResources, task_bytes: int, env: Callable[[str], Optional[str]]) -> dict:
+def enforces_memory(master: Optional[str]) -> bool:
+    """YARN and Kubernetes kill a container past heap + overhead; standalone workers and
+    Databricks do not (there the Python workers share the node's memory beyond the heap)."""
+    return bool(master) and master.startswith(("yarn", "k8s://"))
+
+
+def session_settings(res: ExecutorResources, task_bytes: int, env: Callable[[str], Optional[str]],
+                     master: Optional[str]) -> dict:
     """Settings for a session the job creates on a cluster, where the user left them unset:
-    Lance's thread pool sized to the task's slot, and the overhead its tasks need."""
+    Lance's thread pool sized to the task's slot, and where containers are enforced, the
+    overhead its tasks need."""
     out = {}
     if env("spark.executorEnv.LANCE_CPU_THREADS") is None:
         out["spark.executorEnv.LANCE_CPU_THREADS"] = str(res.task_cpus)
-    if res.overhead is None and res.pyspark is None and res.cores is not None:
+    if enforces_memory(master) and res.overhead is None and res.pyspark is None and res.cores is not None:
         out["spark.executor.memoryOverhead"] = f"{-(-needed_overhead(res, task_bytes) // MIB)}m"
     return out

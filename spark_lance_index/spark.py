@@ -166,21 +166,22 @@ def cluster_settings(task_bytes: int) -> dict:
 
         SparkContext._ensure_initialized()  # the JVM that holds spark-submit's --conf
         given = SparkConf()
-        if given.get("spark.master", "local").startswith("local"):
+        cluster = given.get("spark.master", "local")
+        if cluster.startswith("local"):
             return {}  # local threads share one machine and have no container to outgrow
         get = lambda key: given.get(key, None)  # noqa: E731
-        return session_settings(read_resources(get), task_bytes, get)
+        return session_settings(read_resources(get), task_bytes, get, cluster)
     except Exception as e:  # never fail the job over advice
         log.debug("cannot read the Spark configuration before the session starts: %s", e)
         return {}
 
 
 def executor_memory_advice(spark, task_bytes: int) -> Optional[str]:
-    """resources.memory_advice for this session's executors (None in local mode, where the
-    Python workers have no container to outgrow, and through Connect, whose conf hides them)."""
-    from .resources import memory_advice, read_resources
+    """resources.memory_advice for this session's executors, where a container limit is
+    enforced (YARN, Kubernetes; not local mode, standalone, Databricks or through Connect)."""
+    from .resources import enforces_memory, memory_advice, read_resources
 
-    if is_connect(spark) or (master(spark) or "local").startswith("local"):
+    if is_connect(spark) or not enforces_memory(master(spark)):
         return None
     return memory_advice(read_resources(lambda key: _conf(spark, key)), task_bytes)
 

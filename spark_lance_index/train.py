@@ -106,16 +106,12 @@ def training_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vec
     return rows
 
 
-def bytes_per_vector(snap: DatasetSnapshot) -> int:
-    return snap.dim * {"float16": 2, "float64": 8}.get(snap.value_type, 4)
-
-
 def pick_trainer(config: BuildConfig, params: IndexParams, sample_rows: int, snap: DatasetSnapshot) -> str:
     """--trainer, or for `auto`: Lance's k-means on the driver while the sample is small enough
     to hold there comfortably (it is faster: one process, no rounds), distributed past that."""
     if config.trainer != "auto":
         return config.trainer
-    return "distributed" if sample_rows * bytes_per_vector(snap) > AUTO_DISTRIBUTED_BYTES else "lance"
+    return "distributed" if sample_rows * snap.vector_bytes > AUTO_DISTRIBUTED_BYTES else "lance"
 
 
 # Set from bench/training.py figures (docs/benchmarks.md): see pick_trainer.
@@ -137,7 +133,7 @@ def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexPar
         return SharedArtifacts(options=params.options or None)
     from lance.lance import indices as lance_indices
 
-    rows = training_sample_rows(params, config, bytes_per_vector(snap))
+    rows = training_sample_rows(params, config, snap.vector_bytes)
     trainer = pick_trainer(config, params, rows, snap)
     log.info("training %d partitions on a sample of %d rows with the %s trainer", params.num_partitions, rows, trainer)
     if trainer == "distributed":

@@ -4,14 +4,17 @@ Phases hand plain functions to four primitives and never ask which transport run
 
 - `map(items, fn, shared)`: fn(item, shared) for each item, one Spark task each, results in item order;
 - `map_reduce(items, fn, combine, shared)`: the same, results combined pairwise on the way back;
-- `cache(items, fn, shared)`: fn's results kept on the executors (a training sample), for
-- `map_reduce_cached(cached, fn, combine, shared)`: one round over what is cached, and `release`.
+- `cache(items, fn, shared)`: the values fn yields for each item kept on the executors (a
+  training sample, in records of a few MiB), for
+- `map_reduce_cached(cached, fn, combine, shared)`: one round over what is cached, folded within
+  each task before the results travel; `derive` caches a function of it, and `release`.
 
 Classic Spark (spark-submit, clusters, Databricks single-user) uses RDDs: `shared` is a
 broadcast, progress comes from accumulators, reduction is a treeReduce on the executors.
 Spark Connect (Databricks serverless and standard access mode) has no RDD API: one partition
 per item through `mapInArrow`, results pickled in a binary column and combined on arrival, a
-cache is a persisted DataFrame. Its plan travels in one message (128 MiB by default), so a
+cache is a persisted DataFrame. Cached values live on the executors' local disks (DISK_ONLY): a
+round re-reads them from the page cache, and no heap has to hold a training sample. Its plan travels in one message (128 MiB by default), so a
 large `shared` value (centroids) is written to the job directory and read there once per
 executor process instead of riding in the closure.
 """
@@ -44,7 +47,7 @@ def task_attempt() -> int:
 
 @dataclass
 class Cached:
-    """Values kept on the executors between rounds, one per item."""
+    """Values kept on the executors between rounds: the records each item yielded."""
 
     handle: Any  # an RDD (classic) or a persisted DataFrame (Connect)
     count: int
@@ -66,13 +69,14 @@ class Transport:
         raise NotImplementedError
 
     def cache(self, items: Sequence, fn: Callable, shared: Any = None) -> Cached:
+        """fn(item, shared) yields records; all of them stay on the executors."""
         raise NotImplementedError
 
     def map_reduce_cached(self, cached: Cached, fn: Callable, combine: Callable, shared: Any = None):
         raise NotImplementedError
 
     def derive(self, cached: Cached, fn: Callable, shared: Any = None) -> Cached:
-        """fn(value, shared) of each cached value, cached in turn (the source stays cached)."""
+        """fn(record, shared) of each cached record, cached in turn (the source stays cached)."""
         raise NotImplementedError
 
     def release(self, cached: Cached) -> None:
@@ -132,15 +136,15 @@ class ClassicTransport(Transport):
         return self._run(items, fn, shared, label, rows_of, lambda rdd: rdd.treeReduce(combine))
 
     def cache(self, items, fn, shared=None):
-        return self._persist(self._parallelize(items), len(items), fn, shared)
+        return self._persist(self._parallelize(items).flatMap, len(items), fn, shared)
 
-    def _persist(self, rdd, count: int, fn, shared) -> Cached:
+    def _persist(self, method, count: int, fn, shared) -> Cached:
         from pyspark import StorageLevel
 
         bc = self.spark.sparkContext.broadcast(shared)
-        rdd = rdd.map(lambda value: fn(value, bc.value)).persist(StorageLevel.MEMORY_AND_DISK)
+        rdd = method(lambda value: fn(value, bc.value)).persist(StorageLevel.DISK_ONLY)
         try:
-            rdd.count()  # computed once, here; every round reads the cached values
+            rdd.count()  # computed once, here; every round reads the cached records
         except BaseException:
             rdd.unpersist()
             raise
@@ -150,13 +154,21 @@ class ClassicTransport(Transport):
 
     def map_reduce_cached(self, cached, fn, combine, shared=None):
         bc = self.spark.sparkContext.broadcast(shared)
+
+        def fold(records):
+            total = None
+            for record in records:
+                out = fn(record, bc.value)
+                total = out if total is None else combine(total, out)
+            return [] if total is None else [total]
+
         try:
-            return cached.handle.map(lambda value: fn(value, bc.value)).treeReduce(combine)
+            return cached.handle.mapPartitions(fold).treeReduce(combine)
         finally:
             bc.unpersist()
 
     def derive(self, cached, fn, shared=None):
-        return self._persist(cached.handle, cached.count, fn, shared)
+        return self._persist(cached.handle.map, cached.count, fn, shared)
 
     def release(self, cached):
         cached.handle.unpersist()
@@ -256,7 +268,8 @@ class ConnectTransport(Transport):
 
             for batch in batches:
                 for i in batch.column(0).to_pylist():
-                    yield pa.RecordBatch.from_pydict({"value": [pickle.dumps(fn(items[i], handle.value()))]})
+                    for record in fn(items[i], handle.value()):
+                        yield pa.RecordBatch.from_pydict({"value": [pickle.dumps(record)]})
 
         return self._persist(self.spark.range(0, len(items), 1, max(1, len(items))).mapInArrow(make, "value binary"),
                              len(items), handle)
@@ -267,10 +280,13 @@ class ConnectTransport(Transport):
         def one_round(batches):
             import pyarrow as pa
 
+            total = None
             for batch in batches:
                 for value in batch.column(0).to_pylist():
-                    out = pickle.dumps(fn(pickle.loads(value), handle.value()))
-                    yield pa.RecordBatch.from_pydict({"result": [out]})
+                    out = fn(pickle.loads(value), handle.value())
+                    total = out if total is None else combine(total, out)
+            if total is not None:  # one result per task: folded here, not on the driver
+                yield pa.RecordBatch.from_pydict({"result": [pickle.dumps(total)]})
 
         total = None
         try:
@@ -294,7 +310,9 @@ class ConnectTransport(Transport):
         return self._persist(cached.handle.mapInArrow(one, "value binary"), cached.count, handle)
 
     def _persist(self, frame, count: int, handle: _Shared) -> Cached:
-        frame = frame.persist()
+        from pyspark import StorageLevel
+
+        frame = frame.persist(StorageLevel.DISK_ONLY)
         try:
             frame.count()  # computed once, here
         except BaseException:

@@ -77,14 +77,17 @@ def distances(data: np.ndarray, queries: np.ndarray, metric: str) -> np.ndarray:
     if metric == "cosine":
         data = data / np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-30)
         queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-30)
-    dots = queries @ np.nan_to_num(data, nan=0.0).T
+    finite = np.isfinite(data).all(1)
+    if not finite.all():
+        data = np.where(finite[:, None], data, 0)
+    dots = queries @ data.T  # one GEMM per batch
     if metric == "l2":
-        dist = np.nan_to_num((data**2).sum(1), nan=0.0)[None, :] - 2 * dots + (queries**2).sum(1)[:, None]
+        dist = np.einsum("ij,ij->i", data, data)[None, :] - 2 * dots + np.einsum("ij,ij->i", queries, queries)[:, None]
     elif metric == "cosine":
         dist = 1 - dots
     else:  # dot: larger inner product is nearer
         dist = -dots
-    dist[:, ~np.isfinite(data).all(1)] = np.inf
+    dist[:, ~finite] = np.inf
     return dist
 
 
@@ -135,7 +138,7 @@ def exact_topk_of_fragments(task: ExactSearchTask, queries: np.ndarray) -> TopK:
     ds = open_dataset(task.uri, task.storage_options, task.version)
     best = empty_topk(len(queries), task.k)
     scanner = ds.scanner(
-        columns=[task.column], with_row_id=True, batch_size=8192,
+        columns=[task.column], with_row_id=True, batch_size=8192 if task.multivector else 32768,
         fragments=[ds.get_fragment(f) for f in task.fragment_ids],
     )
     for batch in scanner.to_batches():
@@ -145,7 +148,15 @@ def exact_topk_of_fragments(task: ExactSearchTask, queries: np.ndarray) -> TopK:
         dist = (multivector_distances(column, queries) if task.multivector
                 else distances(as_matrix(column), queries, task.metric))
         row_ids = batch.column("_rowid").to_numpy().astype(np.int64)
-        k = min(task.k, batch.num_rows)
+        # Only rows nearer than some query's k-th best so far can enter a list: once the lists
+        # are full, few rows of a batch are, and the selection below runs on those alone.
+        worst = best.distances[:, -1]
+        useful = np.flatnonzero(((dist < worst[:, None]) | ~np.isfinite(worst)[:, None]).any(axis=0))
+        if not len(useful):
+            continue
+        if len(useful) < batch.num_rows:
+            dist, row_ids = dist[:, useful], row_ids[useful]
+        k = min(task.k, len(row_ids))
         part = np.argpartition(dist, k - 1, axis=1)[:, :k]
         chunk = TopK(row_ids[part], np.take_along_axis(dist, part, 1).astype(np.float32))
         if k < task.k:  # pad a tiny batch to k columns

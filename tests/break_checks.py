@@ -2,7 +2,8 @@
 
 Each entry replaces one line of a check, runs its test, restores the file and prints RED (caught) or GREEN
 (not caught). A developer aid, not part of the suite; every entry printed RED on 2026-11-25; the entries for the other vector types, multivectors, scalar and
-full-text indexes (and the entries their changes touched) were run on 2026-11-30 and printed RED.
+full-text indexes (and the entries their changes touched) were run on 2026-11-30 and printed RED, and so were
+the entries for distributed training, executor resources and task sizes (issue 14) the same day.
 """
 import os
 import subprocess
@@ -26,7 +27,7 @@ B = [
  ("name check at latest (inspect)", "spark_lance_index/resume.py", '(f"the latest version {latest.version}", latest_indexes)', '(f"the latest version {latest.version}", ())', "tests/test_promises.py -k latest_version_is_not_replaced"),
  ("fragment check", "spark_lance_index/commit.py", "    if gone or rewritten:\n", "    if False:\n", "tests/test_reliability.py -k rewritten"),
  ("cleanup marker", "spark_lance_index/cleanup.py", "    removed = remove_leftovers(snap.location, config.storage_options, attempts, keep)", "    removed = remove_leftovers(snap.location, config.storage_options, index_dirs(snap.location, config.storage_options).entries(), keep)", "tests/test_promises.py -k did_not_write"),
- ("discard only own files", "spark_lance_index/state.py", '        for folder in ("attempts", "segments", "merges", "artifacts", ""):\n            self.files.remove_if_empty(folder)', '        import shutil; shutil.rmtree(self.files.root, ignore_errors=True)', "tests/test_promises.py -k only_the_files"),
+ ("discard only own files", "spark_lance_index/state.py", '        for folder in ("attempts", "segments", "merges", "artifacts", "shared", ""):\n            self.files.remove_if_empty(folder)', '        import shutil; shutil.rmtree(self.files.root, ignore_errors=True)', "tests/test_promises.py -k only_the_files"),
  ("lease", "spark_lance_index/pipeline.py", "            lease = state.acquire_lease()", "            lease = state.acquire_lease(); lease.release(); lease.check = lambda: None", "tests/test_promises.py -k waits_its_turn"),
  ("coverage check after commit", "spark_lance_index/commit.py", "    if covered != planned_ids:", "    if False:", "tests/test_promises.py -k other_fragments"),
  ("indexed fragments still exist after commit", "spark_lance_index/commit.py", "    if removed:\n        problems", "    if False:\n        problems", "tests/test_promises.py -k removed_before"),
@@ -78,6 +79,20 @@ B = [
  ("filter check: LABEL_LIST literals of the element type", "spark_lance_index/index_check.py", "        return f\"arrow_cast({_literal(value)}, '{_SQL_TYPE_NAMES[name]}')\"", "        return _literal(value)", "tests/test_scalar_indexes.py -k every_column"),
  ("filter check: newlines in the plan", "spark_lance_index/index_check.py", '    used = "ScalarIndexQuery" in plan and f"]@{index_name}({stats_name})" in plan', '    used = bool(__import__("re").search(r"ScalarIndexQuery.*\]@" + index_name + r"\(", plan))', "tests/test_scalar_indexes.py -k newline"),
  ("a config file never sets the mode", "spark_lance_index/cli.py", "    flags[\"mode\"] = \"update\" if args.command == \"update\" else \"build\"", "    flags[\"mode\"] = \"update\" if args.command == \"update\" else None", "tests/test_config.py -k never_turns"),
+ ("training: a shared value read back is the driver's", "spark_lance_index/transport.py", "            if hashlib.sha256(data).hexdigest() != self.digest:", "            if False:", "tests/test_training.py -k shared_through"),
+ ("training: Connect removes what it shared through the job directory", "spark_lance_index/transport.py", "        if handle.files is not None:\n            handle.files.delete_file(handle.name)", "        pass", "tests/test_training.py tests/test_deploy.py -k 'shared_through or connect'"),
+ ("training: fewer usable vectors than partitions refused", "spark_lance_index/train.py", "        if n < k:", "        if False:", "tests/test_training.py -k usable"),
+ ("training: the sample is capped in bytes", "spark_lance_index/train.py", "    cap = min(config.max_sample_rows, config.max_sample_bytes // max(1, bytes_per_vector))", "    cap = config.max_sample_rows", "tests/test_training.py -k bytes"),
+ ("training: a thin sample is said", "spark_lance_index/train.py", "    if rows < MIN_ROWS_PER_CENTROID * params.num_partitions:", "    if False:", "tests/test_training.py -k bytes"),
+ ("training: an empty code is split within its own cluster", "spark_lance_index/kmeans.py", "    spans = [(0, new.shape[1])] if offsets is None else list(zip(offsets[:-1], offsets[1:]))", "    spans = [(0, new.shape[1])]", "tests/test_training.py -k empty_code"),
+ ("training: dot codes are unit vectors", "spark_lance_index/kmeans.py", "    if metric == \"dot\":\n        new /=", "    if False:\n        new /=", "tests/test_training.py -k dot"),
+ ("training: second-level rows only meet their cluster's codes", "spark_lance_index/kmeans.py", "        local, dist = assign(rows[mine], r.codebook[0, lo:hi], r.metric)\n        labels[mine] = lo + local", "        local, dist = assign(rows[mine], r.codebook[0], r.metric)\n        labels[mine] = local", "tests/test_training.py -k 'reaches and 300'"),
+ ("a pinned handle is reused only for the same dataset", "spark_lance_index/dataset.py", "    return uri, version, tuple(sorted(storage_options.items())), found and (found.st_ino, found.st_ctime_ns)", "    return uri, version, tuple(sorted(storage_options.items()))", "tests/test_training.py -k pinned"),
+ ("executors: the advice when tasks do not fit", "spark_lance_index/resources.py", "    if res.python_bytes >= res.slots * task_peak_bytes(task_bytes):", "    if True:", "tests/test_resources.py"),
+ ("executors: LANCE_CPU_THREADS only where unset", "spark_lance_index/resources.py", "    if env(\"spark.executorEnv.LANCE_CPU_THREADS\") is None:", "    if True:", "tests/test_resources.py tests/test_spark_submit.py"),
+ ("executors: an overhead only where unset and enforced", "spark_lance_index/resources.py", "    if enforces_memory(master) and res.overhead is None and res.pyspark is None and res.cores is not None:", "    if res.cores is not None:", "tests/test_resources.py tests/test_spark_submit.py"),
+ ("recall check: exact search drops only rows that cannot enter a list", "spark_lance_index/verify.py", "        useful = np.flatnonzero(((dist < worst[:, None]) | ~np.isfinite(worst)[:, None]).any(axis=0))", "        useful = np.flatnonzero(((dist < worst[:, None] - 0.5 * np.abs(worst[:, None])) | ~np.isfinite(worst)[:, None]).any(axis=0))", "tests/test_training.py -k exact_search"),
+ ("plan: a task's centroid copy stays under a tenth of it", "spark_lance_index/plan.py", "    return max(rows, ROWS_PER_CENTROID_COPY * num_partitions)", "    return rows", "tests/test_resources.py -k centroid"),
 ]
 only = sys.argv[1:]
 for name, f, old, new, tests in B:
