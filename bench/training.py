@@ -51,6 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--skip-fashion", action="store_true")
     p.add_argument("--skip-cost", action="store_true")
+    p.add_argument("--skip-quality", action="store_true")
     p.add_argument("--master", default="local[2]")
     p.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN)
     p.add_argument("--child", help=argparse.SUPPRESS)  # cost|quality, in a subprocess
@@ -205,12 +206,12 @@ def main(argv=None) -> int:
     from spark_lance_index.recall import clustered_vectors
 
     everything = clustered_vectors(200_000 + args.queries, args.dim, seed=7)
-    blocks += [f"Quality, clustered 200,000 x {args.dim}, {args.quality_partitions} partitions (two levels in the "
+    blocks += [] if args.skip_quality else [f"Quality, clustered 200,000 x {args.dim}, {args.quality_partitions} partitions (two levels in the "
                f"distributed trainer), {args.queries} held-out queries, {args.repeats} builds per trainer, "
                "median (min-max):",
                quality_part(args, workdir, "clustered", everything[:200_000], everything[200_000:],
                             args.quality_partitions)]
-    if not args.skip_fashion:
+    if not args.skip_fashion and not args.skip_quality:
         from fashion_mnist import find_data_dir, read_idx_images
 
         folder = find_data_dir(None)

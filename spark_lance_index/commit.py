@@ -204,11 +204,9 @@ def remove_leftovers(dataset: Location, storage_options, written: Iterable[str],
     Only uuids in `written` (the job's own attempt markers) are ever touched.
     """
     files = index_dirs(dataset, storage_options)
-    removed = []
-    for index_uuid in sorted(set(written) - set(keep)):
-        if files.exists(index_uuid):
-            files.delete_dir(index_uuid)
-            removed.append(index_uuid)
+    present = set(files.entries())  # one listing, not one request per marker
+    removed = sorted((set(written) - set(keep)) & present)
+    files.delete_many(removed, dirs=True)
     return removed
 
 

@@ -158,6 +158,12 @@ def _handle_key(uri: str, storage_options: Mapping[str, str], version: int) -> t
     return uri, version, tuple(sorted(storage_options.items())), found and (found.st_ino, found.st_ctime_ns)
 
 
+def forget_handles() -> None:
+    """Drop the pinned handles: a run starts from what the store holds now (on object stores
+    the key cannot tell a dataset written again at the same path)."""
+    _HANDLES.clear()
+
+
 def open_dataset(uri: str, storage_options: Mapping[str, str], version: Optional[int] = None):
     """Open a Lance dataset, turning "not there" into a one-line InputError. A pinned version
     is opened once per process and reused."""

@@ -79,7 +79,8 @@ def draw_sample(task: SampleTask, _shared=None) -> list["Block"]:
         with np.errstate(divide="ignore", invalid="ignore"):
             rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     rows = np.ascontiguousarray(rows[np.isfinite(rows).all(axis=1)], dtype=np.float32)
-    return [Block(rows[i:i + CACHE_RECORD_ROWS].copy()) for i in range(0, len(rows), CACHE_RECORD_ROWS)]
+    return [Block(rows[i:i + CACHE_RECORD_ROWS].copy(), seed=task.seed * 65_537 + i)
+            for i in range(0, len(rows), CACHE_RECORD_ROWS)]
 
 
 def plan_sample(fragments, total_rows: int, tasks: int, uri: str, version: int, column: str,
@@ -117,14 +118,35 @@ def plan_sample(fragments, total_rows: int, tasks: int, uri: str, version: int, 
 @dataclass
 class Partials:
     """What one task sends back per round: per sub-space and code, the sum of the rows assigned
-    to it and their count, and the task's total distance (the loss)."""
+    to it and their count, and the task's total distance (the loss).
 
-    sums: np.ndarray  # (m, k, ds) float64
-    counts: np.ndarray  # (m, k) int64
+    A second-level round touches only the codes of the clusters a record holds, so its result is
+    `pieces` (first code, sums, counts) of an (1, k, ds) whole until it is added to a dense one:
+    a record never allocates k x d (256 MiB at 32,768 x 1,024)."""
+
+    sums: Optional[np.ndarray]  # (m, k, ds) float64, or None while sparse
+    counts: Optional[np.ndarray]  # (m, k) int64
     loss: float
+    pieces: tuple = ()
+    shape: tuple = ()  # (m, k, ds) of a sparse one
+
+    def dense(self) -> "Partials":
+        if self.sums is not None:
+            return self
+        out = Partials(np.zeros(self.shape, np.float64), np.zeros(self.shape[:2], np.int64), 0.0)
+        return out + self
 
     def __add__(self, other: "Partials") -> "Partials":
-        return Partials(self.sums + other.sums, self.counts + other.counts, self.loss + other.loss)
+        """Adds into this one's arrays (a task's running total is its own)."""
+        out = self.dense()
+        if other.sums is not None:
+            out.sums += other.sums
+            out.counts += other.counts
+        for lo, sums, counts in other.pieces:
+            out.sums[0, lo:lo + len(counts)] += sums
+            out.counts[0, lo:lo + len(counts)] += counts
+        out.loss += other.loss
+        return out
 
 
 def add_partials(a: Partials, b: Partials) -> Partials:
@@ -138,6 +160,7 @@ class Block:
 
     rows: np.ndarray  # (n, d) float32
     groups: Optional[np.ndarray] = None  # (n,) int64
+    seed: int = 0  # of the record: draws from it are its own
 
 
 @dataclass(frozen=True)
@@ -184,19 +207,20 @@ def round_partials(block: Block, r: Round) -> Partials:
     """Assign every row of the block to its nearest code (per sub-space; within its own cluster
     at a second level) and sum the rows of each code."""
     m, k, ds = r.codebook.shape
-    sums = np.zeros((m, k, ds), np.float64)
-    counts = np.zeros((m, k), np.int64)
     loss = 0.0
     rows = block.rows
     if not len(rows):
-        return Partials(sums, counts, loss)
+        return Partials(None, None, loss, (), (m, k, ds))
     if r.offsets is None:
+        sums = np.zeros((m, k, ds), np.float64)
+        counts = np.zeros((m, k), np.int64)
         for j in range(m):
             sub = rows[:, j * ds:(j + 1) * ds] if m > 1 else rows
             labels, dist = assign(sub, r.codebook[j], r.metric)
             sums[j], counts[j] = _sum_by_label(sub, labels, k)
             loss += float(dist.sum())
         return Partials(sums, counts, loss)
+    pieces = []
     present = np.unique(block.groups)  # rows are sorted by group (with_groups): each is one slice
     bounds = np.searchsorted(block.groups, present, side="left"), np.searchsorted(block.groups, present, side="right")
     for g, start, stop in zip(present, *bounds):
@@ -204,9 +228,9 @@ def round_partials(block: Block, r: Round) -> Partials:
         if hi == lo:
             continue
         local, dist = assign(rows[start:stop], r.codebook[0, lo:hi], r.metric)
-        sums[0, lo:hi], counts[0, lo:hi] = _sum_by_label(rows[start:stop], local, hi - lo)
+        pieces.append((lo, *_sum_by_label(rows[start:stop], local, hi - lo)))
         loss += float(dist.sum())
-    return Partials(sums, counts, loss)
+    return Partials(None, None, loss, tuple(pieces), (m, k, ds))
 
 
 def count_groups(block: Block, r: Round) -> np.ndarray:
@@ -220,7 +244,7 @@ def with_groups(block: Block, r: Round) -> Block:
     round takes a cluster's rows as one slice)."""
     labels, _ = assign(block.rows, r.codebook[0], r.metric)
     order = np.argsort(labels, kind="stable")
-    return Block(np.ascontiguousarray(block.rows[order]), labels[order])
+    return Block(np.ascontiguousarray(block.rows[order]), labels[order], block.seed)
 
 
 # --- initial codes: a uniform draw of sample rows ------------------------------------------
@@ -239,8 +263,7 @@ def draw_rows(block: Block, d: Draw) -> tuple[np.ndarray, np.ndarray, np.ndarray
     Keeping the smallest keys per group over all blocks is a uniform draw without replacement."""
     rows = block.rows
     groups = block.groups if block.groups is not None else np.zeros(len(rows), np.int64)
-    seed = int(np.frombuffer(rows[:4].tobytes()[:64].ljust(8, b"\0")[:8], np.uint64)[0]) if len(rows) else 0
-    keys = np.random.default_rng([d.seed, len(rows), seed]).random(len(rows))
+    keys = np.random.default_rng([d.seed, block.seed]).random(len(rows))
     return _keep_smallest(keys, groups, rows, d.quota)
 
 
@@ -319,7 +342,7 @@ def lloyd(run_round: Callable[[Round], Partials], initial: np.ndarray, metric: s
     if metric == "dot":
         codebook /= np.maximum(np.linalg.norm(codebook, axis=2, keepdims=True), 1e-30)
     for it in range(max_iters):
-        total = run_round(Round(codebook, metric, offsets))
+        total = run_round(Round(codebook, metric, offsets)).dense()
         codebook, empty = update_codebook(total, codebook, metric, offsets)
         losses.append(total.loss)
         log.debug("%s: round %d, loss %.6g, %d empty codes split", label, it + 1, total.loss, empty)
@@ -330,12 +353,13 @@ def lloyd(run_round: Callable[[Round], Partials], initial: np.ndarray, metric: s
 
 
 def residual_block(block: Block, shared: tuple[np.ndarray, float]) -> Block:
-    """A prefix of the block (`fraction` of its rows), each row minus its nearest IVF centroid
+    """About `fraction` of the block's rows, drawn at random, each minus its nearest IVF centroid
     (l2, as Lance assigns for l2 and cosine): what the PQ codebook encodes. Centroids None: the
     rows themselves (dot, which Lance's PQ encodes without residuals)."""
     centroids, fraction = shared
-    rows = block.rows[: int(np.ceil(len(block.rows) * fraction))]
+    keep = np.random.default_rng([block.seed, 2]).random(len(block.rows)) < fraction  # not a prefix: tables are sorted
+    rows = block.rows[keep]
     if centroids is None:
-        return Block(rows)
+        return Block(rows, seed=block.seed)
     labels, _ = assign(rows, centroids, "l2")
-    return Block((rows - centroids[labels]).astype(np.float32))
+    return Block((rows - centroids[labels]).astype(np.float32), seed=block.seed)

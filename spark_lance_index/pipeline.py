@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from dataclasses import asdict
-from typing import Sequence
+from typing import Optional, Sequence
 
 from . import spark as spark_layer
 from .build import SegmentResult, SegmentTask, run_task
@@ -23,7 +23,7 @@ from .commit import (
     verify_commit,
 )
 from .config import BuildConfig
-from .dataset import DatasetSnapshot, IndexParams, fragment_signature, open_dataset
+from .dataset import DatasetSnapshot, IndexParams, forget_handles, fragment_signature, open_dataset
 from .index_model import committed_model_mismatch
 from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, SparkStageError
 from .plan import (
@@ -35,7 +35,7 @@ from .resume import Inspection, inspect_inputs, inspect_update
 from .state import JobState
 from .storage import index_dirs
 from .timing import PhaseClock, phase
-from .train import SharedArtifacts, train_artifacts
+from .train import SharedArtifacts, TrainingInBackground, train_artifacts, trains_on_driver
 from .transport import task_attempt, transport_for
 from .update import index_changed
 from .update_job import finish_noop, measure_drift, update_summary
@@ -97,16 +97,21 @@ def plan(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, live,
 
 @phase("train")
 def train(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, transport=None,
-          parallelism: int = 1) -> SharedArtifacts:
+          parallelism: int = 1, early: Optional[TrainingInBackground] = None) -> SharedArtifacts:
     """Train the shared artifacts once, from a bounded sample: on the driver with Lance's k-means,
     or on the executors (--trainer; a scalar or text index trains nothing: its segments share
-    their build options only)."""
-    artifacts = train_artifacts(config, snap, params, transport, parallelism)
+    their build options only). Lance's training may have started before Spark (`early`): this
+    phase then times only the wait for it."""
+    if early is not None:
+        artifacts = early.result()
+        log.info("trained on the driver while Spark started: %.1f s of training", early.seconds)
+    else:
+        artifacts = train_artifacts(config, snap, params, transport, parallelism)
     log.info("shared artifacts: %s", artifacts.describe() or "none (nothing to train)")
     return artifacts
 
 
-def prepare(config, insp: Inspection, parallelism: int, lease, transport=None):
+def prepare(config, insp: Inspection, parallelism: int, lease, transport=None, early=None):
     """Plan and train (an update takes the index's own model instead), or take both from an
     earlier run of the same job. -> (groups, artifacts)"""
     snap, params, state = insp.snap, insp.params, insp.state
@@ -128,7 +133,7 @@ def prepare(config, insp: Inspection, parallelism: int, lease, transport=None):
         )
         return groups, artifacts
     groups = plan(config, snap, params, insp.fragments_to_index, parallelism)
-    artifacts = insp.model or train(config, snap, params, transport, parallelism)
+    artifacts = insp.model or train(config, snap, params, transport, parallelism, early)
     # A fresh run's segment directories must never be an earlier run's, which a committed index
     # may use (a one-task segment is committed as built): the run id is part of their uuids.
     insp.run = uuid.uuid4().hex
@@ -297,6 +302,7 @@ def run(config: BuildConfig, spark=None, *, task_fn=run_task) -> JobResult:
 
 def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
     started = time.perf_counter()
+    forget_handles()
     with PhaseClock() as clock:
         insp = inspect_update(config) if config.mode == "update" else inspect_inputs(config)
         snap, params, state = insp.snap, insp.params, insp.state
@@ -309,13 +315,17 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
                 clock.seconds["total"] = time.perf_counter() - started
                 result.seconds = dict(clock.seconds)
                 return
-        created = False
-        task_bytes = largest_task_bytes(sum(f.num_rows for f in insp.fragments_to_index), snap.bytes_per_row,
-                                        params.kind.mergeable, config.max_segment_rows, config.rows_per_task)
-        if spark is None:
-            spark, created = start_session(config, task_bytes)
-        lease = None
+        created, lease, early = False, None, None
+        task_bytes = largest_task_bytes(insp.fragments_to_index, snap.bytes_per_row, params.kind.mergeable,
+                                        config.max_segment_rows, config.rows_per_task, params.num_partitions)
         try:
+            # Lance's trainer needs no Spark and writes nothing: a fresh build starts it now, and
+            # it trains while the session starts and the preflight runs.
+            if insp.job is None and insp.committed is None and insp.model is None and trains_on_driver(
+                    config, snap, params):
+                early = TrainingInBackground(config, snap, params)
+            if spark is None:
+                spark, created = start_session(config, task_bytes)
             result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
             parallelism = spark_layer.default_parallelism(spark)
             preflight(spark, result, task_bytes)
@@ -325,7 +335,7 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
                          state.uri, insp.stale)
                 discard_own_work(config, snap, state, lease, commit_landed=True)
             groups, artifacts = prepare(config, insp, parallelism, lease,
-                                        transport_for(spark, state.files, config.progress_interval))
+                                        transport_for(spark, state.files, config.progress_interval), early)
             result.fingerprints, result.artifacts = artifacts.fingerprints(), artifacts
             result.num_tasks = len(groups)
             if insp.committed is not None:
@@ -383,6 +393,8 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
                 )
             raise
         finally:
+            if early is not None:
+                early.wait()  # a failed run leaves no training behind in a long-lived driver
             if lease is not None:
                 lease.release()
             clock.seconds["total"] = time.perf_counter() - started

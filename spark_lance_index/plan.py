@@ -56,11 +56,19 @@ def default_rows_per_task(total_rows: int, bytes_per_row: int, parallelism: int,
     return max(rows, ROWS_PER_CENTROID_COPY * num_partitions)
 
 
-def largest_task_bytes(total_rows: int, bytes_per_row: int, mergeable: bool, max_segment_rows: int,
-                       rows_per_task: Optional[int] = None) -> int:
-    """Vector bytes of the largest task the plan makes (at most): what executors must hold."""
-    cap = TARGET_TASK_BYTES if mergeable else segment_rows(max_segment_rows, bytes_per_row) * bytes_per_row
-    return min(cap, total_rows * bytes_per_row, (rows_per_task or total_rows) * bytes_per_row)
+def largest_task_bytes(fragments: Sequence[FragmentInfo], bytes_per_row: int, mergeable: bool,
+                       max_segment_rows: int, rows_per_task: Optional[int] = None, num_partitions: int = 0) -> int:
+    """Vector bytes of the largest task the plan can make: what executors must hold. A fragment
+    is never split, so the largest fragment is a floor."""
+    total = sum(f.num_rows for f in fragments)
+    if rows_per_task:
+        rows = rows_per_task
+    elif mergeable:
+        rows = max(TARGET_TASK_BYTES // max(1, bytes_per_row), ROWS_PER_CENTROID_COPY * num_partitions)
+    else:
+        rows = segment_rows(max_segment_rows, bytes_per_row)
+    rows = max(rows, max((f.num_rows for f in fragments), default=0))
+    return min(total, rows) * bytes_per_row
 
 
 def segment_rows(max_segment_rows: int, bytes_per_row: int) -> int:

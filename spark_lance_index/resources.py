@@ -49,9 +49,15 @@ class ExecutorResources:
 
     heap: int  # spark.executor.memory
     overhead: Optional[int]  # spark.executor.memoryOverhead, None: Spark's default
-    pyspark: Optional[int]  # spark.executor.pyspark.memory
-    cores: Optional[int]  # spark.executor.cores, None: unknown (standalone: all of a worker's)
-    task_cpus: int  # spark.task.cpus
+    overhead_factor: Optional[float] = None  # spark.executor.memoryOverheadFactor (or Kubernetes')
+    pyspark: Optional[int] = None  # spark.executor.pyspark.memory
+    cores: Optional[int] = None  # spark.executor.cores, None: unknown (standalone: all of a worker's)
+    task_cpus: int = 1  # spark.task.cpus
+
+    @property
+    def jvm_bytes(self) -> int:
+        """What the JVM keeps of the overhead for itself: Spark's default overhead."""
+        return max(MIN_OVERHEAD_BYTES, int((self.overhead_factor or OVERHEAD_FRACTION) * self.heap))
 
     @property
     def slots(self) -> int:
@@ -65,7 +71,7 @@ class ExecutorResources:
         if self.pyspark:
             return self.pyspark
         jvm = max(MIN_OVERHEAD_BYTES, int(OVERHEAD_FRACTION * self.heap))
-        return max(0, (self.overhead if self.overhead is not None else jvm) - jvm)
+        return max(0, (self.overhead if self.overhead is not None else self.jvm_bytes) - jvm)
 
     @property
     def per_task_bytes(self) -> int:
@@ -75,9 +81,15 @@ class ExecutorResources:
 def read_resources(conf: Callable[[str], Optional[str]]) -> ExecutorResources:
     """ExecutorResources from a configuration getter (`spark.conf.get(key, None)`)."""
     cores = conf("spark.executor.cores")
+    factor = conf("spark.executor.memoryOverheadFactor") or conf("spark.kubernetes.memoryOverheadFactor")
+    try:
+        factor = float(factor) if factor else None
+    except ValueError:
+        factor = None
     return ExecutorResources(
         heap=parse_size(conf("spark.executor.memory")) or 1024 * MIB,
         overhead=parse_size(conf("spark.executor.memoryOverhead")),
+        overhead_factor=factor,
         pyspark=parse_size(conf("spark.executor.pyspark.memory")),
         cores=int(cores) if cores and str(cores).isdigit() else None,
         task_cpus=int(conf("spark.task.cpus") or 1),
@@ -86,8 +98,7 @@ def read_resources(conf: Callable[[str], Optional[str]]) -> ExecutorResources:
 
 def needed_overhead(res: ExecutorResources, task_bytes: int) -> int:
     """memoryOverhead that lets every slot run a task of `task_bytes` vectors (JVM share included)."""
-    jvm = max(MIN_OVERHEAD_BYTES, int(OVERHEAD_FRACTION * res.heap))
-    return jvm + res.slots * task_peak_bytes(task_bytes)
+    return max(MIN_OVERHEAD_BYTES, int(OVERHEAD_FRACTION * res.heap)) + res.slots * task_peak_bytes(task_bytes)
 
 
 def memory_advice(res: ExecutorResources, task_bytes: int) -> Optional[str]:
@@ -115,6 +126,7 @@ def session_settings(res: ExecutorResources, task_bytes: int, env: Callable[[str
     out = {}
     if env("spark.executorEnv.LANCE_CPU_THREADS") is None:
         out["spark.executorEnv.LANCE_CPU_THREADS"] = str(res.task_cpus)
-    if enforces_memory(master) and res.overhead is None and res.pyspark is None and res.cores is not None:
+    if (enforces_memory(master) and res.overhead is None and res.overhead_factor is None and res.pyspark is None
+            and res.cores is not None):
         out["spark.executor.memoryOverhead"] = f"{-(-needed_overhead(res, task_bytes) // MIB)}m"
     return out

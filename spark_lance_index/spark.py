@@ -141,7 +141,7 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False, tas
     on_cluster = not (master or "local").startswith(("local", "sc://")) or (
         master is None and os.environ.get("PYSPARK_GATEWAY_PORT"))
     if on_cluster and not os.environ.get("SPARK_REMOTE"):
-        for key, value in cluster_settings(task_bytes).items():
+        for key, value in cluster_settings(task_bytes, master).items():
             log.info("setting %s=%s for this job's tasks (set it yourself to override)", key, value)
             builder = builder.config(key, value)
     try:
@@ -156,7 +156,7 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False, tas
     return spark, True
 
 
-def cluster_settings(task_bytes: int) -> dict:
+def cluster_settings(task_bytes: int, master: Optional[str] = None) -> dict:
     """What resources.session_settings adds to the configuration spark-submit and
     spark-defaults.conf give (read before the context starts); {} if it cannot be read."""
     from .resources import read_resources, session_settings
@@ -166,7 +166,7 @@ def cluster_settings(task_bytes: int) -> dict:
 
         SparkContext._ensure_initialized()  # the JVM that holds spark-submit's --conf
         given = SparkConf()
-        cluster = given.get("spark.master", "local")
+        cluster = master or given.get("spark.master", "local")
         if cluster.startswith("local"):
             return {}  # local threads share one machine and have no container to outgrow
         get = lambda key: given.get(key, None)  # noqa: E731

@@ -191,9 +191,7 @@ class JobState:
 
     def forget_segments(self) -> None:
         """Drop the saved results (their directories stay marked for cleanup)."""
-        for name in self.files.list("segments"):
-            if _SEGMENT.match(name):
-                self.files.delete_file(f"segments/{name}")
+        self.files.delete_many([f"segments/{name}" for name in self.files.list("segments") if _SEGMENT.match(name)])
 
     def forget_plan(self) -> None:
         """Drop the plan, the artifacts and the saved segments, so that a rerun starts afresh under
@@ -211,14 +209,9 @@ class JobState:
         """
         f = self.files
         self.forget_plan()
-        for name in self.attempts():
-            f.delete_file(f"attempts/{name}")
-        for name in f.list("merges"):
-            if _MERGE.match(name):
-                f.delete_file(f"merges/{name}")
-        for name in f.list("shared"):
-            if _SHARED.match(name):
-                f.delete_file(f"shared/{name}")
+        f.delete_many([f"attempts/{name}" for name in self.attempts()]
+                      + [f"merges/{name}" for name in f.list("merges") if _MERGE.match(name)]
+                      + [f"shared/{name}" for name in f.list("shared") if _SHARED.match(name)])
         f.delete_file("commit.json")
         self.tidy()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Mapping
+from typing import Iterable, Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
@@ -84,7 +84,8 @@ def filesystem_for(where: Location, storage_options: Mapping[str, str]) -> tuple
             kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
         if opts.get("allow_http", "").lower() in _TRUE and "scheme" not in kwargs:
             kwargs["scheme"] = "http"
-        return pafs.S3FileSystem(**{k: v for k, v in kwargs.items() if v}), path
+        # allow_delayed_open: a small file is one PutObject, not a 3-request multipart upload
+        return pafs.S3FileSystem(**{k: v for k, v in kwargs.items() if v}, allow_delayed_open=True), path
     if where.scheme in ("gs", "gcs"):
         return pafs.GcsFileSystem(), path
     if where.scheme in ("az", "abfs", "abfss"):
@@ -115,6 +116,9 @@ def write_file(uri: str, storage_options: Mapping[str, str], data: bytes) -> Non
 def index_dirs(dataset: Location, storage_options: Mapping[str, str]) -> "Files":
     """The dataset's `_indices` folder: one directory per index segment."""
     return Files(dataset.child("_indices"), storage_options)
+
+
+DELETE_THREADS = 16
 
 
 class Files:
@@ -200,6 +204,30 @@ class Files:
         path = self._path(name)
         if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
             self.fs.delete_dir(path)
+
+    def delete_many(self, names: Iterable[str], dirs: bool = False) -> None:
+        """Delete these files (or named directories), DELETE_THREADS at a time: on an object
+        store each is several requests, which one after another took about 20 minutes for the
+        cleanup of a 1B-row build."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        names = list(names)
+        one = self._delete_listed_dir if dirs else self.delete_file
+        if len(names) <= 1 or isinstance(self.fs, pafs.LocalFileSystem):
+            for name in names:
+                one(name)
+            return
+        with ThreadPoolExecutor(DELETE_THREADS) as pool:
+            list(pool.map(one, names))
+
+    def _delete_listed_dir(self, name: str) -> None:
+        """delete_dir for a directory just listed: no request to ask whether it is there."""
+        if not name:
+            raise ValueError("refusing to delete the root of " + str(self))
+        try:
+            self.fs.delete_dir(self._path(name))
+        except FileNotFoundError:
+            pass
 
     def remove_if_empty(self, name: str = "") -> bool:
         """Remove a folder only when nothing is in it. On an object store a folder is at most

@@ -106,16 +106,71 @@ def training_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vec
     return rows
 
 
-def pick_trainer(config: BuildConfig, params: IndexParams, sample_rows: int, snap: DatasetSnapshot) -> str:
+def sample_bytes(snap: DatasetSnapshot, rows: int) -> int:
+    """What `rows` sampled rows hold: a multivector row brings all its vectors."""
+    return rows * (snap.bytes_per_row if snap.multivector else snap.vector_bytes)
+
+
+def pick_trainer(config: BuildConfig, params: IndexParams, sample_rows: int, snap: DatasetSnapshot,
+                 connect: bool = False) -> str:
     """--trainer, or for `auto`: Lance's k-means on the driver while the sample is small enough
-    to hold there comfortably (it is faster: one process, no rounds), distributed past that."""
+    to hold there comfortably (it is faster: one process, no rounds), distributed past that.
+    Through Spark Connect `auto` stays on the driver: Databricks serverless refuses the
+    DataFrame cache the distributed trainer keeps its sample in."""
     if config.trainer != "auto":
         return config.trainer
-    return "distributed" if sample_rows * snap.vector_bytes > AUTO_DISTRIBUTED_BYTES else "lance"
+    if connect:
+        return "lance"
+    return "distributed" if sample_bytes(snap, sample_rows) > AUTO_DISTRIBUTED_BYTES else "lance"
 
 
-# Set from bench/training.py figures (docs/benchmarks.md): see pick_trainer.
+# Lance's trainer was faster at every size measured on 2 cores, and held 0.6-1.6 GB on the driver
+# for 262k-1M x 128 samples (bench/training.py, docs/benchmarks.md): the executors take over
+# once the sample itself is this large.
 AUTO_DISTRIBUTED_BYTES = 512 * 1024**2
+
+
+def trains_on_driver(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> bool:
+    """A vector index trained by Lance's trainer: it needs no Spark, so it can start at once."""
+    if not params.kind.is_vector:
+        return False
+    rows = min(params.sample_rate * params.num_partitions, config.max_sample_rows,
+               config.max_sample_bytes // sample_bytes(snap, 1))
+    return pick_trainer(config, params, rows, snap) == "lance"
+
+
+class TrainingInBackground:
+    """Lance's trainer on a thread of the driver, started right after inspect: it trains while
+    the Spark session starts and the preflight runs (both mostly waiting on the JVM and the
+    executors' Python workers), instead of after them. `result()` waits for it."""
+
+    def __init__(self, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams):
+        import threading
+
+        self.seconds = 0.0
+        self._done, self._artifacts, self._error = threading.Event(), None, None
+        threading.Thread(target=self._run, args=(config, snap, params), name="train", daemon=True).start()
+
+    def _run(self, config, snap, params) -> None:
+        import time
+
+        started = time.perf_counter()
+        try:
+            self._artifacts = train_artifacts(config, snap, params)
+        except BaseException as e:  # raised where the pipeline waits for it
+            self._error = e
+        finally:
+            self.seconds = time.perf_counter() - started
+            self._done.set()
+
+    def wait(self) -> None:
+        self._done.wait()
+
+    def result(self) -> SharedArtifacts:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._artifacts
 
 
 def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, transport=None,
@@ -133,8 +188,10 @@ def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexPar
         return SharedArtifacts(options=params.options or None)
     from lance.lance import indices as lance_indices
 
-    rows = training_sample_rows(params, config, snap.vector_bytes)
-    trainer = pick_trainer(config, params, rows, snap)
+    from .spark import is_connect
+
+    rows = training_sample_rows(params, config, sample_bytes(snap, 1))
+    trainer = pick_trainer(config, params, rows, snap, transport is not None and is_connect(transport.spark))
     log.info("training %d partitions on a sample of %d rows with the %s trainer", params.num_partitions, rows, trainer)
     if trainer == "distributed":
         centroids, codebook = train_distributed(transport, config, snap, params, rows, parallelism)
@@ -181,11 +238,11 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
     cached = transport.cache(tasks, kmeans.draw_sample)
     derived = []
     try:
-        n = transport.map_reduce_cached(cached, lambda b, _: len(b.rows), operator.add) or 0
+        n = transport.map_reduce_cached(cached, lambda b, _: len(b.rows), operator.add) or 0  # None: no rows
         k = params.num_partitions
-        if n < k:
-            raise InputError(f"the training sample has {n} usable vectors (not null, not NaN) for {k} partitions: "
-                             "use fewer --num-partitions")
+        if n < k or (params.kind.codebook and n < 256):
+            raise InputError(f"the training sample has {n} usable vectors (not null, not NaN) for {k} partitions"
+                             + (" and 256 PQ codes" if params.kind.codebook else "") + ": use fewer --num-partitions")
         run = lambda source: lambda r: transport.map_reduce_cached(source, kmeans.round_partials,  # noqa: E731
                                                                    kmeans.add_partials, r)
         top_k = k if k <= FLAT_MAX_PARTITIONS else math.ceil(math.sqrt(k))
@@ -216,7 +273,10 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
     finally:
         for c in [*derived, cached]:
             transport.release(c)
-    return centroids.astype(np.dtype(snap.value_type)), codebook
+    # Lance's trainer returns both in the column's float type; a float32 codebook for a float16
+    # or float64 column makes every segment build panic (measured).
+    dtype = np.dtype(snap.value_type)
+    return centroids.astype(dtype), None if codebook is None else codebook.astype(dtype)
 
 
 def _draw(transport, cached, quota: np.ndarray, seed: int) -> np.ndarray:

@@ -36,6 +36,11 @@ def test_a_created_session_gets_lance_threads_per_slot_and_the_overhead_only_whe
     assert got["spark.executor.memoryOverhead"] == f"{-(-needed_overhead(res, 100 * MIB) // MIB)}m"
     mine = {**conf, "spark.executor.memoryOverhead": "2g", "spark.executorEnv.LANCE_CPU_THREADS": "4"}
     assert session_settings(read_resources(mine.get), 100 * MIB, mine.get, "yarn") == {}
+    # a factor the user set is theirs (an absolute overhead would override it), and counts
+    factored = {**conf, "spark.executor.memoryOverheadFactor": "0.3"}
+    assert "spark.executor.memoryOverhead" not in session_settings(read_resources(factored.get), 100 * MIB,
+                                                                   factored.get, "yarn")
+    assert read_resources(factored.get).python_bytes == int(0.3 * (4 << 30)) - int(0.1 * (4 << 30))
     # cores unknown: no overhead guessed; no container limit (standalone, Databricks): none needed
     assert "spark.executor.memoryOverhead" not in session_settings(
         read_resources({"spark.executor.memory": "4g"}.get), 100 * MIB, {}.get, "k8s://https://api:443")
@@ -44,10 +49,20 @@ def test_a_created_session_gets_lance_threads_per_slot_and_the_overhead_only_whe
 
 
 def test_the_largest_task_is_bounded_by_the_plan():
-    assert largest_task_bytes(10_000_000, 512, True, 10_000_000) == 512 * MIB
-    assert largest_task_bytes(1000, 512, True, 10_000_000) == 512_000
-    assert largest_task_bytes(10_000_000, 512, True, 10_000_000, rows_per_task=3000) == 3000 * 512
-    assert largest_task_bytes(10_000_000, 512, False, 10_000_000) == 4_194_304 * 512  # 2 GiB of an unmerged segment
+    from spark_lance_index.dataset import FragmentInfo
+
+    many = [FragmentInfo(i, 100_000) for i in range(100)]  # 10M rows
+    assert largest_task_bytes(many, 512, True, 10_000_000) == 512 * MIB
+    assert largest_task_bytes(many[:1], 512, True, 10_000_000) == 100_000 * 512
+    assert largest_task_bytes(many, 512, True, 10_000_000, rows_per_task=3000) == 100_000 * 512  # a fragment is never split
+    assert largest_task_bytes([FragmentInfo(i, 1000) for i in range(100)], 512, True, 10_000_000,
+                              rows_per_task=3000) == 3000 * 512
+    assert largest_task_bytes(many, 512, False, 10_000_000) == 4_194_304 * 512  # 2 GiB of an unmerged segment
+    # the centroid floor: 1B x 768 at 32,768 partitions makes 327,680-row tasks, not 512 MiB ones
+    huge = [FragmentInfo(i, 1_000_000) for i in range(1000)]
+    assert largest_task_bytes(huge, 3072, True, 10_000_000, num_partitions=32768) == 1_000_000 * 3072
+    assert largest_task_bytes([FragmentInfo(i, 1000) for i in range(10**6)], 3072, True, 10_000_000,
+                              num_partitions=32768) == 327_680 * 3072
 
 
 def test_a_task_holds_ten_rows_per_partition_so_its_centroid_copy_stays_a_tenth_of_it():

@@ -116,18 +116,19 @@ def test_distributed_training_reaches_lances_recall(spark, tmp_path, index_type,
         assert ours >= lance_figure - 0.03
 
 
-def test_a_sample_with_fewer_usable_vectors_than_partitions_is_refused(spark, tmp_path):
+@pytest.mark.parametrize("usable", [50, 0])
+def test_a_sample_with_fewer_usable_vectors_than_partitions_is_refused(spark, tmp_path, usable):
     import pyarrow as pa
 
     from conftest import fsl
 
     vectors = np.full((600, 8), np.nan, np.float32)
-    vectors[:50] = np.random.default_rng(0).standard_normal((50, 8))
+    vectors[:usable] = np.random.default_rng(0).standard_normal((usable, 8))
     lance.write_dataset(pa.table({"vector": fsl(vectors)}), str(tmp_path / "nan"))
     config = make_config({}, {"uri": str(tmp_path / "nan"), "column": "vector", "index_type": "IVF_FLAT",
                               "num_partitions": 64, "sample_rate": 256, "trainer": "distributed",
                               "verify_queries": 0})
-    with pytest.raises(InputError, match="usable vectors .* for 64 partitions"):
+    with pytest.raises(InputError, match=f"has {usable} usable vectors .* for 64 partitions"):
         run(config, spark=spark)
 
 
@@ -207,3 +208,23 @@ def test_the_recall_checks_exact_search_skips_rows_that_cannot_enter_and_finds_t
     truth = exact_topk(np.where(np.isfinite(finite), finite, 1e6), queries, 10, metric)
     assert (np.sort(got.ids, axis=1) == np.sort(truth, axis=1)).mean() > 0.999
     assert not np.isin(got.ids, [5, 7]).any()
+
+
+@pytest.mark.parametrize("value_type", ["float16", "float64"])
+def test_distributed_training_of_a_half_or_double_column_builds_what_lances_does(spark, tmp_path, value_type):
+    """Lance's trainer returns centroids and codebook in the column's type, and a segment build
+    with a float32 codebook for such a column panics: the distributed trainer casts both."""
+    import pyarrow as pa
+
+    figures = {}
+    for trainer in ("lance", "distributed"):
+        data = write_vectors(tmp_path / trainer, 12000, 16, rows_per_fragment=3000, seed=6,
+                             value_type=getattr(pa, value_type)())
+        config = make_config({}, {"uri": data.uri, "column": "vector", "index_type": "IVF_PQ", "num_sub_vectors": 4,
+                                  "num_partitions": 16, "trainer": trainer, "verify_queries": 0})
+        result = run(config, spark=spark)
+        assert result.artifacts.centroids.dtype == np.dtype(value_type)
+        assert result.artifacts.codebook.dtype == np.dtype(value_type)
+        figures[trainer] = recall(data.uri, data, 4, 10)
+    print(value_type, figures)
+    assert figures["distributed"] >= figures["lance"] - 0.03
