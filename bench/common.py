@@ -83,12 +83,10 @@ def java_version() -> str:
 
 def machine() -> dict:
     """Cores, memory, CPU, OS and load: what the figures depend on besides the code."""
-    import psutil
-
     return {
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_gib": psutil.virtual_memory().total / 1024**3,
+        "memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3,
         "cpu": cpu_model(),
         "os": platform.platform(),
         "python": platform.python_version(),

@@ -25,7 +25,7 @@ from common import (
 
 INDEX_NAME = "vector_idx"  # the job's default name for column "vector"; every contender uses it
 BUILD_PHASES = ("plan", "train", "build", "merge", "commit", "verify", "cleanup")
-ALL_PHASES = ("inspect", "spark start", *BUILD_PHASES)
+ALL_PHASES = ("inspect", "spark start", "preflight", *BUILD_PHASES, "check", "recall")  # check, recall: after the build
 KIND_NAMES = {"single": "single-process create_index", "job": "spark job", "lance-ray": "lance-ray"}
 
 

@@ -86,8 +86,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--rows-per-task", type=int, help="target rows per Spark task")
     size.add_argument("--fragments-per-task", type=int, help="fragments per Spark task")
+    p.add_argument("--merge-memory", type=_size, metavar="SIZE",
+                   help="memory one merge task may hold, e.g. 16g; sets the default --max-segment-rows (default 4g)")
     p.add_argument("--max-segment-rows", type=int,
-                   help="rows per committed segment; larger tables commit several (default 10M)")
+                   help="rows per committed segment; larger tables commit several (default: what --merge-memory holds)")
     p.add_argument("--job-dir", help="folder for job state (resume); the job uses only its own "
                                      "<job id> subfolder in it (default: <dataset>.index-jobs)")
     p.add_argument(
@@ -152,6 +154,16 @@ def config_from_args(args: argparse.Namespace):
     flags["mode"] = "update" if args.command == "update" else "build"  # never from a --config file
     flags["storage_options"] = parse_storage_options(args.storage_option)
     return make_config(file_values, flags)
+
+
+def _size(text: str) -> int:
+    """A size as Spark writes them (16g, 512m) or in bytes."""
+    from .resources import parse_size
+
+    size = parse_size(text, default_unit="b")
+    if size is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: give bytes or a number with k, m, g or t")
+    return size
 
 
 def _setup_logging(verbose: bool) -> None:

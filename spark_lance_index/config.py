@@ -60,7 +60,8 @@ class BuildConfig:
     fts_options: Mapping[str, Any] = field(default_factory=dict)
     rows_per_task: Optional[int] = None  # default: ~512 MiB of vectors, and >= 2 tasks per core
     fragments_per_task: Optional[int] = None
-    max_segment_rows: int = 10_000_000  # merged segment size: ~1 GB of executor memory at 128-d
+    max_segment_rows: Optional[int] = None  # merged segment size; default: what a merge holds in merge_memory
+    merge_memory: int = 4 * 1024**3  # bytes one merge task may hold (plan.default_max_segment_rows)
     segment_ratio: int = 3  # update: a small segment is re-encoded while it has < this x the rows merged so far
     sample_rate: int = DEFAULT_SAMPLE_RATE  # training rows per partition, as in Lance's create_index
     max_sample_rows: int = 1_048_576  # cap on the training sample's rows (4096 x 256)
@@ -125,6 +126,7 @@ class BuildConfig:
         _positive("--fragments-per-task", self.fragments_per_task)
         _positive("--sample-rate", self.sample_rate)
         _positive("--max-segment-rows", self.max_segment_rows)
+        _positive("--merge-memory", self.merge_memory)
         _positive("--segment-ratio", self.segment_ratio)
         if self.mode not in ("build", "update"):
             raise InputError(f"unknown mode {self.mode!r}: build or update")
@@ -239,6 +241,15 @@ def make_config(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) 
         merged.setdefault(key, "")
     if isinstance(merged.get("custom_stop_words"), list):
         merged["custom_stop_words"] = tuple(merged["custom_stop_words"])
+    for key in ("merge_memory", "max_sample_bytes"):  # sizes: bytes, or Spark's "16g" in a file too
+        if isinstance(merged.get(key), str):
+            from .resources import parse_size
+
+            size = parse_size(merged[key], default_unit="b")
+            if size is None:
+                raise InputError(f"{key.replace('_', '-')} {merged[key]!r} is not a size: give bytes or a number "
+                                 "with k, m, g or t")
+            merged[key] = size
     for key in ("nprobes", "refine_factor"):  # TOML lists, or a single number
         if key in merged and not isinstance(merged[key], (list, tuple)):
             merged[key] = (merged[key],)

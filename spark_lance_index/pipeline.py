@@ -27,14 +27,15 @@ from .dataset import DatasetSnapshot, IndexParams, forget_handles, fragment_sign
 from .index_model import committed_model_mismatch
 from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, SparkStageError
 from .plan import (
-    MANY_SEGMENTS, FragmentGroup, default_rows_per_task, largest_task_bytes, plan_groups, unmerged_rows_per_task,
+    MANY_SEGMENTS, FragmentGroup, default_rows_per_task, largest_task_bytes, max_segment_rows, merge_peak_bytes,
+    plan_groups, unmerged_rows_per_task,
 )
 from .preflight import require_driver_libraries
 from .report import JobResult, reporting, settings_of
 from .resume import Inspection, inspect_inputs, inspect_update
 from .state import JobState
 from .storage import index_dirs
-from .timing import PhaseClock, phase
+from .timing import PhaseClock, phase, record_seconds
 from .train import SharedArtifacts, TrainingInBackground, train_artifacts, trains_on_driver
 from .transport import task_attempt, transport_for
 from .update import index_changed
@@ -80,7 +81,8 @@ def plan(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, live,
         rows_per_task = (default_rows_per_task(sum(f.num_rows for f in live), snap.bytes_per_row, parallelism,
                                                params.num_partitions if kind.is_vector else 0)
                          if kind.mergeable else unmerged_rows_per_task(
-                             sum(f.num_rows for f in live), config.max_segment_rows, snap.bytes_per_row, parallelism))
+                             sum(f.num_rows for f in live), max_segment_rows(config, params, snap), snap.bytes_per_row,
+                             parallelism))
     groups = plan_groups(live, rows_per_task=rows_per_task, fragments_per_task=config.fragments_per_task)
     sizes = [g.num_rows for g in groups]
     log.info(
@@ -104,6 +106,7 @@ def train(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, trans
     phase then times only the wait for it."""
     if early is not None:
         artifacts = early.result()
+        record_seconds("train (background)", early.seconds)
         log.info("trained on the driver while Spark started: %.1f s of training", early.seconds)
     else:
         artifacts = train_artifacts(config, snap, params, transport, parallelism)
@@ -116,7 +119,7 @@ def prepare(config, insp: Inspection, parallelism: int, lease, transport=None, e
     earlier run of the same job. -> (groups, artifacts)"""
     snap, params, state = insp.snap, insp.params, insp.state
     sizes = {"rows_per_task": config.rows_per_task, "fragments_per_task": config.fragments_per_task,
-             "max_segment_rows": config.max_segment_rows}
+             "max_segment_rows": max_segment_rows(config, params, snap)}  # resolved: as saved before it had a default
     if insp.job is not None:
         if insp.job["params"] != asdict(params):
             raise JobError(f"the job directory {state.uri} was written with other parameters "
@@ -208,13 +211,16 @@ def build(spark, tasks, artifacts, state, job_id, task_fn=run_task, progress_int
 def merge(spark, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, results, state: JobState) -> list:
     """Merge the checked segments on the executors, in batches of at most max_segment_rows.
 
-    Never on the driver: a merge holds its whole output in memory (~100 MB per million
-    128-d rows, measured), which would make driver memory grow with the table. Segments of a
+    Never on the driver: a merge holds its output in memory (about 100 MiB plus 1.5x the stored
+    bytes, measured), which would make driver memory grow with the table. Segments of a
     type that must not be merged (index_types) are committed as they were built.
     """
     if not params.kind.mergeable:
         return [r.segment for r in results]
-    batches = merge_batches(results, config.max_segment_rows)
+    limit = max_segment_rows(config, params, snap, update=config.mode == "update")
+    batches = merge_batches(results, limit)
+    log.info("merging into segments of at most %d rows%s", limit, "" if config.max_segment_rows else
+             f" (the default, from --merge-memory {config.merge_memory / 2**30:.1f} GiB)")
     tasks = [
         MergeTask(snap.uri, snap.location, snap.version, tuple(r.segment for r in b),
                   sum(r.num_rows for r in b), dict(config.storage_options))
@@ -317,12 +323,17 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
                 return
         created, lease, early = False, None, None
         task_bytes = largest_task_bytes(insp.fragments_to_index, snap.bytes_per_row, params.kind.mergeable,
-                                        config.max_segment_rows, config.rows_per_task, params.num_partitions)
+                                        max_segment_rows(config, params, snap), config.rows_per_task,
+                                        params.num_partitions)
+        if params.kind.mergeable:  # a merge task holds its merged segment: executors must hold it too
+            task_bytes = max(task_bytes, merge_peak_bytes(config, params, snap))
         try:
             # Lance's trainer needs no Spark and writes nothing: a fresh build starts it now, and
             # it trains while the session starts and the preflight runs.
-            if insp.job is None and insp.committed is None and insp.model is None and trains_on_driver(
-                    config, snap, params):
+            if spark is None:
+                spark_layer.check_can_start(config.master)  # refusals in one line come first
+            if (insp.job is None and insp.committed is None and insp.model is None and not state.leased()
+                    and trains_on_driver(config, snap, params)):
                 early = TrainingInBackground(config, snap, params)
             if spark is None:
                 spark, created = start_session(config, task_bytes)

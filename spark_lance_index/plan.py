@@ -56,6 +56,55 @@ def default_rows_per_task(total_rows: int, bytes_per_row: int, parallelism: int,
     return max(rows, ROWS_PER_CENTROID_COPY * num_partitions)
 
 
+# A merge holds the merged segment in its Python worker. Measured (bench/merge_memory.py, 16
+# segments, 128-d): IVF_RQ grew the process by 118 MiB at 1M rows and 461 MiB at 10M (stored: 33 B
+# per row), IVF_PQ by 91 MiB at 1M (stored: 22 B per row), IVF_FLAT by 73 MiB at 1M (stored: 518 B
+# per row: it streams). So about 100 MiB plus 1.5x the stored bytes; MERGE_OVERHEAD leaves room.
+# The default segment is as large as a merge task may hold (--merge-memory, default MERGE_TASK_BYTES:
+# merges are few, one per segment, so each may take more than a build task), within the bounds
+# below: every segment costs every query (docs/benchmarks.md, segment latency), so fewer, larger
+# segments are faster to search, and large executors should be given a larger --merge-memory.
+MERGE_TASK_BYTES = 4 * 1024**3
+MERGE_OVERHEAD = 2.0
+MIN_DEFAULT_SEGMENT_ROWS, MAX_DEFAULT_SEGMENT_ROWS = 1 << 20, 250_000_000
+
+
+# Where the merged size was not measured (IVF_FLAT streams its merge; scalar and text types;
+# multivector rows), for the types whose segments are not merged, and for `update`'s segment
+# policy (its layout was designed and simulated at this size), segments keep this size.
+FIXED_SEGMENT_ROWS = 10_000_000
+
+
+def default_max_segment_rows(kind, params, dim: int, vector_bytes: int,
+                             merge_bytes: int = MERGE_TASK_BYTES) -> int:
+    """Rows per merged segment when --max-segment-rows is not given: for IVF_RQ and IVF_PQ, what
+    one merge holds in `merge_bytes`, from the index's stored bytes per row (IVF_RQ 5 bits at
+    128-d: 104 B, 20.6M rows; at 768-d: 504 B, 4.3M rows; IVF_PQ with 16 sub-vectors: 24 B, 89M
+    rows); FIXED_SEGMENT_ROWS for the others."""
+    stored = kind.encoded_bytes_per_row(params, dim, vector_bytes)
+    if not stored:
+        return FIXED_SEGMENT_ROWS
+    rows = merge_bytes // max(1, int(MERGE_OVERHEAD * stored))
+    return int(min(MAX_DEFAULT_SEGMENT_ROWS, max(MIN_DEFAULT_SEGMENT_ROWS, rows)))
+
+
+def max_segment_rows(config, params, snap, update: bool = False) -> int:
+    """--max-segment-rows, or its default: from the merge's memory for IVF_RQ and IVF_PQ builds,
+    FIXED_SEGMENT_ROWS otherwise (an unmerged type's segment is a build task, and `segment_rows`
+    bounds it further by the task's memory)."""
+    if config.max_segment_rows:
+        return config.max_segment_rows
+    if update or not params.kind.mergeable or snap.multivector:
+        return FIXED_SEGMENT_ROWS
+    return default_max_segment_rows(params.kind, params, snap.dim, snap.vector_bytes, config.merge_memory)
+
+
+def merge_peak_bytes(config, params, snap) -> int:
+    """What one merge task holds at most, counted like a build task's vector bytes."""
+    stored = params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes) or snap.bytes_per_row
+    return int(MERGE_OVERHEAD * stored * min(max_segment_rows(config, params, snap), snap.num_rows))
+
+
 def largest_task_bytes(fragments: Sequence[FragmentInfo], bytes_per_row: int, mergeable: bool,
                        max_segment_rows: int, rows_per_task: Optional[int] = None, num_partitions: int = 0) -> int:
     """Vector bytes of the largest task the plan can make: what executors must hold. A fragment

@@ -25,6 +25,7 @@ from .dataset import (
     DatasetSnapshot, IndexParams, fragment_signature, index_conflict, index_infos, open_dataset, resolve_params, snapshot_dataset,
 )
 from .errors import DatasetChangedError, InputError
+from .plan import max_segment_rows
 from .state import JobState, default_jobs_root
 from .storage import Location, locate
 from .timing import phase
@@ -171,7 +172,7 @@ def inspect_update(config: BuildConfig) -> Inspection:
     if snap is None:
         snap = snapshot_dataset(config)
     model = read_index_model(snap, config.name, config.storage_options)
-    plan = plan_update(model, snap, SegmentPolicy(config.max_segment_rows, config.segment_ratio))
+    plan = plan_update(model, snap, SegmentPolicy(max_segment_rows(config, model.params, snap, update=True), config.segment_ratio))
     log.info(
         "dataset %s version %d: index %r (%s, %d partitions, %d segments): %s",
         snap.uri, snap.version, config.name, model.params.index_type, model.params.num_partitions,

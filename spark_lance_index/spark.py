@@ -98,13 +98,10 @@ def check_master(master: str) -> None:
                    "tries: check --master, and that the master is running and reachable from here")
 
 
-def get_session(master: Optional[str], app_name: str, verbose: bool = False, task_bytes: int = 0):
-    """Return (session, created). An active session (Databricks, a notebook, a test) is
-    reused and never stopped by the job; otherwise one is created and the caller stops it.
-
-    A session created for a cluster gets what the job's tasks need where the user left it unset
-    (resources.py): Lance's threads bounded to the task's cores, and, when the executors' cores
-    are known, the memory overhead that `task_bytes` of vectors per task needs."""
+def check_can_start(master: Optional[str]) -> None:
+    """What starting a session needs, checked in one line each before anything starts: pyspark,
+    and unless a session is already there, Java and a reachable standalone master. Also sets
+    PYSPARK_PYTHON for local executors, before any other thread runs (the pipeline trains on one)."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -113,7 +110,27 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False, tas
             "'spark-lance-index[spark]'), or run the job inside a Spark environment "
             "(spark-submit, Databricks)"
         ) from None
+    if SparkSession.getActiveSession() is not None or os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return
+    if master and master.startswith("local"):
+        # Local executors must run this Python, the one that has lance and this package.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if not (master or "").startswith("sc://") and not os.environ.get("SPARK_REMOTE"):
+        check_java()  # a Connect client starts no JVM
+    if (master or "").startswith("spark://"):
+        check_master(master)
 
+
+def get_session(master: Optional[str], app_name: str, verbose: bool = False, task_bytes: int = 0):
+    """Return (session, created). An active session (Databricks, a notebook, a test) is
+    reused and never stopped by the job; otherwise one is created and the caller stops it.
+
+    A session created for a cluster gets what the job's tasks need where the user left it unset
+    (resources.py): Lance's threads bounded to the task's cores, and, when the executors' cores
+    are known, the memory overhead that `task_bytes` of vectors per task needs."""
+    from pyspark.sql import SparkSession  # importable: check_can_start said so
+
+    check_can_start(master)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
@@ -124,17 +141,11 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False, tas
     if master:
         builder = builder.master(master)
     if master and master.startswith("local"):
-        # Local executors must run this Python, the one that has lance and this package.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.config("spark.driver.extraJavaOptions", _LOCAL_JAVA_OPTS)
         builder = builder.config("spark.ui.showConsoleProgress", "false")
     # Lance's Rust log level on executors: quiet unless asked (one "partition N is empty"
     # warning per partition per task otherwise floods the executor logs).
     builder = builder.config("spark.executorEnv.LANCE_LOG", "info" if verbose else "error")
-    if not (master or "").startswith("sc://") and not os.environ.get("SPARK_REMOTE"):
-        check_java()  # a Connect client starts no JVM
-    if (master or "").startswith("spark://"):
-        check_master(master)
     # Under spark-submit the JVM is up already and holds the master; otherwise read the
     # configuration only for a cluster master (starting the JVM early would lose the local
     # driver's Java options).

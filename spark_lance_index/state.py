@@ -224,6 +224,14 @@ class JobState:
 
     # --- one run at a time ---------------------------------------------------------------
 
+    def leased(self) -> bool:
+        """Whether a run holds the job now (a live lease): a cheap look before any work."""
+        try:
+            record = Lease(self)._read()
+        except OSError:
+            return False
+        return record is not None and record.alive(time.time())
+
     def acquire_lease(self) -> "Lease":
         """Hold the job for this run, or raise JobBusyError if another live run holds it."""
         lease = Lease(self)

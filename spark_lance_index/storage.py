@@ -84,8 +84,11 @@ def filesystem_for(where: Location, storage_options: Mapping[str, str]) -> tuple
             kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
         if opts.get("allow_http", "").lower() in _TRUE and "scheme" not in kwargs:
             kwargs["scheme"] = "http"
-        # allow_delayed_open: a small file is one PutObject, not a 3-request multipart upload
-        return pafs.S3FileSystem(**{k: v for k, v in kwargs.items() if v}, allow_delayed_open=True), path
+        kwargs = {k: v for k, v in kwargs.items() if v}
+        try:  # allow_delayed_open: a small file is one PutObject, not a 3-request multipart upload
+            return pafs.S3FileSystem(**kwargs, allow_delayed_open=True), path
+        except TypeError:  # a pyarrow older than the option
+            return pafs.S3FileSystem(**kwargs), path
     if where.scheme in ("gs", "gcs"):
         return pafs.GcsFileSystem(), path
     if where.scheme in ("az", "abfs", "abfss"):
@@ -207,8 +210,8 @@ class Files:
 
     def delete_many(self, names: Iterable[str], dirs: bool = False) -> None:
         """Delete these files (or named directories), DELETE_THREADS at a time: on an object
-        store each is several requests, which one after another took about 20 minutes for the
-        cleanup of a 1B-row build."""
+        store each is several requests (8 per segment directory and marker, measured against a
+        local S3 server), each a round trip of 10-50 ms on a real store."""
         from concurrent.futures import ThreadPoolExecutor
 
         names = list(names)

@@ -52,3 +52,10 @@ def phase(name: str) -> Callable[[F], F]:
         return timed  # type: ignore[return-value]
 
     return wrap
+
+
+def record_seconds(name: str, seconds: float) -> None:
+    """Put a duration measured elsewhere (a thread's) on the current clock."""
+    timings = _current.get()
+    if timings is not None:
+        timings[name] = timings.get(name, 0.0) + seconds

@@ -176,11 +176,11 @@ class ClassicTransport(Transport):
 
 def _tree_reduce(rdd, combine):
     """Combine on the executors, in as many levels as it takes for the driver to receive at most
-    about 4 results (a k-means partial is k x d float64: 25 MiB at 4,096 x 768); None when there
-    is nothing to combine."""
+    about 16 results (a k-means partial is k x d float64: 25 MiB at 4,096 x 768; every level is
+    one more shuffle per round); None when there is nothing to combine."""
     import math
 
-    depth = max(2, math.ceil(math.log(max(2, rdd.getNumPartitions()), 4)))
+    depth = max(2, math.ceil(math.log(max(2, rdd.getNumPartitions()), 16)))
     try:
         return rdd.treeReduce(combine, depth)
     except ValueError as e:

@@ -99,3 +99,21 @@ def test_a_config_file_never_turns_a_build_into_an_update(tmp_path):
     cfg.write_text('uri = "/data/t"\ncolumn = "emb"\nmode = "update"\n')
     assert config_from_args(build_parser().parse_args(["build", "--config", str(cfg)])).mode == "build"
     assert config_from_args(build_parser().parse_args(["update", "--config", str(cfg)])).mode == "update"
+
+
+def test_merge_memory_takes_spark_sizes_and_refuses_other_text(capsys):
+    args = build_parser().parse_args(["build", "--uri", "x", "--column", "v", "--merge-memory", "16g"])
+    assert config_from_args(args).merge_memory == 16 << 30
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["build", "--uri", "x", "--column", "v", "--merge-memory", "lots"])
+    assert "'lots' is not a size" in capsys.readouterr().err
+
+
+def test_sizes_in_a_config_file_read_as_the_flags_do(tmp_path):
+    cfg = tmp_path / "job.toml"
+    cfg.write_text('uri = "/d"\ncolumn = "v"\nmerge-memory = "16g"\nmax_sample_bytes = 1048576\n')
+    config = config_from_args(build_parser().parse_args(["build", "--config", str(cfg)]))
+    assert (config.merge_memory, config.max_sample_bytes) == (16 << 30, 1 << 20)
+    cfg.write_text('uri = "/d"\ncolumn = "v"\nmerge_memory = "lots"\n')
+    with pytest.raises(InputError, match="merge-memory 'lots' is not a size"):
+        config_from_args(build_parser().parse_args(["build", "--config", str(cfg)]))

@@ -73,3 +73,41 @@ def test_a_task_holds_ten_rows_per_partition_so_its_centroid_copy_stays_a_tenth_
     # ... but at 32,768 partitions a task's copy of the centroids (96 MiB) would be 19% of it
     rows = default_rows_per_task(10**9, 3072, 1600, 32768)
     assert rows == 327_680 and 32768 * 3072 <= rows * 3072 / 10
+
+
+def test_the_default_segment_is_what_one_merge_holds_from_the_types_stored_bytes():
+    from spark_lance_index.dataset import IndexParams
+    from spark_lance_index.index_types import INDEX_TYPES
+    from spark_lance_index.plan import FIXED_SEGMENT_ROWS, MAX_DEFAULT_SEGMENT_ROWS, default_max_segment_rows
+
+    rq = IndexParams("IVF_RQ", "l2", 4096, 5, 0, 256)
+    # 128-d, 5 bits: 80 B of codes, 16 B of factors, an 8 B row id (measured: 102 B), whatever the float type
+    assert INDEX_TYPES["IVF_RQ"].encoded_bytes_per_row(rq, 128, 512) == 104
+    assert INDEX_TYPES["IVF_RQ"].encoded_bytes_per_row(rq, 128, 256) == 104  # float16
+    # 4 GiB at 2x: 20.6M rows at 128-d; 768-d stores ~5x more per row: 4.3M rows
+    assert default_max_segment_rows(INDEX_TYPES["IVF_RQ"], rq, 128, 512) == 20_648_881
+    assert default_max_segment_rows(INDEX_TYPES["IVF_RQ"], rq, 768, 3072) == 4_260_880
+    pq = IndexParams("IVF_PQ", "l2", 4096, 0, 16, 256)
+    assert default_max_segment_rows(INDEX_TYPES["IVF_PQ"], pq, 128, 512) == 89_478_485
+    assert default_max_segment_rows(INDEX_TYPES["IVF_PQ"], pq, 128, 512, merge_bytes=1 << 40) == MAX_DEFAULT_SEGMENT_ROWS
+    assert default_max_segment_rows(INDEX_TYPES["IVF_RQ"], rq, 768, 3072, merge_bytes=16 << 30) == 17_043_521
+    # unmeasured merges keep the fixed size: IVF_FLAT (it streams), scalar types
+    flat = IndexParams("IVF_FLAT", "l2", 4096, 0, 0, 256)
+    assert default_max_segment_rows(INDEX_TYPES["IVF_FLAT"], flat, 768, 3072) == FIXED_SEGMENT_ROWS
+    assert default_max_segment_rows(INDEX_TYPES["BTREE"], IndexParams("BTREE", "", 0, 0, 0, 0), 0, 8) == FIXED_SEGMENT_ROWS
+
+
+def test_update_and_unmerged_types_keep_the_fixed_segment_size_and_a_flag_wins():
+    from types import SimpleNamespace
+
+    from spark_lance_index.dataset import IndexParams
+    from spark_lance_index.plan import FIXED_SEGMENT_ROWS, max_segment_rows
+
+    snap = SimpleNamespace(dim=128, vector_bytes=512, bytes_per_row=512, multivector=False, num_rows=10**9)
+    config = SimpleNamespace(max_segment_rows=None, merge_memory=4 << 30)
+    rq = IndexParams("IVF_RQ", "l2", 4096, 5, 0, 256)
+    assert max_segment_rows(config, rq, snap) == 20_648_881
+    assert max_segment_rows(config, rq, snap, update=True) == FIXED_SEGMENT_ROWS  # update's policy: as designed
+    assert max_segment_rows(config, IndexParams("IVF_HNSW_SQ", "l2", 16, 0, 0, 256), snap) == FIXED_SEGMENT_ROWS
+    assert max_segment_rows(config, rq, SimpleNamespace(**{**vars(snap), "multivector": True})) == FIXED_SEGMENT_ROWS
+    assert max_segment_rows(SimpleNamespace(max_segment_rows=123, merge_memory=4 << 30), rq, snap) == 123
