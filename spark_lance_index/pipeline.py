@@ -324,9 +324,8 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
         created, lease, early = False, None, None
         task_bytes = largest_task_bytes(insp.fragments_to_index, snap.bytes_per_row, params.kind.mergeable,
                                         max_segment_rows(config, params, snap), config.rows_per_task,
-                                        params.num_partitions)
-        if params.kind.mergeable:  # a merge task holds its merged segment: executors must hold it too
-            task_bytes = max(task_bytes, merge_peak_bytes(config, params, snap))
+                                        params.num_partitions,
+                                        merge_peak_bytes(config, params, snap) if params.kind.mergeable else 0)
         try:
             # Lance's trainer needs no Spark and writes nothing: a fresh build starts it now, and
             # it trains while the session starts and the preflight runs.

@@ -106,9 +106,11 @@ def merge_peak_bytes(config, params, snap) -> int:
 
 
 def largest_task_bytes(fragments: Sequence[FragmentInfo], bytes_per_row: int, mergeable: bool,
-                       max_segment_rows: int, rows_per_task: Optional[int] = None, num_partitions: int = 0) -> int:
+                       max_segment_rows: int, rows_per_task: Optional[int] = None, num_partitions: int = 0,
+                       merge_bytes: int = 0) -> int:
     """Vector bytes of the largest task the plan can make: what executors must hold. A fragment
-    is never split, so the largest fragment is a floor."""
+    is never split, so the largest fragment is a floor; a merge task (`merge_bytes`, what it
+    holds) counts like a build task."""
     total = sum(f.num_rows for f in fragments)
     if rows_per_task:
         rows = rows_per_task
@@ -117,7 +119,7 @@ def largest_task_bytes(fragments: Sequence[FragmentInfo], bytes_per_row: int, me
     else:
         rows = segment_rows(max_segment_rows, bytes_per_row)
     rows = max(rows, max((f.num_rows for f in fragments), default=0))
-    return min(total, rows) * bytes_per_row
+    return max(min(total, rows) * bytes_per_row, merge_bytes)
 
 
 def segment_rows(max_segment_rows: int, bytes_per_row: int) -> int:

@@ -92,6 +92,8 @@ B = [
  ("executors: LANCE_CPU_THREADS only where unset", "spark_lance_index/resources.py", "    if env(\"spark.executorEnv.LANCE_CPU_THREADS\") is None:", "    if True:", "tests/test_resources.py tests/test_spark_submit.py"),
  ("executors: an overhead only where unset and enforced", "spark_lance_index/resources.py", "    if (enforces_memory(master) and res.overhead is None and res.overhead_factor is None and res.pyspark is None\n            and res.cores is not None):", "    if (res.cores is not None):", "tests/test_resources.py tests/test_spark_submit.py"),
  ("recall check: exact search drops only rows that cannot enter a list", "spark_lance_index/verify.py", "        useful = np.flatnonzero(((dist < worst[:, None]) | ~np.isfinite(worst)[:, None]).any(axis=0))", "        useful = np.flatnonzero(((dist < worst[:, None] - 0.5 * np.abs(worst[:, None])) | ~np.isfinite(worst)[:, None]).any(axis=0))", "tests/test_training.py -k exact_search"),
+ ("segments: update and unmerged types keep the fixed size", "spark_lance_index/plan.py", "    if update or not params.kind.mergeable or snap.multivector:", "    if False:", "tests/test_resources.py -k fixed_segment"),
+ ("executors: a merge counts like a task", "spark_lance_index/plan.py", "    return max(min(total, rows) * bytes_per_row, merge_bytes)", "    return min(total, rows) * bytes_per_row", "tests/test_resources.py"),
  ("plan: a task's centroid copy stays under a tenth of it", "spark_lance_index/plan.py", "    return max(rows, ROWS_PER_CENTROID_COPY * num_partitions)", "    return rows", "tests/test_resources.py -k centroid"),
 ]
 only = sys.argv[1:]

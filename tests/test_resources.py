@@ -58,6 +58,8 @@ def test_the_largest_task_is_bounded_by_the_plan():
     assert largest_task_bytes([FragmentInfo(i, 1000) for i in range(100)], 512, True, 10_000_000,
                               rows_per_task=3000) == 3000 * 512
     assert largest_task_bytes(many, 512, False, 10_000_000) == 4_194_304 * 512  # 2 GiB of an unmerged segment
+    # a merge that holds more than any build task sizes the executors
+    assert largest_task_bytes(many, 512, True, 10_000_000, merge_bytes=3 << 30) == 3 << 30
     # the centroid floor: 1B x 768 at 32,768 partitions makes 327,680-row tasks, not 512 MiB ones
     huge = [FragmentInfo(i, 1_000_000) for i in range(1000)]
     assert largest_task_bytes(huge, 3072, True, 10_000_000, num_partitions=32768) == 1_000_000 * 3072
