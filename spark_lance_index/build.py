@@ -54,6 +54,10 @@ class SegmentTask:
     storage_options: Mapping[str, str] = field(default_factory=dict)
     lance_log: str = "error"  # Lance's Rust log level in the task ("info" with --verbose)
 
+    @property
+    def num_rows(self) -> int:
+        return self.group.num_rows
+
 
 @dataclass(frozen=True)
 class SegmentResult:

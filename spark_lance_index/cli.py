@@ -158,12 +158,12 @@ def config_from_args(args: argparse.Namespace):
 
 def _size(text: str) -> int:
     """A size as Spark writes them (16g, 512m) or in bytes."""
-    from .resources import parse_size
+    from .resources import size_in_bytes
 
-    size = parse_size(text, default_unit="b")
-    if size is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size: give bytes or a number with k, m, g or t")
-    return size
+    try:
+        return size_in_bytes(text, "")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).strip()) from None
 
 
 def _setup_logging(verbose: bool) -> None:

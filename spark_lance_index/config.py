@@ -243,13 +243,12 @@ def make_config(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) 
         merged["custom_stop_words"] = tuple(merged["custom_stop_words"])
     for key in ("merge_memory", "max_sample_bytes"):  # sizes: bytes, or Spark's "16g" in a file too
         if isinstance(merged.get(key), str):
-            from .resources import parse_size
+            from .resources import size_in_bytes
 
-            size = parse_size(merged[key], default_unit="b")
-            if size is None:
-                raise InputError(f"{key.replace('_', '-')} {merged[key]!r} is not a size: give bytes or a number "
-                                 "with k, m, g or t")
-            merged[key] = size
+            try:
+                merged[key] = size_in_bytes(merged[key], key.replace("_", "-"))
+            except ValueError as e:
+                raise InputError(str(e)) from None
     for key in ("nprobes", "refine_factor"):  # TOML lists, or a single number
         if key in merged and not isinstance(merged[key], (list, tuple)):
             merged[key] = (merged[key],)

@@ -55,19 +55,11 @@ def draw_sample(task: SampleTask, _shared=None) -> list["Block"]:
     same block. A multivector row contributes all its vectors, as Lance trains on them. Returned
     in records of CACHE_RECORD_ROWS rows, which is what the cache holds and a round reads."""
     from .dataset import open_dataset
-    from .verify import as_matrix, vector_column
+    from .verify import as_matrix, take_at_random
 
     ds = open_dataset(task.uri, task.storage_options, task.version)
-    counts = np.array([n for _, n in task.fragments], dtype=np.int64)
-    total = int(counts.sum())
-    rng = np.random.default_rng(task.seed)
-    picked = np.sort(rng.choice(total, size=min(task.rows, total), replace=False)) if total else np.empty(0, np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    owner = np.searchsorted(np.cumsum(counts), picked, side="right")
     parts = []
-    for i in np.unique(owner):
-        offsets = (picked[owner == i] - starts[i]).tolist()
-        column = vector_column(ds.get_fragment(task.fragments[i][0]).take(offsets, columns=[task.column]), task.column)
+    for column in take_at_random(ds, task.fragments, task.rows, np.random.default_rng(task.seed), task.column):
         if task.multivector:
             column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
             column = column.flatten()
@@ -147,10 +139,6 @@ class Partials:
             out.counts[0, lo:lo + len(counts)] += counts
         out.loss += other.loss
         return out
-
-
-def add_partials(a: Partials, b: Partials) -> Partials:
-    return a + b
 
 
 @dataclass(frozen=True)

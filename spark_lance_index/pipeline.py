@@ -193,7 +193,7 @@ def build(spark, tasks, artifacts, state, job_id, task_fn=run_task, progress_int
         try:
             results = transport_for(spark, state.files, progress_interval).map(
                 tasks, lambda task, shared: task_fn(task, shared, state, task_attempt()), artifacts,
-                label="build segments", rows_of=lambda task: task.group.num_rows)
+                label="build segments")
         except Exception as e:  # a task failed more often than Spark retries it
             raise SparkStageError(
                 f"segment builds failed after Spark's retries: {spark_layer.failure_reason(e)}; "
@@ -217,7 +217,7 @@ def merge(spark, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams
     """
     if not params.kind.mergeable:
         return [r.segment for r in results]
-    limit = max_segment_rows(config, params, snap, update=config.mode == "update")
+    limit = max_segment_rows(config, params, snap)
     batches = merge_batches(results, limit)
     log.info("merging into segments of at most %d rows%s", limit, "" if config.max_segment_rows else
              f" (the default, from --merge-memory {config.merge_memory / 2**30:.1f} GiB)")
@@ -232,8 +232,7 @@ def merge(spark, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams
     ):
         try:
             merged = transport_for(spark, state.files, config.progress_interval).map(
-                tasks, lambda task, _: merge_segments(task, state), label="merge segments",
-                rows_of=lambda task: task.num_rows)
+                tasks, lambda task, _: merge_segments(task, state), label="merge segments")
         except Exception as e:
             raise SparkStageError(
                 f"merging segments failed after Spark's retries: {spark_layer.failure_reason(e)}; "

@@ -88,13 +88,13 @@ def default_max_segment_rows(kind, params, dim: int, vector_bytes: int,
     return int(min(MAX_DEFAULT_SEGMENT_ROWS, max(MIN_DEFAULT_SEGMENT_ROWS, rows)))
 
 
-def max_segment_rows(config, params, snap, update: bool = False) -> int:
+def max_segment_rows(config, params, snap) -> int:
     """--max-segment-rows, or its default: from the merge's memory for IVF_RQ and IVF_PQ builds,
-    FIXED_SEGMENT_ROWS otherwise (an unmerged type's segment is a build task, and `segment_rows`
-    bounds it further by the task's memory)."""
+    FIXED_SEGMENT_ROWS otherwise and for an update (an unmerged type's segment is a build task,
+    and `segment_rows` bounds it further by the task's memory)."""
     if config.max_segment_rows:
         return config.max_segment_rows
-    if update or not params.kind.mergeable or snap.multivector:
+    if config.mode == "update" or not params.kind.mergeable or snap.multivector:
         return FIXED_SEGMENT_ROWS
     return default_max_segment_rows(params.kind, params, snap.dim, snap.vector_bytes, config.merge_memory)
 

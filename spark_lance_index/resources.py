@@ -43,6 +43,15 @@ def parse_size(text: Optional[str], default_unit: str = "m") -> Optional[int]:
     return int(found.group(1)) * 1024 ** "bkmgtp".index(unit)
 
 
+def size_in_bytes(text: str, what: str) -> int:
+    """A size given by a user, in bytes or as Spark writes them (16g, 512m); ValueError, in one
+    line, for anything else."""
+    size = parse_size(text, default_unit="b")
+    if size is None:
+        raise ValueError(f"{what} {text!r} is not a size: give bytes or a number with k, m, g or t")
+    return size
+
+
 @dataclass(frozen=True)
 class ExecutorResources:
     """An executor's settings, as far as the session's configuration says them."""
@@ -55,8 +64,15 @@ class ExecutorResources:
     task_cpus: int = 1  # spark.task.cpus
 
     @property
-    def jvm_bytes(self) -> int:
+    def jvm_share(self) -> int:
         """What the JVM keeps of the overhead for itself: Spark's default overhead."""
+        return max(MIN_OVERHEAD_BYTES, int(OVERHEAD_FRACTION * self.heap))
+
+    @property
+    def overhead_bytes(self) -> int:
+        """The overhead the executors get: given, or from the factor, or Spark's default."""
+        if self.overhead is not None:
+            return self.overhead
         return max(MIN_OVERHEAD_BYTES, int((self.overhead_factor or OVERHEAD_FRACTION) * self.heap))
 
     @property
@@ -70,8 +86,7 @@ class ExecutorResources:
         overhead beyond what the JVM keeps for itself (Spark's own default overhead)."""
         if self.pyspark:
             return self.pyspark
-        jvm = max(MIN_OVERHEAD_BYTES, int(OVERHEAD_FRACTION * self.heap))
-        return max(0, (self.overhead if self.overhead is not None else self.jvm_bytes) - jvm)
+        return max(0, self.overhead_bytes - self.jvm_share)
 
     @property
     def per_task_bytes(self) -> int:
@@ -98,7 +113,7 @@ def read_resources(conf: Callable[[str], Optional[str]]) -> ExecutorResources:
 
 def needed_overhead(res: ExecutorResources, task_bytes: int) -> int:
     """memoryOverhead that lets every slot run a task of `task_bytes` vectors (JVM share included)."""
-    return max(MIN_OVERHEAD_BYTES, int(OVERHEAD_FRACTION * res.heap)) + res.slots * task_peak_bytes(task_bytes)
+    return res.jvm_share + res.slots * task_peak_bytes(task_bytes)
 
 
 def memory_advice(res: ExecutorResources, task_bytes: int) -> Optional[str]:

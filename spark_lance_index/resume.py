@@ -172,7 +172,7 @@ def inspect_update(config: BuildConfig) -> Inspection:
     if snap is None:
         snap = snapshot_dataset(config)
     model = read_index_model(snap, config.name, config.storage_options)
-    plan = plan_update(model, snap, SegmentPolicy(max_segment_rows(config, model.params, snap, update=True), config.segment_ratio))
+    plan = plan_update(model, snap, SegmentPolicy(max_segment_rows(config, model.params, snap), config.segment_ratio))
     log.info(
         "dataset %s version %d: index %r (%s, %d partitions, %d segments): %s",
         snap.uri, snap.version, config.name, model.params.index_type, model.params.num_partitions,

@@ -200,37 +200,33 @@ class Files:
         except FileNotFoundError:
             pass
 
-    def delete_dir(self, name: str) -> None:
-        """Delete one named directory and what is in it (a segment directory of ours)."""
+    def delete_dir(self, name: str, listed: bool = False) -> None:
+        """Delete one named directory and what is in it (a segment directory of ours); `listed`:
+        it was just listed, so no request asks whether it is there."""
         if not name:
             raise ValueError("refusing to delete the root of " + str(self))
         path = self._path(name)
-        if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
-            self.fs.delete_dir(path)
+        try:
+            if listed or self.fs.get_file_info(path).type != pafs.FileType.NotFound:
+                self.fs.delete_dir(path)
+        except FileNotFoundError:
+            pass
 
     def delete_many(self, names: Iterable[str], dirs: bool = False) -> None:
         """Delete these files (or named directories), DELETE_THREADS at a time: on an object
         store each is several requests (8 per segment directory and marker, measured against a
         local S3 server), each a round trip of 10-50 ms on a real store."""
+        import functools
         from concurrent.futures import ThreadPoolExecutor
 
         names = list(names)
-        one = self._delete_listed_dir if dirs else self.delete_file
+        one = functools.partial(self.delete_dir, listed=True) if dirs else self.delete_file
         if len(names) <= 1 or isinstance(self.fs, pafs.LocalFileSystem):
             for name in names:
                 one(name)
             return
         with ThreadPoolExecutor(DELETE_THREADS) as pool:
             list(pool.map(one, names))
-
-    def _delete_listed_dir(self, name: str) -> None:
-        """delete_dir for a directory just listed: no request to ask whether it is there."""
-        if not name:
-            raise ValueError("refusing to delete the root of " + str(self))
-        try:
-            self.fs.delete_dir(self._path(name))
-        except FileNotFoundError:
-            pass
 
     def remove_if_empty(self, name: str = "") -> bool:
         """Remove a folder only when nothing is in it. On an object store a folder is at most

@@ -88,12 +88,17 @@ MIN_ROWS_PER_CENTROID = 40  # fewer sample rows per partition than this: k-means
 FLAT_MAX_PARTITIONS = 256  # above this, k-means runs in two levels (Lance: hierarchical past 256)
 
 
-def training_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vector: int) -> int:
+def capped_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vector: int) -> int:
     """Sample rows for IVF training: sample_rate x partitions, as one-node Lance draws, capped
     by --max-sample-rows and by --max-sample-bytes (1M x 768 float32 would be 3 GiB)."""
-    wanted = params.sample_rate * params.num_partitions
     cap = min(config.max_sample_rows, config.max_sample_bytes // max(1, bytes_per_vector))
-    rows = max(1, min(wanted, cap))
+    return max(1, min(params.sample_rate * params.num_partitions, cap))
+
+
+def training_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vector: int) -> int:
+    """capped_sample_rows, saying when it was capped and when it is too thin to train on."""
+    wanted = params.sample_rate * params.num_partitions
+    rows = capped_sample_rows(params, config, bytes_per_vector)
     if rows < wanted:
         log.info("training sample capped at %d rows (%d per partition instead of %d): --max-sample-rows %d, "
                  "--max-sample-bytes %d", rows, rows // params.num_partitions, params.sample_rate,
@@ -134,9 +139,7 @@ def trains_on_driver(config: BuildConfig, snap: DatasetSnapshot, params: IndexPa
     """A vector index trained by Lance's trainer: it needs no Spark, so it can start at once."""
     if not params.kind.is_vector:
         return False
-    rows = min(params.sample_rate * params.num_partitions, config.max_sample_rows,
-               config.max_sample_bytes // sample_bytes(snap, 1))
-    return pick_trainer(config, params, rows, snap) == "lance"
+    return pick_trainer(config, params, capped_sample_rows(params, config, sample_bytes(snap, 1)), snap) == "lance"
 
 
 class TrainingInBackground:
@@ -188,10 +191,8 @@ def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexPar
         return SharedArtifacts(options=params.options or None)
     from lance.lance import indices as lance_indices
 
-    from .spark import is_connect
-
     rows = training_sample_rows(params, config, sample_bytes(snap, 1))
-    trainer = pick_trainer(config, params, rows, snap, transport is not None and is_connect(transport.spark))
+    trainer = pick_trainer(config, params, rows, snap, getattr(transport, "connect", False))
     log.info("training %d partitions on a sample of %d rows with the %s trainer", params.num_partitions, rows, trainer)
     if trainer == "distributed":
         centroids, codebook = train_distributed(transport, config, snap, params, rows, parallelism)
@@ -232,8 +233,9 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
     if transport is None:
         raise ValueError("the distributed trainer needs a Spark transport")
     metric = "dot" if params.metric == "dot" else "l2"  # cosine: l2 on unit vectors, as Lance
+    seed = _seed(snap)
     tasks = kmeans.plan_sample(snap.live_fragments, rows, max(1, parallelism), snap.uri, snap.version, snap.column,
-                               config.storage_options, seed=_seed(snap), multivector=snap.multivector,
+                               config.storage_options, seed=seed, multivector=snap.multivector,
                                normalize=params.metric == "cosine")
     cached = transport.cache(tasks, kmeans.draw_sample)
     derived = []
@@ -244,9 +246,9 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
             raise InputError(f"the training sample has {n} usable vectors (not null, not NaN) for {k} partitions"
                              + (" and 256 PQ codes" if params.kind.codebook else "") + ": use fewer --num-partitions")
         run = lambda source: lambda r: transport.map_reduce_cached(source, kmeans.round_partials,  # noqa: E731
-                                                                   kmeans.add_partials, r)
+                                                                   operator.add, r)
         top_k = k if k <= FLAT_MAX_PARTITIONS else math.ceil(math.sqrt(k))
-        init = _draw(transport, cached, np.array([top_k]), _seed(snap))
+        init = _draw(transport, cached, np.array([top_k]), seed)
         top, _ = kmeans.lloyd(run(cached), init[None], metric, config.max_iters, f"IVF k-means ({top_k} centroids)")
         if top_k < k:
             first = kmeans.Round(top, metric)
@@ -255,7 +257,7 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
             grouped = transport.derive(cached, kmeans.with_groups, first)
             derived.append(grouped)
             offsets = np.concatenate([[0], np.cumsum(quota)])
-            init = _draw(transport, grouped, quota, _seed(snap) + 1)
+            init = _draw(transport, grouped, quota, seed + 1)
             top, _ = kmeans.lloyd(run(grouped), init[None], metric, config.max_iters,
                                   f"IVF k-means, second level ({k} centroids in {top_k} clusters)", offsets)
         centroids = top[0]
@@ -265,7 +267,7 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
             fraction = min(1.0, 256 * params.sample_rate / n)  # Lance trains PQ on 256 x sample_rate rows
             residual = transport.derive(cached, kmeans.residual_block, (None if metric == "dot" else centroids, fraction))
             derived.append(residual)
-            init = _draw(transport, residual, np.array([256]), _seed(snap) + 2)
+            init = _draw(transport, residual, np.array([256]), seed + 2)
             sub = snap.dim // m
             initial = init.reshape(len(init), m, sub).transpose(1, 0, 2)
             book, _ = kmeans.lloyd(run(residual), initial, "l2", config.max_iters, f"PQ k-means ({m} x 256 codes)")

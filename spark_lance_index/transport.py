@@ -13,14 +13,17 @@ Classic Spark (spark-submit, clusters, Databricks single-user) uses RDDs: `share
 broadcast, progress comes from accumulators, reduction is a treeReduce on the executors.
 Spark Connect (Databricks serverless and standard access mode) has no RDD API: one partition
 per item through `mapInArrow`, results pickled in a binary column and combined on arrival, a
-cache is a persisted DataFrame. Cached values live on the executors' local disks (DISK_ONLY): a
-round re-reads them from the page cache, and no heap has to hold a training sample. Its plan travels in one message (128 MiB by default), so a
-large `shared` value (centroids) is written to the job directory and read there once per
-executor process instead of riding in the closure.
+cache is a persisted DataFrame; a Connect plan travels in one message (128 MiB by default), so a
+large `shared` value (centroids) is written to the job directory and read there once per Python
+worker instead of riding in the closure. Either way cached values live on the executors' local
+disks (DISK_ONLY): a round re-reads them from the page cache, and no heap has to hold a sample.
+
+Items report their size for the progress bar as `num_rows` (0 when they have none).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import pickle
@@ -45,27 +48,31 @@ def task_attempt() -> int:
     return ctx.attemptNumber() if ctx is not None else 0
 
 
+def _rows(item) -> int:
+    return getattr(item, "num_rows", 0)
+
+
 @dataclass
 class Cached:
     """Values kept on the executors between rounds: the records each item yielded."""
 
     handle: Any  # an RDD (classic) or a persisted DataFrame (Connect)
-    count: int
     shared: Any = None  # Connect: what the cached values were made with, kept until release (a recompute needs it)
 
 
 class Transport:
     """What the phases use; `transport_for(spark)` picks the implementation."""
 
+    connect = False  # Spark Connect: no RDDs, and on serverless no DataFrame cache
+
     def __init__(self, spark, scratch: Optional[Files] = None, progress_interval: float = DEFAULT_INTERVAL):
         self.spark, self.scratch, self.progress_interval = spark, scratch, progress_interval
 
-    def map(self, items: Sequence, fn: Callable, shared: Any = None, *, label: str = "",
-            rows_of: Callable[[Any], int] = lambda item: 0) -> list:
+    def map(self, items: Sequence, fn: Callable, shared: Any = None, *, label: str = "") -> list:
         raise NotImplementedError
 
     def map_reduce(self, items: Sequence, fn: Callable, combine: Callable, shared: Any = None, *,
-                   label: str = "", rows_of: Callable[[Any], int] = lambda item: 0):
+                   label: str = ""):
         raise NotImplementedError
 
     def cache(self, items: Sequence, fn: Callable, shared: Any = None) -> Cached:
@@ -82,10 +89,10 @@ class Transport:
     def release(self, cached: Cached) -> None:
         raise NotImplementedError
 
-    def _bar(self, label: str, items: Sequence, rows_of) -> Optional[Progress]:
+    def _bar(self, label: str, items: Sequence) -> Optional[Progress]:
         if not label:
             return None
-        return Progress(label, len(items), sum(rows_of(i) for i in items), interval=self.progress_interval)
+        return Progress(label, len(items), sum(_rows(i) for i in items), interval=self.progress_interval)
 
 
 def transport_for(spark, scratch: Optional[Files] = None, progress_interval: float = DEFAULT_INTERVAL) -> Transport:
@@ -103,42 +110,35 @@ class ClassicTransport(Transport):
     def _parallelize(self, items: Sequence):
         return self.spark.sparkContext.parallelize(list(items), numSlices=max(1, len(items)))
 
-    def _counted(self, label, items, rows_of, fn, shared_bc):
-        """fn over a broadcast, counting finished tasks and rows in accumulators for the bar."""
+    def _run(self, items, fn, shared, label, action):
+        """fn over a broadcast, one task per item, counting finished tasks and rows in
+        accumulators for the progress bar."""
         sc = self.spark.sparkContext
-        done, rows = sc.accumulator(0), sc.accumulator(0)
+        bc, done, rows = sc.broadcast(shared), sc.accumulator(0), sc.accumulator(0)
 
         def one(item):
-            out = fn(item, shared_bc.value)
+            out = fn(item, bc.value)
             done.add(1)
-            rows.add(rows_of(item))
+            rows.add(_rows(item))
             return out
 
-        bar = self._bar(label, items, rows_of)
-        ticker = Ticker(bar, lambda: (done.value, rows.value)) if bar else None
-        return one, ticker
-
-    def _run(self, items, fn, shared, label, rows_of, action):
-        bc = self.spark.sparkContext.broadcast(shared)
-        one, ticker = self._counted(label, items, rows_of, fn, bc)
+        bar = self._bar(label, items)
         try:
-            if ticker is None:
-                return action(self._parallelize(items).map(one))
-            with ticker:
+            with Ticker(bar, lambda: (done.value, rows.value)) if bar else contextlib.nullcontext():
                 return action(self._parallelize(items).map(one))
         finally:
             bc.unpersist()
 
-    def map(self, items, fn, shared=None, *, label="", rows_of=lambda item: 0):
-        return self._run(items, fn, shared, label, rows_of, lambda rdd: rdd.collect())
+    def map(self, items, fn, shared=None, *, label=""):
+        return self._run(items, fn, shared, label, lambda rdd: rdd.collect())
 
-    def map_reduce(self, items, fn, combine, shared=None, *, label="", rows_of=lambda item: 0):
-        return self._run(items, fn, shared, label, rows_of, lambda rdd: _tree_reduce(rdd, combine))
+    def map_reduce(self, items, fn, combine, shared=None, *, label=""):
+        return self._run(items, fn, shared, label, lambda rdd: _tree_reduce(rdd, combine))
 
     def cache(self, items, fn, shared=None):
-        return self._persist(self._parallelize(items).flatMap, len(items), fn, shared)
+        return self._persist(self._parallelize(items).flatMap, fn, shared)
 
-    def _persist(self, method, count: int, fn, shared) -> Cached:
+    def _persist(self, method, fn, shared) -> Cached:
         from pyspark import StorageLevel
 
         bc = self.spark.sparkContext.broadcast(shared)
@@ -150,7 +150,7 @@ class ClassicTransport(Transport):
             raise
         finally:
             bc.unpersist()  # a recompute fetches it again; destroy() would forbid that
-        return Cached(rdd, count)
+        return Cached(rdd)
 
     def map_reduce_cached(self, cached, fn, combine, shared=None):
         bc = self.spark.sparkContext.broadcast(shared)
@@ -168,7 +168,7 @@ class ClassicTransport(Transport):
             bc.unpersist()
 
     def derive(self, cached, fn, shared=None):
-        return self._persist(cached.handle.map, cached.count, fn, shared)
+        return self._persist(cached.handle.map, fn, shared)
 
     def release(self, cached):
         cached.handle.unpersist()
@@ -218,6 +218,7 @@ def _assembled(rows) -> Iterator[tuple[int, Any]]:
             del partial[row["i"]]
             yield row["i"], pickle.loads(b"".join(got))
 
+
 _READ: dict[str, Any] = {}  # executor side: shared values read from the job directory, by digest
 
 
@@ -243,6 +244,7 @@ class _Shared:
 
 
 class ConnectTransport(Transport):
+    connect = True
     def _share(self, shared) -> _Shared:
         data = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
         if len(data) <= INLINE_SHARED_BYTES or self.scratch is None:
@@ -268,14 +270,14 @@ class ConnectTransport(Transport):
         frame = self.spark.range(0, len(items), 1, max(1, len(items))).mapInArrow(run_partition, _PIECES_SCHEMA)
         yield from _assembled(frame.toLocalIterator())
 
-    def _consume(self, items, fn, shared, label, rows_of, fold):
+    def _consume(self, items, fn, shared, label, fold):
         handle = self._share(shared)
-        bar = self._bar(label, items, rows_of)
+        bar = self._bar(label, items)
         done = rows = 0
         try:
             for i, out in self._stream(items, fn, handle):
                 fold(i, out)
-                done, rows = done + 1, rows + rows_of(items[i])
+                done, rows = done + 1, rows + _rows(items[i])
                 if bar:
                     bar.update(done, rows)
             if bar:
@@ -283,34 +285,24 @@ class ConnectTransport(Transport):
         finally:
             self._unshare(handle)
 
-    def map(self, items, fn, shared=None, *, label="", rows_of=lambda item: 0):
+    def map(self, items, fn, shared=None, *, label=""):
         found: dict[int, Any] = {}
-        self._consume(items, fn, shared, label, rows_of, found.__setitem__)
+        self._consume(items, fn, shared, label, found.__setitem__)
         return [found[i] for i in range(len(items))]
 
-    def map_reduce(self, items, fn, combine, shared=None, *, label="", rows_of=lambda item: 0):
+    def map_reduce(self, items, fn, combine, shared=None, *, label=""):
         total: list = []
 
         def fold(_, out):  # the driver holds two results at most
             total[:] = [out if not total else combine(total[0], out)]
 
-        self._consume(items, fn, shared, label, rows_of, fold)
+        self._consume(items, fn, shared, label, fold)
         return total[0] if total else None
 
     def cache(self, items, fn, shared=None):
-        handle = self._share(shared)
         items = list(items)
-
-        def make(batches):
-            import pyarrow as pa
-
-            for batch in batches:
-                for i in batch.column(0).to_pylist():
-                    for record in fn(items[i], handle.value()):
-                        yield pa.RecordBatch.from_pydict({"value": [pickle.dumps(record)]})
-
-        return self._persist(self.spark.range(0, len(items), 1, max(1, len(items))).mapInArrow(make, "value binary"),
-                             len(items), handle)
+        frame = self.spark.range(0, len(items), 1, max(1, len(items)))
+        return self._persist(frame, lambda i, shared_value: fn(items[i], shared_value), shared)
 
     def map_reduce_cached(self, cached, fn, combine, shared=None):
         handle = self._share(shared)
@@ -335,28 +327,32 @@ class ConnectTransport(Transport):
         return total
 
     def derive(self, cached, fn, shared=None):
+        return self._persist(cached.handle, lambda record, shared_value: [fn(pickle.loads(record), shared_value)],
+                             shared)
+
+    def _persist(self, frame, records: Callable, shared) -> Cached:
+        """Each row of `frame` (column 0) becomes the records `records(row value, shared)`
+        yields, kept on the executors' disks; the shared value stays until release."""
+        from pyspark import StorageLevel
+
         handle = self._share(shared)
 
-        def one(batches):
+        def make(batches):
             import pyarrow as pa
 
             for batch in batches:
                 for value in batch.column(0).to_pylist():
-                    yield pa.RecordBatch.from_pydict({"value": [pickle.dumps(fn(pickle.loads(value), handle.value()))]})
+                    for record in records(value, handle.value()):
+                        yield pa.RecordBatch.from_pydict({"value": [pickle.dumps(record)]})
 
-        return self._persist(cached.handle.mapInArrow(one, "value binary"), cached.count, handle)
-
-    def _persist(self, frame, count: int, handle: _Shared) -> Cached:
-        from pyspark import StorageLevel
-
-        frame = frame.persist(StorageLevel.DISK_ONLY)
+        persisted = frame.mapInArrow(make, "value binary").persist(StorageLevel.DISK_ONLY)
         try:
-            frame.count()  # computed once, here
+            persisted.count()  # computed once, here
         except BaseException:
-            frame.unpersist()
+            persisted.unpersist()
             self._unshare(handle)
             raise
-        return Cached(frame, count, handle)
+        return Cached(persisted, handle)
 
     def release(self, cached):
         cached.handle.unpersist()

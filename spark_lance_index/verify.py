@@ -178,6 +178,21 @@ def sample_multivector_queries(ds, column: str, n: int, seed: int = 0) -> list[n
     return [queries[i] for i in rng.permutation(len(queries))[:n]]
 
 
+def take_at_random(ds, fragments, n: int, rng: np.random.Generator, column: str) -> list:
+    """The `column` of n rows drawn uniformly, without replacement, from the live rows of
+    `fragments` ((fragment id, live rows) pairs): one array per fragment drawn from, in table order."""
+    counts = np.array([rows for _, rows in fragments], dtype=np.int64)
+    total = int(counts.sum())
+    if not total:
+        return []
+    picked = np.sort(rng.choice(total, size=min(n, total), replace=False))
+    ends = np.cumsum(counts)
+    owner = np.searchsorted(ends, picked, side="right")
+    return [vector_column(ds.get_fragment(fragments[i][0]).take((picked[owner == i] - (ends[i] - counts[i])).tolist(),
+                                                                columns=[column]), column)
+            for i in np.unique(owner)]
+
+
 def sample_queries(ds, column: str, n: int, seed: int = 0, fragment_ids=None) -> np.ndarray:
     """n vectors drawn at random from the dataset, or from the fragments `fragment_ids` (null
     and NaN vectors skipped)."""
@@ -187,13 +202,9 @@ def sample_queries(ds, column: str, n: int, seed: int = 0, fragment_ids=None) ->
         picked = rng.choice(rows, size=min(rows, max(n * 2, n + 16)), replace=False)
         vectors = as_matrix(vector_column(ds.take(np.sort(picked), columns=[column]), column))
     else:
-        fragments = [f for f in (ds.get_fragment(i) for i in sorted(fragment_ids)) if f is not None]
-        counts = np.array([f.count_rows() for f in fragments])
-        picked = rng.choice(int(counts.sum()), size=min(int(counts.sum()), max(n * 2, n + 16)), replace=False)
-        owner = np.searchsorted(np.cumsum(counts), picked, side="right")
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        parts = [as_matrix(vector_column(fragments[i].take(np.sort(picked[owner == i] - starts[i]), columns=[column]), column))
-                 for i in np.unique(owner)]
+        fragments = [(f.fragment_id, f.count_rows())
+                     for f in (ds.get_fragment(i) for i in sorted(fragment_ids)) if f is not None]
+        parts = [as_matrix(c) for c in take_at_random(ds, fragments, max(n * 2, n + 16), rng, column)]
         vectors = np.vstack(parts) if parts else np.empty((0, ds.schema.field(column.split(".")[0]).type.list_size))
     vectors = vectors[np.isfinite(vectors).all(1)]
     return vectors[rng.permutation(len(vectors))[:n]]

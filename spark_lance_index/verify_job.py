@@ -40,10 +40,6 @@ from .verify import (
 log = logging.getLogger("spark_lance_index")
 
 
-def _rows(task) -> int:
-    return task.num_rows
-
-
 def load_queries(config: BuildConfig, dim: int, multivector: bool = False):
     """The --query-file vectors, checked against the column's dimension (None if not given):
     (queries, dim), or for a multivector column (queries, vectors per query, dim), returned as a
@@ -121,7 +117,7 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
                                f"spark-lance-index: exact search for {len(queries)} queries"):
         try:
             truth = transport_for(spark, progress_interval=config.progress_interval).map_reduce(
-                tasks, exact_topk_of_fragments, merge_topk, queries, label="exact search", rows_of=_rows)
+                tasks, exact_topk_of_fragments, merge_topk, queries, label="exact search")
         except Exception as e:
             raise SparkStageError(f"exact search for the recall check failed after Spark's retries: "
                                   f"{spark_layer.failure_reason(e)}") from e
@@ -178,7 +174,7 @@ def check_index(spark, config: BuildConfig, uri: str, version: int, column: str,
                                f"spark-lance-index: scan for {len(probes)} filters"):
         try:
             scanned = transport_for(spark, progress_interval=config.progress_interval).map_reduce(
-                tasks, scan_digests, add_digests, (column, probes), label="filter scan", rows_of=_rows)
+                tasks, scan_digests, add_digests, (column, probes), label="filter scan")
         except Exception as e:
             raise SparkStageError(f"the scan for the filter check failed after Spark's retries: "
                                   f"{spark_layer.failure_reason(e)}") from e
