@@ -94,6 +94,8 @@ B = [
  ("recall check: exact search drops only rows that cannot enter a list", "spark_lance_index/verify.py", "        useful = np.flatnonzero(((dist < worst[:, None]) | ~np.isfinite(worst)[:, None]).any(axis=0))", "        useful = np.flatnonzero(((dist < worst[:, None] - 0.5 * np.abs(worst[:, None])) | ~np.isfinite(worst)[:, None]).any(axis=0))", "tests/test_training.py -k exact_search"),
  ("segments: update and unmerged types keep the fixed size", "spark_lance_index/plan.py", "    if config.mode == \"update\" or not params.kind.mergeable or snap.multivector:", "    if False:", "tests/test_resources.py -k fixed_segment"),
  ("executors: a merge counts like a task", "spark_lance_index/plan.py", "    return max(min(total, rows) * bytes_per_row, merge_bytes)", "    return min(total, rows) * bytes_per_row", "tests/test_resources.py"),
+ ("config: unknown trainer refused", "spark_lance_index/config.py", "        if self.trainer not in TRAINERS:", "        if False:", "tests/test_bad_input.py -k 'refused_before_spark_and_untouched and trainer'"),
+ ("config: merge memory must be positive", "spark_lance_index/config.py", "        _positive(\"--merge-memory\", self.merge_memory)", "        pass", "tests/test_bad_input.py -k 'refused_before_spark_and_untouched and memory'"),
  ("plan: a task's centroid copy stays under a tenth of it", "spark_lance_index/plan.py", "    return max(rows, ROWS_PER_CENTROID_COPY * num_partitions)", "    return rows", "tests/test_resources.py -k centroid"),
 ]
 only = sys.argv[1:]

@@ -98,6 +98,11 @@ CASES = {
     "update: the index is on another column": ({"mode": "update", "index_name": "taken"}, "is on column 'v12', not 'vector'"),
     "update: with --version": ({"mode": "update", "version": 1}, "drop --version"),
     "update: segment ratio 0": ({"mode": "update", "segment_ratio": 0}, "--segment-ratio must be a positive integer"),
+    "unknown trainer": ({"trainer": "gpu"}, "unknown trainer 'gpu': use one of auto, lance, distributed"),
+    "merge memory 0": ({"merge_memory": 0}, "--merge-memory must be a positive integer"),
+    "sample bytes 0": ({"max_sample_bytes": 0}, "--max-sample-bytes must be a positive integer"),
+    "trainer on a scalar index": ({"index_type": "BTREE", "column": "id", "trainer": "distributed"},
+                                  "--trainer applies to vector indexes, not to BTREE"),
 }
 
 

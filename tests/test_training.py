@@ -128,8 +128,14 @@ def test_a_sample_with_fewer_usable_vectors_than_partitions_is_refused(spark, tm
     config = make_config({}, {"uri": str(tmp_path / "nan"), "column": "vector", "index_type": "IVF_FLAT",
                               "num_partitions": 64, "sample_rate": 256, "trainer": "distributed",
                               "verify_queries": 0})
-    with pytest.raises(InputError, match=f"has {usable} usable vectors .* for 64 partitions"):
+    from conftest import dataset_state
+
+    before = dataset_state(str(tmp_path / "nan"))
+    with pytest.raises(InputError, match=f"has {usable} usable vectors .* for 64 partitions") as err:
         run(config, spark=spark)
+    # known only once the executors sampled: refused in one line before any segment, nothing left behind
+    assert "\n" not in str(err.value).split(" [job state")[0]
+    assert dataset_state(str(tmp_path / "nan")) == before
 
 
 def test_the_sample_cap_is_in_bytes_and_a_thin_sample_is_said(caplog):
