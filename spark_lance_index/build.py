@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from .dataset import IndexParams, open_dataset
+from .lease import task_holds
 from .plan import FragmentGroup
 from .storage import index_dirs, locate
 from .train import SharedArtifacts
@@ -53,6 +54,7 @@ class SegmentTask:
     replace: bool
     storage_options: Mapping[str, str] = field(default_factory=dict)
     lance_log: str = "error"  # Lance's Rust log level in the task ("info" with --verbose)
+    lease_owner: str = ""  # the run that holds the job; the task writes only while it does
 
     @property
     def num_rows(self) -> int:
@@ -84,10 +86,14 @@ def run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int,
     a directory left by a task killed in between is named at cleanup, never deleted (as for an
     interrupted merge). `build` defaults to `build_segment` (tests stop a task right after it).
     """
-    build = build or build_segment
+    with task_holds(state.files, task.lease_owner, f"segment build of group {task.group.group_id}"):
+        return _run_task(task, artifacts, state, attempt, build or build_segment)
+
+
+def _run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int, build) -> SegmentResult:
     if task.params.kind.takes_uuid:
         index_uuid = segment_uuid(task.job_id, task.group, attempt, artifacts.describe())
-        state.mark_attempt(index_uuid)
+        state.mark_attempt(index_uuid, task.version)
         result = build(task, artifacts, index_uuid, attempt)
     else:
         key = hashlib.sha256(f"build/{task.job_id}/{task.group.group_id}/{attempt}".encode()).hexdigest()[:16]
@@ -95,7 +101,7 @@ def run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int,
                                  "before": index_dirs(locate(task.uri), task.storage_options).entries(),
                                  "started": time.time()})
         result = build(task, artifacts, None, attempt)
-        state.mark_attempt(result.index_uuid)
+        state.mark_attempt(result.index_uuid, task.version)
     state.save_segment(result)
     return result
 

@@ -1,49 +1,88 @@
-"""Phase 8 (cleanup): remove what the job wrote and no index uses, and only that.
+"""Phase 8 (cleanup): remove what the job wrote and no version of the dataset uses, and only that.
 
 Only segment directories the job marked (attempt markers in its job directory) are ever
-deleted, and never one an index at the latest version uses; then the job's own files.
+deleted, and never one that any version of the dataset references: a directory the job marked
+and then committed is no longer a leftover, and older versions keep their files until Lance's
+own `cleanup_old_versions` (as with Lance's own replace). Then the job's own files, in an order a
+kill at any point leaves for a rerun to finish (state.py).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Mapping, Optional
 
-from .commit import interrupted_merge_leftovers, remove_leftovers
-from .dataset import DatasetSnapshot, index_infos, open_dataset
+from .commit import interrupted_merge_leftovers
+from .dataset import open_dataset
 from .state import JobState
+from .storage import Location, index_dirs
 from .timing import phase
 
 log = logging.getLogger("spark_lance_index")
 
+VERSION_READS = 16  # versions read at a time: one manifest request each on an object store
+
+
+def referenced_segments(uri: str, storage_options: Mapping[str, str], since: Optional[int]) -> set[str]:
+    """The segment uuids any index references at any version of the dataset from `since` on
+    (every version: None). A directory the job wrote cannot be referenced by a version before
+    the one its run pinned, so markers carry that version and the walk starts there."""
+    latest = open_dataset(uri, storage_options)
+    numbers = [v["version"] for v in latest.versions() if since is None or v["version"] >= since]
+
+    def segments_at(version: int) -> set[str]:
+        ds = latest.checkout_version(version)
+        return {str(s.uuid) for i in ds.describe_indices() for s in i.segments}
+
+    with ThreadPoolExecutor(VERSION_READS) as pool:
+        return set().union(*pool.map(segments_at, numbers)) if numbers else set()
+
+
+def remove_own_leftovers(uri: str, where: Location, storage_options: Mapping[str, str], state: JobState,
+                         keep: Iterable[str] = ()) -> list[str]:
+    """Delete the segment directories the job marked that are present, not in `keep`, and
+    referenced by no version of the dataset. -> the uuids removed."""
+    files = index_dirs(where, storage_options)
+    present = set(files.entries())  # one listing, not one request per marker
+    marked = {u: v for u, v in state.attempts().items() if u in present and u not in set(keep)}
+    if not marked:
+        return []
+    since = None if any(v is None for v in marked.values()) else min(v for v in marked.values() if v is not None)
+    in_use = referenced_segments(uri, storage_options, since)
+    kept = sorted(set(marked) & in_use)
+    if kept:
+        log.info("%d directories the job wrote are used by a committed version of the dataset and stay until "
+                 "Lance's cleanup_old_versions removes that version: %s", len(kept), ", ".join(kept[:4]))
+    removed = sorted(set(marked) - in_use)
+    files.delete_many(removed, dirs=True)
+    return removed
+
 
 @phase("cleanup")
-def cleanup(config, snap, state: JobState, keep: Sequence[str], lease) -> tuple[int, list[str]]:
-    """Remove our segment directories the index does not use, then our files in the job
-    directory. -> (directories removed, unaccounted directories left after interrupted merges)"""
+def cleanup(config, snap, state: JobState, keep: Iterable[str], lease) -> tuple[int, list[str]]:
+    """Remove our segment directories no version uses, then our files in the job directory.
+    -> (directories removed, unaccounted directories left after interrupted merges)"""
     lease.check()
-    attempts = state.attempts()
-    unaccounted = interrupted_merge_leftovers(snap.location, config.storage_options, state.merges(), attempts, keep)
+    keep = list(keep)
+    unaccounted = interrupted_merge_leftovers(snap.location, config.storage_options, state.merges(),
+                                              state.attempts(), keep)
     if unaccounted:
         log.warning(
             "%d directories under _indices appeared while this job built or merged segments and are not accounted for "
             "(a task killed mid-write, or another writer): %s; left in place, since the job cannot "
             "prove they are its own", len(unaccounted), ", ".join(unaccounted[:8]),
         )
-    removed = remove_leftovers(snap.location, config.storage_options, attempts, keep)
+    removed = remove_own_leftovers(snap.uri, snap.location, config.storage_options, state, keep)
     state.discard()
     return len(removed), unaccounted
 
 
-def discard_own_work(config, snap: DatasetSnapshot, state: JobState, lease, commit_landed: bool) -> None:
-    """Remove the segment directories the job marked and its files, keeping any segment an
-    index at the latest version uses, and, when an earlier run's recorded commit may have
-    landed (`commit_landed`), the segments it recorded (older versions reference them). Only
-    while this run still holds the job."""
+def discard_own_work(config, snap, state: JobState, lease) -> list[str]:
+    """Remove the segment directories the job marked that no version uses, and its files: what
+    a run refused before its commit, or an earlier run that cannot be resumed, left. Only while
+    this run still holds the job. -> the uuids removed."""
     lease.check()
-    latest = open_dataset(snap.uri, config.storage_options)
-    in_use = {u for i in index_infos(latest) for u in i.segments}
-    if commit_landed:
-        in_use |= set(state.committing() or [])
-    remove_leftovers(snap.location, config.storage_options, state.attempts(), keep=in_use)
+    removed = remove_own_leftovers(snap.uri, snap.location, config.storage_options, state)
     state.discard()
+    return removed

@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--job-dir", help="folder for job state to check for write access")
     doctor.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
     doctor.add_argument("--verbose", action="store_true", default=None)
+    discard = sub.add_parser(
+        "discard", help="remove the state of this index's jobs (and the segment directories they wrote that no "
+                        "version of the dataset uses), to start afresh; no Spark")
+    _add_build_flags(discard)
     demo = sub.add_parser("demo", help="generate a dataset, index it with local Spark, print recall")
     demo.add_argument("--dir", default="demo-data", help="where to write the demo dataset")
     demo.add_argument("--rows", type=int, default=200_000)
@@ -181,10 +185,23 @@ def _setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", message="lance is not fork-safe")
 
 
-COMMANDS = ("build", "update", "verify", "demo", "doctor")
+COMMANDS = ("build", "update", "verify", "discard", "demo", "doctor")
 _BOOLEAN_FLAGS = ("--replace", "--verbose")
 _TRUE = ("1", "true", "yes", "on")
 _BARE_KEY_VALUE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*=")
+
+
+def _quiet_after_interrupt() -> None:
+    """After Ctrl-C the process ends: what other threads (the lease, Spark's callback server, a
+    background trainer) would print as they are torn down is noise, not news."""
+    import threading
+
+    threading.excepthook = lambda args: None
+    logging.disable(logging.CRITICAL)
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -253,9 +270,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .verify_job import run_verify
 
         config = config_from_args(args)
+        if args.command == "discard":
+            from .discard import run_discard
+
+            print("\n".join(run_discard(config)))
+            return 0
         result = run_verify(config) if args.command == "verify" else run(config)
         print(result.summary())
         return 0
+    except KeyboardInterrupt:
+        _quiet_after_interrupt()
+        advice = "rerun the same command to resume"
+        if args.command in ("build", "update"):
+            from .pipeline import discard_command
+
+            advice += f", or `{discard_command(config_from_args(args))}` to start afresh"
+        print(f"spark-lance-index: interrupted; {advice}", file=sys.stderr)
+        return 130
     except RecallTooLowError as e:
         print(e.result.summary())
         print(f"spark-lance-index: error: {e}", file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import Iterable, Mapping, Sequence
 from .build import SegmentResult
 from .dataset import FragmentInfo, _ids, fragment_infos, index_conflict, index_infos, open_dataset
 from .index_types import INDEX_TYPES
+from .lease import task_holds
 from .errors import CommitCheckError, DatasetChangedError, IndexConflictError, JobError, SegmentCheckError
 from .plan import FragmentGroup
 from .report import short
@@ -83,6 +84,7 @@ class MergeTask:
     segments: tuple  # lance.dataset.Index values, in group order
     num_rows: int
     storage_options: Mapping[str, str] = field(default_factory=dict)
+    lease_owner: str = ""  # the run that holds the job; the merge writes only while it does
 
 
 def merge_batches(results: Sequence[SegmentResult], max_rows: int) -> list[list[SegmentResult]]:
@@ -118,6 +120,11 @@ def merge_segments(task: MergeTask, state) -> object:
     """
     if len(task.segments) == 1:
         return task.segments[0]
+    with task_holds(state.files, task.lease_owner, f"merge of {len(task.segments)} segments"):
+        return _merge(task, state)
+
+
+def _merge(task: MergeTask, state) -> object:
     indices = index_dirs(task.dataset, task.storage_options)
     state.record_merge(merge_key(task), {
         "sources": sorted(str(seg.uuid) for seg in task.segments),
@@ -125,7 +132,7 @@ def merge_segments(task: MergeTask, state) -> object:
     })
     ds = open_dataset(task.uri, task.storage_options, task.version)
     merged = ds.merge_existing_index_segments(list(task.segments))
-    state.mark_attempt(str(merged.uuid))  # a new directory of ours, for cleanup
+    state.mark_attempt(str(merged.uuid), task.version)  # a new directory of ours, for cleanup
     return merged
 
 
@@ -196,18 +203,6 @@ def commit_segments(
             log.warning("commit conflict (attempt %d of %d), retrying: %s", attempt, COMMIT_ATTEMPTS, str(e).splitlines()[0][:200])
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
-
-
-def remove_leftovers(dataset: Location, storage_options, written: Iterable[str], keep: Iterable[str]) -> list[str]:
-    """Delete the segment directories this job wrote that the committed index does not use.
-
-    Only uuids in `written` (the job's own attempt markers) are ever touched.
-    """
-    files = index_dirs(dataset, storage_options)
-    present = set(files.entries())  # one listing, not one request per marker
-    removed = sorted((set(written) - set(keep)) & present)
-    files.delete_many(removed, dirs=True)
-    return removed
 
 
 def interrupted_merge_leftovers(dataset: Location, storage_options, merges: Sequence[Mapping],

@@ -23,7 +23,9 @@ from .commit import (
     verify_commit,
 )
 from .config import BuildConfig
-from .dataset import DatasetSnapshot, IndexParams, forget_handles, fragment_signature, open_dataset
+from .dataset import (
+    DatasetSnapshot, IndexParams, forget_handles, fragment_infos, fragment_signature, index_infos, open_dataset,
+)
 from .index_model import committed_model_mismatch
 from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, SparkStageError
 from .plan import (
@@ -38,7 +40,7 @@ from .storage import index_dirs
 from .timing import PhaseClock, phase, record_seconds
 from .train import SharedArtifacts, TrainingInBackground, train_artifacts, trains_on_driver
 from .transport import task_attempt, transport_for
-from .update import index_changed
+from .update import index_changed, pinned_segments
 from .update_job import finish_noop, measure_drift, update_summary
 from .verify_job import check_index, measure_recall
 
@@ -123,11 +125,11 @@ def prepare(config, insp: Inspection, parallelism: int, lease, transport=None, e
     if insp.job is not None:
         if insp.job["params"] != asdict(params):
             raise JobError(f"the job directory {state.uri} was written with other parameters "
-                           f"({insp.job['params']}): delete it to start afresh")
+                           f"({insp.job['params']}): `{discard_command(config)}` starts afresh")
         if not params.kind.mergeable and insp.job.get("sizes", sizes) != sizes:
             # each task is a committed segment of these types: other sizes make another index
             raise JobError(f"the job directory {state.uri} holds a plan made with other task sizes "
-                           f"({insp.job['sizes']}): rerun with those, or delete it to start afresh")
+                           f"({insp.job['sizes']}): rerun with those, or `{discard_command(config)}` to start afresh")
         groups, artifacts = state.load_plan(insp.job)
         insp.run = insp.job.get("run", "")
         log.info(
@@ -144,7 +146,7 @@ def prepare(config, insp: Inspection, parallelism: int, lease, transport=None, e
            "column": snap.column, "index_name": config.name, "params": asdict(params),
            "fragments": fragment_signature(planned_fragments(snap, groups)), "sizes": sizes}
     if insp.update is not None:  # what the update's commit replaces and keeps must still be there
-        job["index_segments"] = sorted(s.uuid for s in (*insp.update.kept, *insp.update.reencoded))
+        job["index_segments"] = pinned_segments(insp.update)
     lease.check()  # training takes minutes: never overwrite the state of a run that took over
     state.save_job(job, groups, artifacts)
     return groups, artifacts
@@ -168,14 +170,14 @@ def reusable_segments(snap, config, state: JobState, groups, expected) -> dict[i
 
 def make_tasks(
     config: BuildConfig, snap: DatasetSnapshot, params: IndexParams,
-    groups: Sequence[FragmentGroup], job_id: str,
+    groups: Sequence[FragmentGroup], job_id: str, lease_owner: str = "",
 ) -> list[SegmentTask]:
     return [
         SegmentTask(
             uri=snap.uri, version=snap.version, column=snap.column, index_name=config.name,
             params=params, group=g, job_id=job_id, replace=bool(config.replace) or config.mode == "update",
             storage_options=dict(config.storage_options),
-            lance_log="info" if config.verbose else "error",
+            lance_log="info" if config.verbose else "error", lease_owner=lease_owner,
         )
         for g in groups
     ]
@@ -208,7 +210,8 @@ def build(spark, tasks, artifacts, state, job_id, task_fn=run_task, progress_int
 
 
 @phase("merge")
-def merge(spark, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, results, state: JobState) -> list:
+def merge(spark, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, results, state: JobState,
+          lease_owner: str = "") -> list:
     """Merge the checked segments on the executors, in batches of at most max_segment_rows.
 
     Never on the driver: a merge holds its output in memory (about 100 MiB plus 1.5x the stored
@@ -223,7 +226,7 @@ def merge(spark, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams
              f" (the default, from --merge-memory {config.merge_memory / 2**30:.1f} GiB)")
     tasks = [
         MergeTask(snap.uri, snap.location, snap.version, tuple(r.segment for r in b),
-                  sum(r.num_rows for r in b), dict(config.storage_options))
+                  sum(r.num_rows for r in b), dict(config.storage_options), lease_owner)
         for b in batches
     ]
     with spark_layer.job_group(
@@ -259,7 +262,7 @@ def commit(config: BuildConfig, insp: Inspection, groups, merged: Sequence, leas
     snap, state = insp.snap, insp.state
     planned = planned_fragments(snap, groups)
     if insp.update is not None:
-        pinned = [s.uuid for s in (*insp.update.kept, *insp.update.reencoded)]
+        pinned = pinned_segments(insp.update)
         conflict_of = lambda indexes: index_changed(config.name, indexes, pinned)  # noqa: E731
     else:
         conflict_of = build_conflict(config.name, snap.column, bool(config.replace), planned, config.index_type)
@@ -280,10 +283,17 @@ def verify(config, insp: Inspection, groups, committed_ds, merged_uuids, artifac
     if insp.committed is not None:
         encoded = []  # an earlier run checked them before its commit; they may be gone since
     if insp.update is not None:
-        kept = insp.update.kept
-        expected_uuids += [s.uuid for s in kept]
-        in_kept = {f for s in kept for f in s.fragment_ids}
-        covered = [f for f in snap.fragments if f.fragment_id in in_kept] + list(covered)
+        # The kept segments cover what the committed manifest says they cover now: a compaction
+        # with a deferred remap that landed between the last check and the commit rewrites their
+        # fragment lists in place (same uuids, same rows, new fragments). The rows are compared
+        # below all the same: every row of the fragments covered must be indexed.
+        kept = {s.uuid for s in insp.update.kept}
+        expected_uuids += sorted(kept)
+        now = dict(next((i.segment_fragments for i in index_infos(committed_ds) if i.name == config.name), ()))
+        in_kept = {f for u in kept for f in now.get(u, ())}
+        pinned = {f.fragment_id: f for f in snap.fragments}  # rows deleted since the pin are counted from these
+        covered = [pinned.get(f.fragment_id, f) for f in fragment_infos(committed_ds, snap.column)
+                   if f.fragment_id in in_kept] + list(covered)
     return verify_commit(
         committed_ds, config.name, insp.params.index_type, expected_uuids, covered, encoded=encoded,
         model_mismatch=(lambda stats: committed_model_mismatch(snap.location, config.storage_options, stats, artifacts))
@@ -313,6 +323,11 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
         snap, params, state = insp.snap, insp.params, insp.state
         result.job_id, result.pinned_version, result.params = insp.job_id, snap.version, params
         result.job_dir = state.uri
+        if insp.job is None and insp.committed is not None:
+            finish_interrupted_cleanup(config, insp, result)
+            clock.seconds["total"] = time.perf_counter() - started
+            result.seconds = dict(clock.seconds)
+            return
         if insp.update is not None:
             result.update = update_summary(insp.update)
             if insp.update.is_noop and insp.committed is None:
@@ -342,7 +357,7 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
             if insp.stale:
                 log.info("the state of an earlier run in %s cannot be resumed (%s): starting afresh",
                          state.uri, insp.stale)
-                discard_own_work(config, snap, state, lease, commit_landed=True)
+                discard_own_work(config, snap, state, lease)
             groups, artifacts = prepare(config, insp, parallelism, lease,
                                         transport_for(spark, state.files, config.progress_interval), early)
             result.fingerprints, result.artifacts = artifacts.fingerprints(), artifacts
@@ -352,6 +367,7 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
                 merged_uuids = insp.committed
                 committed_ds = open_dataset(snap.uri, config.storage_options)
                 result.segments_reused = result.segments_built = 0
+                result.finished_earlier = True
             else:
                 merged_uuids, committed_ds = _build_and_commit(spark, config, insp, groups, artifacts, task_fn, lease, result)
             report = verify(config, insp, groups, committed_ds, merged_uuids, artifacts)
@@ -375,7 +391,11 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
         except DatasetChangedError:
             # The segments index fragments that no longer exist, or another index took the
             # place: nothing to resume, and nothing of ours was committed.
-            discard_own_work(config, snap, state, lease, commit_landed=False)  # it was refused
+            discard_own_work(config, snap, state, lease)  # it was refused
+            raise
+        except KeyboardInterrupt:
+            if spark is not None:
+                spark_layer.cancel_jobs(spark)  # a Connect server's tasks would outlive this client
             raise
         except JobBusyError:
             raise  # another run holds the job: touch nothing of it
@@ -396,10 +416,8 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
             raise
         except JobError as e:
             if state.exists():
-                e.args = (
-                    f"{e} [job state kept in {state.uri}: rerun the same command to resume, "
-                    f"or delete that directory to start afresh]",
-                )
+                e.args = (f"{e} [job state kept in {state.uri}: rerun the same command to resume, or "
+                          f"`{discard_command(config)}` to start afresh]",)
             raise
         finally:
             if early is not None:
@@ -420,12 +438,42 @@ def _build_and_commit(spark, config, insp: Inspection, groups, artifacts: Shared
     reused = reusable_segments(snap, config, state, groups, expected)
     if reused:
         log.info("reusing %d finished segments; %d to build", len(reused), len(groups) - len(reused))
-    todo = [t for t in make_tasks(config, snap, params, groups, f"{insp.job_id}:{insp.run}")
+    todo = [t for t in make_tasks(config, snap, params, groups, f"{insp.job_id}:{insp.run}", lease.owner)
             if t.group.group_id not in reused]
     built = build(spark, todo, artifacts, state, insp.job_id, task_fn, config.progress_interval)
     results = check_segments(groups, [*reused.values(), *built], expected)
     result.num_segments, result.segments_reused, result.segments_built = len(results), len(reused), len(built)
     lease.check()
-    merged = merge(spark, config, snap, params, results, state)
+    merged = merge(spark, config, snap, params, results, state, lease.owner)
     committed_ds = commit(config, insp, groups, merged, lease)
     return [str(m.uuid) for m in merged], committed_ds
+
+
+def finish_interrupted_cleanup(config: BuildConfig, insp: Inspection, result: JobResult) -> None:
+    """An earlier run of this job committed its index and stopped while cleaning up (its plan was
+    already gone, which happens only in cleanup, after every check passed): finish that cleanup
+    and report the index, with no Spark."""
+    state, snap = insp.state, insp.snap
+    log.info("an earlier run of job %s committed index %r and stopped while cleaning up: finishing its cleanup",
+             insp.job_id, config.name)
+    lease = state.acquire_lease()
+    try:
+        result.leftovers_removed = len(discard_own_work(config, snap, state, lease))
+    finally:
+        lease.release()
+    latest = open_dataset(snap.uri, config.storage_options)
+    stats = latest.stats.index_stats(config.name)
+    result.committed_version, result.segments_committed = latest.version, len(insp.committed)
+    result.num_rows, result.num_fragments = stats["num_indexed_rows"], stats["num_indexed_fragments"]
+    result.unindexed_rows, result.unindexed_fragments = stats["num_unindexed_rows"], stats["num_unindexed_fragments"]
+    result.finished_earlier = True
+
+
+def discard_command(config: BuildConfig) -> str:
+    """The command that removes this job's state (what used to be "delete that directory")."""
+    parts = ["spark-lance-index discard", f"--uri {config.uri}", f"--column {config.column}"]
+    if config.index_name:
+        parts.append(f"--index-name {config.index_name}")
+    if config.job_dir:
+        parts.append(f"--job-dir {config.job_dir}")
+    return " ".join(parts)

@@ -25,7 +25,8 @@ SCHEMA_VERSION = 1
 SCHEMA_PATH = os.path.join(os.path.dirname(__file__), "report.schema.json")
 
 # outcomes, and the exit code each gives
-OUTCOMES = {"succeeded": 0, "failed": 1, "refused": 2, "recall_below_minimum": 3}
+OUTCOMES = {"succeeded": 0, "failed": 1, "refused": 2, "recall_below_minimum": 3, "interrupted": 130,
+            "running": None}
 
 
 def short(fingerprint: str) -> str:
@@ -89,6 +90,7 @@ class JobResult:
     drift: Optional[Any] = None  # `update`: DriftFigures
     query_settings: Optional[Any] = None  # --target-recall: query_settings.QuerySettings
     index_check: Optional[Any] = None  # scalar and text indexes: verify_job.IndexCheck
+    finished_earlier: bool = False  # an earlier run of the job committed; this one finished it
 
     def to_report(self) -> dict[str, Any]:
         p = self.params
@@ -134,6 +136,7 @@ class JobResult:
                 "fragments_unindexed": self.unindexed_fragments,
                 "leftovers_removed": self.leftovers_removed,
                 "rows_deleted_since_pinned": self.deleted_rows,
+                "committed_by_earlier_run": self.finished_earlier,
             },
             "leftovers_unaccounted": list(self.leftovers_unaccounted),
             "timings_seconds": {k: round(v, 3) for k, v in self.seconds.items()},
@@ -174,7 +177,13 @@ def render_summary(r: dict[str, Any]) -> str:
         if idx.get("hnsw"):
             kind += ", HNSW m={m} ef_construction={ef_construction} max_level={max_level}".format(**idx["hnsw"])
         lines.append(f"index {idx['name']!r} ({kind}) committed on {ds['uri']} at version {ds['committed_version']}")
-        if c["tasks"] is not None:
+        if c.get("committed_by_earlier_run"):
+            lines.append(f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments, "
+                         f"{c['segments_committed']} segments: committed by an earlier run of this job, which "
+                         f"stopped before it finished; this run finished its "
+                         + ("checks and cleanup" if c["tasks"] is not None else "cleanup (its checks had passed)")
+                         + f" (leftover segment directories removed {c['leftovers_removed'] or 0})")
+        elif c["tasks"] is not None:
             lines.append(
                 f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments "
                 f"(pinned version {ds['pinned_version']}); {c['tasks']} tasks, "
@@ -240,17 +249,26 @@ def render_summary(r: dict[str, Any]) -> str:
                      "higher recall for more work per query)")
     q = r.get("query_settings")
     if q:
-        lines.append(f"  query settings for recall@{q['k']} >= {q['target']} ({q['queries']} queries on {q['where']}):")
-        lines.append("    nprobes  refine  recall  p50 ms  p95 ms")
+        split = bool(q["grid"]) and q["grid"][0].get("confirm_recall") is not None
+        lines.append(f"  query settings for recall@{q['k']} >= {q['target']} ({q['queries']} queries"
+                     + (f", a setting chosen on half of them and confirmed on the other {q['queries'] - q['queries'] // 2}"
+                        if split else "") + f"; on {q['where']}):")
+        lines.append("    nprobes  refine  recall" + ("  choose  confirm" if split else "") + "  p50 ms  p95 ms")
         for s in q["grid"]:
             mark = "  <- recommended" if s == q["recommended"] else ""
-            lines.append(f"    {s['nprobes']:>7}  {s['refine_factor'] or '-':>6}  {s['recall']:.3f}  "
+            halves = f"  {s['select_recall']:.3f}   {s['confirm_recall']:.3f}" if split else ""
+            lines.append(f"    {s['nprobes']:>7}  {s['refine_factor'] or '-':>6}  {s['recall']:.3f}{halves}  "
                          f"{s['latency_ms_p50']:>6.2f}  {s['latency_ms_p95']:>6.2f}{mark}")
         if q["recommended"]:
             s = q["recommended"]
             refine = f"refine_factor={s['refine_factor']}" if s["refine_factor"] else "no refine"
-            lines.append(f"  query with nprobes={s['nprobes']}, {refine}: recall@{q['k']} {s['recall']:.3f}, "
-                         f"{s['latency_ms_p50']:.1f} ms p50")
+            if split:
+                low, high = s["confirm_interval"]
+                figure = (f"recall@{q['k']} {s['confirm_recall']:.3f} on the queries it was not chosen with "
+                          f"(95% interval {low:.3f}-{high:.3f})")
+            else:
+                figure = f"recall@{q['k']} {s['recall']:.3f}"
+            lines.append(f"  query with nprobes={s['nprobes']}, {refine}: {figure}, {s['latency_ms_p50']:.1f} ms p50")
         else:
             lines.append(f"  NO SETTING REACHES recall@{q['k']} {q['target']}: {q['advice']}")
     if r["outcome"] == "recall_below_minimum":
@@ -285,7 +303,19 @@ def settings_of(config) -> dict:
 
 @contextlib.contextmanager
 def reporting(config, result: JobResult):
-    """Fill in the outcome, write the --report document whatever happens, apply --min-recall."""
+    """Fill in the outcome, write the --report document whatever happens, apply --min-recall.
+
+    The report is first written as "running" before anything else: a place it cannot be written
+    is refused in one line before Spark starts, not found out at the end. A final write that fails
+    fails the run (the README promises the report)."""
+    if config.report:
+        result.outcome = "running"
+        try:
+            write_report(config.report, config.storage_options, result.to_report())
+        except Exception as e:
+            raise InputError(f"cannot write --report {config.report}: {str(e).splitlines()[0][:300]}") from None
+        result.outcome = "succeeded"
+    failed = True
     try:
         yield result
         advice = recall_advice(measured_figures(result), config.min_recall, result.params.index_type,
@@ -293,6 +323,10 @@ def reporting(config, result: JobResult):
             if config.min_recall is not None and result.params else None
         if advice:
             result.outcome, result.error = "recall_below_minimum", advice
+        failed = False
+    except KeyboardInterrupt:
+        result.outcome, result.error = "interrupted", "interrupted (Ctrl-C); rerun the same command to resume"
+        raise
     except Exception as e:  # JobError, and anything unforeseen: the report says it failed
         result.outcome = "refused" if isinstance(e, InputError) else "failed"
         result.error = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
@@ -303,8 +337,12 @@ def reporting(config, result: JobResult):
             try:
                 write_report(config.report, config.storage_options, result.to_report())
                 log.info("report written to %s", config.report)
-            except Exception as e:  # the report must not hide the job's own outcome
-                log.error("could not write the report to %s: %s", config.report, str(e).splitlines()[0])
+            except Exception as e:
+                reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                if not failed:  # the run's own outcome wins when it already failed
+                    raise JobError(f"the run finished ({result.outcome}) but its report could not be written "
+                                   f"to {config.report}: {reason}") from None
+                log.error("could not write the report to %s: %s", config.report, reason)
     if result.outcome == "recall_below_minimum":
         raise RecallTooLowError(result.error, result)
 

@@ -22,7 +22,8 @@ import numpy as np
 from .commit import check_fragments_unchanged
 from .config import BuildConfig
 from .dataset import (
-    DatasetSnapshot, IndexParams, fragment_signature, index_conflict, index_infos, open_dataset, resolve_params, snapshot_dataset,
+    DatasetSnapshot, IndexParams, fragment_signature, index_conflict, index_infos, open_dataset, require_vector_column,
+    resolve_params, snapshot_dataset,
 )
 from .errors import DatasetChangedError, InputError
 from .plan import max_segment_rows
@@ -106,7 +107,9 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
         snap = snapshot_dataset(config)
     params = resolve_params(config, snap)
     resuming = job if job is not None and stale is None else None
-    own = state.committing() if resuming else None
+    if job is None and state.has_leftovers():  # a run stopped in its cleanup: finished once leased
+        stale = "an earlier run of this job stopped while cleaning up"
+    own = state.committing() if resuming or job is None else None
     live = [f.fragment_id for f in snap.live_fragments]
     latest_indexes = index_infos(latest)
     for where, indexes in ((f"version {snap.version}", snap.indexes), (f"the latest version {latest.version}", latest_indexes)):
@@ -131,7 +134,7 @@ def _job_state(config: BuildConfig, identity_of) -> tuple[dict, JobState]:
     root = locate(config.job_dir) if config.job_dir else default_jobs_root(dataset)
     if dataset.contains(root):
         raise InputError(
-            f"the job directory {root} is {'the dataset' if root == dataset else 'inside the dataset'} "
+            f"the job directory {root} is {'the dataset' if root.contains(dataset) else 'inside the dataset'} "
             f"{dataset}: give a --job-dir outside it"
         )
     identity = identity_of(config, dataset)
@@ -149,10 +152,16 @@ def inspect_update(config: BuildConfig) -> Inspection:
     config.validate()
     if config.version is not None:
         raise InputError("update always extends the index at the latest version: drop --version")
+    require_vector_column(config, "update")
     identity, state = _job_state(config, update_identity)
     latest = open_dataset(config.uri, config.storage_options)
     job = state.load_job(identity)
     snap, stale, committed = None, None, None
+    if job is None and state.has_leftovers():  # a run stopped in its cleanup: finished once leased
+        now = next((i for i in index_infos(latest) if i.name == config.name), None)
+        own = state.committing()
+        committed = own if own and now is not None and set(own) <= set(now.segments) else None
+        stale = "an earlier run of this job stopped while cleaning up"
     if job is not None:
         snap, stale = _resumable_snapshot(config, job, latest)
         indexes = index_infos(latest)

@@ -137,12 +137,18 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False, tas
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         # A Databricks job owns its session: take it, never configure or stop it.
         return SparkSession.builder.getOrCreate(), False
+    remote = master if (master or "").startswith("sc://") else os.environ.get("SPARK_REMOTE")
+    if remote:  # Spark Connect: the server owns the configuration and the logs, no JVM here
+        session = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
+        _interrupt_quietly()
+        return session, True
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
     if master and master.startswith("local"):
         builder = builder.config("spark.driver.extraJavaOptions", _LOCAL_JAVA_OPTS)
         builder = builder.config("spark.ui.showConsoleProgress", "false")
+    _launch_jvm_apart(builder)
     # Lance's Rust log level on executors: quiet unless asked (one "partition N is empty"
     # warning per partition per task otherwise floods the executor logs).
     builder = builder.config("spark.executorEnv.LANCE_LOG", "info" if verbose else "error")
@@ -164,7 +170,64 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False, tas
         raise
     if not verbose:
         spark.sparkContext.setLogLevel("WARN")
+    _interrupt_quietly()
     return spark, True
+
+
+def _launch_jvm_apart(builder) -> None:
+    """Start the driver's JVM (unless spark-submit did) in a process group of its own.
+
+    A terminal sends Ctrl-C to its whole foreground group: Spark's JVM then shuts down under
+    the running job, and its local Python workers (PySpark's daemon restores their Ctrl-C
+    handler) print a traceback each. Apart, they never see it: the driver handles Ctrl-C and
+    cancels the jobs. The JVM still ends with the driver (it exits when its stdin closes), and
+    its workers with it."""
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return
+    conf = SparkConf(loadDefaults=False)
+    conf.setAll(list(builder._options.items()))  # what the JVM must start with (the driver's Java options)
+    try:
+        gateway = launch_gateway(conf, popen_kwargs={"start_new_session": True})
+    except Exception as e:
+        if "JAVA_GATEWAY_EXITED" in str(e):
+            raise JobError("Spark's Java process exited before it started (JAVA_GATEWAY_EXITED): "
+                           "rerun with --verbose to see its output") from None
+        raise
+    SparkContext._ensure_initialized(gateway=gateway, conf=conf)
+
+
+def _interrupt_quietly() -> None:
+    """Ctrl-C in a session the job created: raise KeyboardInterrupt and nothing else. PySpark's
+    own handler cancels the jobs from inside the interrupted Py4J call (a reentrant call that
+    fails with two tracebacks), and Py4J logs the interrupted call through the root logger; the
+    pipeline cancels the jobs itself once the call has unwound (`cancel_jobs`)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupted(signum, frame):
+        logging.disable(logging.CRITICAL)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+
+
+def cancel_jobs(spark) -> None:
+    """Cancel what this session runs (Ctrl-C): a Spark Connect server would otherwise go on
+    running the tasks of a client that is gone. Quiet: the cancelled tasks' errors are expected."""
+    try:
+        if is_connect(spark):
+            spark.interruptAll()
+        else:
+            spark.sparkContext.setLogLevel("OFF")
+            spark.sparkContext.cancelAllJobs()
+    except Exception as e:  # the session may be going down already
+        log.debug("cancelling the session's jobs: %s", e)
 
 
 def cluster_settings(task_bytes: int, master: Optional[str] = None) -> dict:

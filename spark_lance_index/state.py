@@ -6,9 +6,12 @@ root shared by many jobs (or holding a user's files) is safe. Layout:
 
     job.json                 identity, pinned version, parameters, plan, artifact fingerprints
     artifacts/centroids.npy  artifacts/codebook.npy  artifacts/rotation.json  artifacts/options.json
-    lease.json               the run working on this job now, with a heartbeat
-    attempts/<uuid>          one empty marker per segment directory the job writes, written
-                             before the directory is: cleanup removes only what is listed here
+    lease/<owner>.json       the run working on this job now, with a heartbeat (lease.py)
+    attempts/<uuid>@<v>      one empty marker per segment directory the job writes, written
+                             before the directory is: cleanup removes only what is listed here;
+                             v is the dataset version the writing run pinned (no version after
+                             it can reference the directory)
+    created-root             this job created --job-dir: it removes it once empty
     segments/<group>.pkl     one finished segment per group, written by the task that built it
     merges/<batch>.json      a merge about to run: its sources and the `_indices` it started from
     commit.json              the segments about to be committed, written before the commit
@@ -16,6 +19,13 @@ root shared by many jobs (or holding a user's files) is safe. Layout:
 
 Executors write markers and segments themselves, so a driver that dies mid-build loses nothing
 that finished. `job.json` is trusted only when its identity equals the running job's.
+
+Cleanup deletes in an order a kill at any point leaves something a rerun finishes: segment
+directories first (their markers name them), then the markers and records, then `job.json`
+(while it exists a rerun resumes), then the artifacts, and `commit.json` last (without
+`job.json`, a `commit.json` whose segments are the committed index says only cleanup was left).
+A kill after that leaves at most the dead run's lease file and empty folders, which the next
+run of the job, or `discard`, removes.
 """
 
 from __future__ import annotations
@@ -23,20 +33,16 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import pickle
 import re
-import socket
-import threading
-import time
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from .build import SegmentResult
-from .errors import JobBusyError, JobError
+from . import lease as lease_module
+from .errors import JobError
 from .plan import FragmentGroup
 from .storage import Files, Location
 from .train import SharedArtifacts
@@ -46,15 +52,12 @@ log = logging.getLogger("spark_lance_index")
 JOBS_SUFFIX = ".index-jobs"
 # The files the job writes, by folder; cleanup deletes these names and nothing else.
 _ARTIFACTS = ("centroids.npy", "codebook.npy", "rotation.json", "options.json")
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_MARKER = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:@(\d+))?$")
+ROOT_CREATED = "created-root"
+_FOLDERS = ("attempts", "segments", "merges", "artifacts", "shared")
 _SEGMENT = re.compile(r"^\d+\.pkl$")
 _MERGE = re.compile(r"^[0-9a-f]{16}\.json$")
 _SHARED = re.compile(r"^[0-9a-f]{32}\.pkl$")  # transport.py: a value too large for a Connect plan
-
-# A run refreshes its lease this often; a lease older than LEASE_TIMEOUT belongs to a dead run.
-HEARTBEAT_SECONDS = 10.0
-LEASE_TIMEOUT = 60.0
-
 
 def default_jobs_root(dataset: Location) -> Location:
     """Beside the dataset, on the same storage: `<dataset>.index-jobs`."""
@@ -120,12 +123,12 @@ class JobState:
         try:
             job = json.loads(self.files.read("job.json"))
         except (ValueError, OSError) as e:
-            raise JobError(f"the job directory {self.uri} is damaged ({e}): delete it to start afresh") from None
+            raise JobError(f"the job directory {self.uri} is damaged ({e}): `spark-lance-index discard` with this command's flags starts afresh") from None
         if job.get("identity") != json.loads(json.dumps(identity, default=str)):
             raise JobError(
                 f"the job directory {self.uri} holds the state of another job "
                 f"(job {job.get('job_id')!r} on {job.get('identity', {}).get('dataset')!r}): "
-                "nothing was reused or deleted; delete that directory or choose another --job-dir"
+                "nothing was reused or deleted; choose another --job-dir"
             )
         return job
 
@@ -143,15 +146,17 @@ class JobState:
                 options=self.files.read("artifacts/options.json").decode() if "options.json" in names else None,
             )
         except (ValueError, KeyError, OSError) as e:
-            raise JobError(f"the job directory {self.uri} is damaged ({e}): delete it to start afresh") from None
+            raise JobError(f"the job directory {self.uri} is damaged ({e}): `spark-lance-index discard` with this command's flags starts afresh") from None
         if artifacts.fingerprints() != job["fingerprints"]:
-            raise JobError(f"the artifacts in {self.uri} do not match its job.json: delete it to start afresh")
+            raise JobError(f"the artifacts in {self.uri} do not match its job.json: `spark-lance-index discard` with "
+                           "this command's flags starts afresh")
         return groups, artifacts
 
     # --- executors: what they wrote ------------------------------------------------------
 
-    def mark_attempt(self, index_uuid: str) -> None:
-        self.files.write(f"attempts/{index_uuid}", b"")
+    def mark_attempt(self, index_uuid: str, pinned_version: int) -> None:
+        """Before a segment directory is written (or right after, where Lance picks its uuid)."""
+        self.files.write(f"attempts/{index_uuid}@{pinned_version}", b"")
 
     def save_segment(self, result: SegmentResult) -> None:
         self.files.write(f"segments/{result.group_id}.pkl", pickle.dumps(result))
@@ -169,8 +174,22 @@ class JobState:
                 out[result.group_id] = result
         return out
 
-    def attempts(self) -> list[str]:
-        return [n for n in self.files.list("attempts") if _UUID.match(n)]
+    def attempts(self) -> dict[str, Optional[int]]:
+        """The segment directories the job marked: {uuid: the version its run pinned (None in a
+        marker of an older release: any version may reference it)}."""
+        out: dict[str, Optional[int]] = {}
+        for name in self.files.list("attempts"):
+            m = _MARKER.match(name)
+            if m:
+                version = int(m.group(2)) if m.group(2) else None
+                out[m.group(1)] = version if m.group(1) not in out else _min_version(out[m.group(1)], version)
+        return out
+
+    def has_leftovers(self) -> bool:
+        """Files of this job's without a plan: a run stopped during its cleanup, or after its
+        commit was found wrong."""
+        return bool(self.attempts() or self.files.exists("commit.json") or self.merges() or
+                    self.files.list("segments") or self.files.list("artifacts"))
 
     def merges(self) -> list[dict]:
         return [json.loads(self.files.read(f"merges/{n}")) for n in self.files.list("merges") if _MERGE.match(n)]
@@ -195,150 +214,62 @@ class JobState:
 
     def forget_plan(self) -> None:
         """Drop the plan, the artifacts and the saved segments, so that a rerun starts afresh under
-        a new run id; the attempt markers and merge records stay for that rerun's cleanup."""
-        self.forget_segments()
-        for name in _ARTIFACTS:
-            self.files.delete_file(f"artifacts/{name}")
+        a new run id; the attempt markers and merge records stay for that rerun's cleanup.
+        job.json goes first: without it the rest is never resumed."""
         self.files.delete_file("job.json")
+        self.forget_segments()
+        self.files.delete_many([f"artifacts/{name}" for name in _ARTIFACTS])
 
     def discard(self) -> None:
-        """Delete the files this job wrote, then its folders if nothing else is in them.
+        """Delete the files this job wrote, then its folders if nothing else is in them, in the
+        order of the module docstring (the caller removed the marked directories first).
 
         Only names the job writes are deleted: a file anyone else put here survives, and so
         does its folder. The lease is the running job's to release.
         """
         f = self.files
-        self.forget_plan()
-        f.delete_many([f"attempts/{name}" for name in self.attempts()]
+        marked = [n for n in f.list("attempts") if _MARKER.match(n)]
+        f.delete_many([f"attempts/{name}" for name in marked]
                       + [f"merges/{name}" for name in f.list("merges") if _MERGE.match(name)]
                       + [f"shared/{name}" for name in f.list("shared") if _SHARED.match(name)])
-        f.delete_file("commit.json")
+        self.forget_plan()
+        for folder in _FOLDERS:
+            f.remove_if_empty(folder)
+        f.delete_file("commit.json")  # last: until here a rerun finishes this cleanup
         self.tidy()
 
     def tidy(self) -> None:
-        """Remove the job's folders that are empty (a lease still held keeps the job's own)."""
-        for folder in ("attempts", "segments", "merges", "artifacts", "shared", ""):
+        """Remove the job's folders that are empty (a lease still held keeps the job's own), and
+        the root when the job created it (the default root, or a --job-dir that did not exist)."""
+        for folder in (*_FOLDERS, "lease"):
             self.files.remove_if_empty(folder)
-        if self.owns_root:
-            Files(self.root, self.storage_options).remove_if_empty()
+        created = self.owns_root or self.files.exists(ROOT_CREATED)
+        if set(self.files.entries("")) <= {ROOT_CREATED}:  # nothing else left, of the job's or anyone's
+            self.files.delete_file(ROOT_CREATED)
+            self.files.remove_if_empty("")
+            if created:
+                Files(self.root, self.storage_options).remove_if_empty()
 
     # --- one run at a time ---------------------------------------------------------------
 
     def leased(self) -> bool:
         """Whether a run holds the job now (a live lease): a cheap look before any work."""
-        try:
-            record = Lease(self)._read()
-        except OSError:
-            return False
-        return record is not None and record.alive(time.time())
+        return lease_module.leased(self.files)
 
-    def acquire_lease(self) -> "Lease":
-        """Hold the job for this run, or raise JobBusyError if another live run holds it."""
-        lease = Lease(self)
-        try:
-            lease.acquire()
-        except OSError as e:
-            raise JobError(f"cannot write the job directory {self.uri}: {str(e).splitlines()[0][:300]} "
-                           "(check --job-dir and its storage options)") from None
+    def acquire_lease(self) -> lease_module.Lease:
+        """Hold the job for this run, or raise JobBusyError if another live run holds it. The
+        first write of a job under a --job-dir that does not exist yet marks the root as the
+        job's own, to remove once empty."""
+        new_root = not self.owns_root and not Files(self.root, self.storage_options).exists()
+        lease = lease_module.Lease(self.files, self.uri, on_release=self.tidy)
+        lease.acquire()
+        if new_root:
+            self.files.write(ROOT_CREATED, b"")
         return lease
 
 
-@dataclass(frozen=True)
-class LeaseRecord:
-    owner: str
-    host: str
-    pid: int
-    heartbeat: float
-
-    def alive(self, now: float) -> bool:
-        if now - self.heartbeat > LEASE_TIMEOUT:
-            return False
-        if self.host == socket.gethostname():  # on this machine we can ask the OS
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-        return True
-
-
-class Lease:
-    """`lease.json`: one run works on a job at a time; a heartbeat thread keeps it fresh.
-
-    A second run of the same command refuses while the first is alive. A lease whose run is
-    dead (its process is gone on this host, or no heartbeat for LEASE_TIMEOUT) is taken over.
-    """
-
-    def __init__(self, state: JobState):
-        self.state = state
-        self.owner = uuid.uuid4().hex
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self.lost = False
-
-    def _record(self) -> bytes:
-        return json.dumps(asdict(LeaseRecord(self.owner, socket.gethostname(), os.getpid(), time.time()))).encode()
-
-    def _read(self) -> Optional[LeaseRecord]:
-        try:
-            return LeaseRecord(**json.loads(self.state.files.read("lease.json")))
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError):  # a torn write: its writer is alive, or was just now
-            return LeaseRecord("unreadable", "?", -1, time.time())
-
-    def acquire(self) -> None:
-        files = self.state.files
-        if not files.create("lease.json", self._record()):
-            held = self._read()
-            if held is not None and held.alive(time.time()):
-                raise JobBusyError(
-                    f"another run of this job is active (host {held.host}, pid {held.pid}, last heartbeat "
-                    f"{time.time() - held.heartbeat:.0f} s ago; state in {self.state.uri}): wait for it to "
-                    f"finish; if it died on another machine, rerun after {LEASE_TIMEOUT:.0f} s"
-                )
-            log.info("taking over the lease of a run that is no longer alive (%s)", held)
-            files.write("lease.json", self._record())
-        time.sleep(0.05)  # an object store has no create-if-absent: last writer wins, so look again
-        if not self.held():
-            raise JobBusyError(f"another run of this job took its lease just now ({self.state.uri}): wait for it")
-        self._thread = threading.Thread(target=self._beat, name="spark-lance-index-lease", daemon=True)
-        self._thread.start()
-
-    def held(self) -> bool:
-        current = self._read()
-        return current is not None and current.owner == self.owner
-
-    def check(self) -> None:
-        """Raise JobBusyError if another run took the lease (before anything irreversible)."""
-        if self.lost or not self.held():
-            self.lost = True
-            raise JobBusyError(
-                f"another run took over this job ({self.state.uri}) while this one ran: this run "
-                "stops without committing or deleting anything"
-            )
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
-                if not self.held():
-                    self.lost = True
-                    return
-                self.state.files.write("lease.json", self._record())
-            except Exception as e:  # a flaky store: the next beat tries again
-                log.debug("lease heartbeat failed: %s", e)
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        try:
-            if self.held():
-                self.state.files.delete_file("lease.json")
-                self.state.tidy()
-        except OSError:
-            pass
+def _min_version(a: Optional[int], b: Optional[int]) -> Optional[int]:
+    return None if a is None or b is None else min(a, b)
 
 
 def _npy(array: np.ndarray) -> bytes:

@@ -19,6 +19,8 @@ from urllib.parse import unquote, urlsplit
 import pyarrow.fs as pafs
 
 _TRUE = {"1", "true", "yes", "on"}
+# URI schemes that reach the same store (what Lance's object_store and pyarrow map them to).
+_STORE_ALIASES = {"s3": ("s3", "s3a", "s3n"), "gs": ("gs", "gcs"), "az": ("az", "abfs", "abfss", "adl", "azure")}
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,20 @@ class Location:
         return replace(self, path=self.path.rstrip("/") + suffix)
 
     def contains(self, other: "Location") -> bool:
-        """True if `other` is this place or lies inside it."""
-        if (self.scheme, self.bucket) != (other.scheme, other.bucket):
+        """True if `other` is this place or lies inside it, however either is spelled: the
+        schemes one store answers to (s3/s3a/s3n, gs/gcs, az/abfs/abfss), and on local disk
+        the real path (a symlink into the dataset is inside it)."""
+        (store, mine), (theirs_store, theirs) = self._canonical(), other._canonical()
+        if store != theirs_store:
             return False
-        mine, theirs = self.path.rstrip("/"), other.path.rstrip("/")
         return theirs == mine or theirs.startswith(mine + "/") or mine == ""
+
+    def _canonical(self) -> tuple[tuple[str, str], str]:
+        if not self.scheme:
+            return ("", ""), os.path.realpath(self.path).rstrip("/")
+        family = next((name for name, aliases in _STORE_ALIASES.items() if self.scheme in aliases), self.scheme)
+        # abfss://container@account.dfs.core.windows.net/path names the container before the "@"
+        return (family, self.bucket.split("@", 1)[0].lower()), self.path.strip("/")
 
     def __str__(self) -> str:
         if not self.scheme:
@@ -71,7 +82,7 @@ def filesystem_for(where: Location, storage_options: Mapping[str, str]) -> tuple
         return pafs.LocalFileSystem(), where.path
     path = f"{where.bucket}/{where.path}".rstrip("/")
     opts = {k.lower(): v for k, v in storage_options.items()}
-    if where.scheme in ("s3", "s3a"):
+    if where.scheme in _STORE_ALIASES["s3"]:
         endpoint = opts.get("aws_endpoint") or opts.get("endpoint") or opts.get("aws_endpoint_url")
         kwargs = dict(
             access_key=opts.get("aws_access_key_id") or opts.get("access_key_id"),
@@ -89,9 +100,9 @@ def filesystem_for(where: Location, storage_options: Mapping[str, str]) -> tuple
             return pafs.S3FileSystem(**kwargs, allow_delayed_open=True), path
         except TypeError:  # a pyarrow older than the option
             return pafs.S3FileSystem(**kwargs), path
-    if where.scheme in ("gs", "gcs"):
+    if where.scheme in _STORE_ALIASES["gs"]:
         return pafs.GcsFileSystem(), path
-    if where.scheme in ("az", "abfs", "abfss"):
+    if where.scheme in _STORE_ALIASES["az"]:
         account = opts.get("azure_storage_account_name") or opts.get("account_name")
         key = opts.get("azure_storage_account_key") or opts.get("account_key")
         return pafs.AzureFileSystem(account_name=account, account_key=key), path
@@ -125,11 +136,34 @@ DELETE_THREADS = 16
 
 
 class Files:
-    """A directory of small files, addressed by relative names."""
+    """A directory of small files, addressed by relative names.
+
+    Reads, writes and listings go through pyarrow. On an object store deletes go through Lance's
+    own file session instead: every pyarrow delete writes a zero-byte "folder" marker object for
+    the parent (measured on pyarrow 26: `delete_file`, `delete_dir` and `delete_dir_contents`
+    all do, whether or not the folder became empty), which would leave `<dataset>/_indices/` and
+    job-directory markers behind that one-node Lance never writes."""
 
     def __init__(self, where: Location, storage_options: Mapping[str, str]):
         self.where = where
+        self.storage_options = dict(storage_options)
         self.fs, self.root = filesystem_for(where, storage_options)
+        self._session = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_session": None}
+
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def _lance(self):
+        """Lance's object-store session rooted here (deletes without folder markers)."""
+        if self._session is None:
+            from lance.file import LanceFileSession
+
+            self._session = LanceFileSession(str(self.where), storage_options=self.storage_options or None)
+        return self._session
 
     def __str__(self) -> str:
         return str(self.where)
@@ -181,6 +215,13 @@ class Files:
     def exists(self, name: str = "") -> bool:
         return self.fs.get_file_info(self._path(name)).type != pafs.FileType.NotFound
 
+    def listing(self, folder: str = "") -> dict[str, float]:
+        """{name: modification time in seconds} of the files directly in `folder`, on the
+        store's clock (whole seconds on S3)."""
+        selector = pafs.FileSelector(self._path(folder), allow_not_found=True)
+        return {info.base_name: (info.mtime_ns or 0) / 1e9 for info in self.fs.get_file_info(selector)
+                if info.type == pafs.FileType.File and not info.base_name.endswith(".tmp")}
+
     def list(self, folder: str = "") -> list[str]:
         """Names of the files directly in `folder` (empty when it does not exist)."""
         selector = pafs.FileSelector(self._path(folder), allow_not_found=True)
@@ -196,9 +237,13 @@ class Files:
 
     def delete_file(self, name: str) -> None:
         try:
-            self.fs.delete_file(self._path(name))
-        except FileNotFoundError:
-            pass
+            if self.local:
+                self.fs.delete_file(self._path(name))
+            else:
+                self._lance().delete_file(name)
+        except (FileNotFoundError, OSError) as e:
+            if self.exists(name):  # anything but "it was not there"
+                raise e
 
     def delete_dir(self, name: str, listed: bool = False) -> None:
         """Delete one named directory and what is in it (a segment directory of ours); `listed`:
@@ -206,6 +251,10 @@ class Files:
         if not name:
             raise ValueError("refusing to delete the root of " + str(self))
         path = self._path(name)
+        if not self.local:
+            for key in self._lance().list(name):
+                self.delete_file(key)
+            return
         try:
             if listed or self.fs.get_file_info(path).type != pafs.FileType.NotFound:
                 self.fs.delete_dir(path)
@@ -229,15 +278,13 @@ class Files:
             list(pool.map(one, names))
 
     def remove_if_empty(self, name: str = "") -> bool:
-        """Remove a folder only when nothing is in it. On an object store a folder is at most
-        a marker object (pyarrow leaves one when the last file in it is deleted)."""
+        """Remove a folder only when nothing is in it (local disk)."""
         path = self._path(name)
         if isinstance(self.fs, pafs.LocalFileSystem):
             if os.path.isdir(path) and not os.listdir(path):
                 os.rmdir(path)
                 return True
             return False
-        if self.fs.get_file_info(path).type == pafs.FileType.Directory and not self.entries(name):
-            self.fs.delete_dir(path)
-            return True
+        # An object store has no folders to remove: the job writes no marker objects (see the
+        # class docstring), and deleting one that pyarrow left earlier would write another.
         return False

@@ -105,10 +105,18 @@ def training_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vec
                  config.max_sample_rows, config.max_sample_bytes)
     if rows < MIN_ROWS_PER_CENTROID * params.num_partitions:
         log.warning("the training sample has %.0f rows per partition (%d rows for %d partitions), under %d: "
-                    "the centroids fit noise. Raise --max-sample-bytes or --max-sample-rows, or use fewer "
-                    "--num-partitions", rows / params.num_partitions, rows, params.num_partitions,
-                    MIN_ROWS_PER_CENTROID)
+                    "the centroids fit noise. %s, or use fewer --num-partitions", rows / params.num_partitions,
+                    rows, params.num_partitions, MIN_ROWS_PER_CENTROID, _what_limits(params, config, rows))
     return rows
+
+
+def _what_limits(params: IndexParams, config: BuildConfig, rows: int) -> str:
+    """The advice for a thin sample names the setting that bounded it."""
+    if rows >= params.sample_rate * params.num_partitions:
+        return f"Raise --sample-rate (now {params.sample_rate} rows per partition)"
+    if rows >= config.max_sample_rows:
+        return f"Raise --max-sample-rows (now {config.max_sample_rows})"
+    return f"Raise --max-sample-bytes (now {config.max_sample_bytes})"
 
 
 def sample_bytes(snap: DatasetSnapshot, rows: int) -> int:

@@ -196,16 +196,33 @@ def plan_update(model: IndexModel, snap: DatasetSnapshot, policy: SegmentPolicy)
     return UpdatePlan(new, reencoded, kept, fragments)
 
 
-def index_changed(name: str, indexes: Sequence[IndexInfo], pinned_segments: Sequence[str]) -> Optional[str]:
-    """Why committing the update on `indexes` would be wrong: the index is gone or its segments
-    changed (another update, a build --replace, optimize_indices) since the pinned version."""
+def pinned_segments(plan: "UpdatePlan") -> dict[str, list[int]]:
+    """The segments an update pinned, with the fragments each covered then: what must still be
+    there, unchanged, when it commits (job.json keeps it as `index_segments`)."""
+    return {s.uuid: sorted(s.fragment_ids) for s in (*plan.kept, *plan.reencoded)}
+
+
+def index_changed(name: str, indexes: Sequence[IndexInfo], pinned) -> Optional[str]:
+    """Why committing the update on `indexes` would be wrong: the index is gone, its segments
+    changed (another update, a build --replace, optimize_indices), or a segment kept its uuid but
+    covers other fragments (a compaction with `defer_index_remap`, which rewrites a segment's
+    fragment list in place) since the pinned version. `pinned` maps uuids to the fragments they
+    covered (`pinned_segments`); a plain list of uuids (a job.json of an older release) compares
+    the uuids only."""
     info = next((i for i in indexes if i.name == name), None)
     if info is None:
         return f"the index {name!r} was dropped"
-    if set(info.segments) != set(pinned_segments):
-        return (f"the segments of index {name!r} changed ({len(pinned_segments)} at the pinned version, "
+    if set(info.segments) != set(pinned):
+        return (f"the segments of index {name!r} changed ({len(pinned)} at the pinned version, "
                 f"{len(info.segments)} now: another update, a rebuild, optimize_indices, a compaction, or a "
                 "delete that removed a segment's fragments ran meanwhile)")
+    if isinstance(pinned, Mapping):
+        now = dict(info.segment_fragments)
+        moved = sorted(u for u, frags in pinned.items() if set(frags) != set(now.get(u, ())))
+        if moved:
+            return (f"the segments of index {name!r} changed: {moved[0]}{' and others' if len(moved) > 1 else ''} "
+                    "now covers other fragments than at the pinned version (a compaction remapped the index, "
+                    "e.g. compact_files with defer_index_remap)")
     return None
 
 

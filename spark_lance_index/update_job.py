@@ -34,7 +34,7 @@ def finish_noop(config, insp: Inspection, result: JobResult) -> None:
     if insp.state.exists():
         lease = insp.state.acquire_lease()
         try:
-            discard_own_work(config, insp.snap, insp.state, lease, commit_landed=True)
+            discard_own_work(config, insp.snap, insp.state, lease)
         finally:
             lease.release()
     result.committed_version = None

@@ -166,16 +166,18 @@ def exact_topk_of_fragments(task: ExactSearchTask, queries: np.ndarray) -> TopK:
     return best
 
 
-def sample_multivector_queries(ds, column: str, n: int, seed: int = 0) -> list[np.ndarray]:
-    """n rows of a multivector column drawn at random, each a (vectors, dim) float32 query;
-    rows with no vectors, or a vector that is not finite, skipped."""
+def sample_multivector_queries(ds, column: str, n: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """n rows of a multivector column drawn at random, each a (vectors, dim) float32 query, with
+    their row ids; rows with no vectors, or a vector that is not finite, skipped."""
     rng = np.random.default_rng(seed)
     rows = ds.count_rows()
     picked = rng.choice(rows, size=min(rows, max(n * 2, n + 16)), replace=False)
-    lists = vector_column(ds.take(np.sort(picked), columns=[column]), column)
-    queries = [np.asarray(v, dtype=np.float32) for v in lists.to_pylist() if v]
-    queries = [q for q in queries if np.isfinite(q).all()]
-    return [queries[i] for i in rng.permutation(len(queries))[:n]]
+    table = ds.take(np.sort(picked), columns=[column, "_rowid"])
+    lists, ids = vector_column(table, column).to_pylist(), table.column("_rowid").to_numpy().astype(np.int64)
+    kept = [(np.asarray(v, dtype=np.float32), i) for v, i in zip(lists, ids) if v]
+    kept = [(q, i) for q, i in kept if np.isfinite(q).all()]
+    order = rng.permutation(len(kept))[:n]
+    return [kept[i][0] for i in order], np.array([kept[i][1] for i in order], dtype=np.int64)
 
 
 def take_at_random(ds, fragments, n: int, rng: np.random.Generator, column: str) -> list:
@@ -193,21 +195,47 @@ def take_at_random(ds, fragments, n: int, rng: np.random.Generator, column: str)
             for i in np.unique(owner)]
 
 
-def sample_queries(ds, column: str, n: int, seed: int = 0, fragment_ids=None) -> np.ndarray:
-    """n vectors drawn at random from the dataset, or from the fragments `fragment_ids` (null
-    and NaN vectors skipped)."""
+def sample_queries(ds, column: str, n: int, seed: int = 0, fragment_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """n vectors drawn uniformly from the live rows of the dataset, or of the fragments
+    `fragment_ids`, with their row ids: a query drawn from the table is its own nearest
+    neighbour, and the recall check leaves that row out (`drop_own_rows`). Null and NaN vectors
+    are skipped."""
     rng = np.random.default_rng(seed)
-    if fragment_ids is None:
-        rows = ds.count_rows()
-        picked = rng.choice(rows, size=min(rows, max(n * 2, n + 16)), replace=False)
-        vectors = as_matrix(vector_column(ds.take(np.sort(picked), columns=[column]), column))
-    else:
-        fragments = [(f.fragment_id, f.count_rows())
-                     for f in (ds.get_fragment(i) for i in sorted(fragment_ids)) if f is not None]
-        parts = [as_matrix(c) for c in take_at_random(ds, fragments, max(n * 2, n + 16), rng, column)]
-        vectors = np.vstack(parts) if parts else np.empty((0, ds.schema.field(column.split(".")[0]).type.list_size))
-    vectors = vectors[np.isfinite(vectors).all(1)]
-    return vectors[rng.permutation(len(vectors))[:n]]
+    counts = [(f.fragment_id, f.count_rows()) for f in ds.get_fragments()]
+    starts = dict(zip((f for f, _ in counts), np.concatenate([[0], np.cumsum([c for _, c in counts])[:-1]]).tolist()))
+    wanted = [(f, c) for f, c in counts if fragment_ids is None or f in set(fragment_ids)]
+    pool = np.array([c for _, c in wanted], dtype=np.int64)
+    dim = resolve_list_size(ds, column)
+    if not pool.sum():
+        return np.empty((0, dim), np.float32), np.empty(0, np.int64)
+    picked = np.sort(rng.choice(int(pool.sum()), size=min(int(pool.sum()), max(n * 2, n + 16)), replace=False))
+    ends = np.cumsum(pool)
+    owner = np.searchsorted(ends, picked, side="right")
+    offsets = np.array([starts[wanted[o][0]] for o in owner], dtype=np.int64) + picked - (ends[owner] - pool[owner])
+    table = ds.take(offsets, columns=[column, "_rowid"])
+    vectors = as_matrix(vector_column(table, column))
+    ids = table.column("_rowid").to_numpy().astype(np.int64)
+    finite = np.isfinite(vectors).all(1)
+    vectors, ids = vectors[finite], ids[finite]
+    order = rng.permutation(len(vectors))[:n]
+    return vectors[order], ids[order]
+
+
+def resolve_list_size(ds, column: str) -> int:
+    from .dataset import resolve_vector_field, vector_shape
+
+    return vector_shape(resolve_vector_field(ds.schema, column), column)[0]
+
+
+def drop_own_rows(ids: np.ndarray, own: Optional[np.ndarray], k: int) -> np.ndarray:
+    """Each query's first k row ids (of k + 1) without the query's own row (-1 pads)."""
+    if own is None:
+        return ids[:, :k]
+    out = np.full((len(ids), k), -1, dtype=np.int64)
+    for i, (row, me) in enumerate(zip(ids, own)):
+        rest = row[row != me][:k]
+        out[i, :len(rest)] = rest
+    return out
 
 
 @dataclass(frozen=True)
@@ -227,15 +255,23 @@ class QueryRun:
                             int(self.hits[part].sum()) / max(1, int(self.valid[part].sum())),
                             len(self.hits[part]), self.k)
 
+    def standard_error(self, part=slice(None)) -> float:
+        """The standard error of `figure(part).recall` from the spread of per-query recall."""
+        valid = self.valid[part]
+        per_query = self.hits[part][valid > 0] / valid[valid > 0]
+        return float(per_query.std(ddof=1) / np.sqrt(len(per_query))) if len(per_query) > 1 else 1.0
+
 
 def query_index(ds, column: str, queries: np.ndarray, truth: np.ndarray, setting: RecallSetting,
-                warmup: int = 0) -> QueryRun:
+                warmup: int = 0, own: Optional[np.ndarray] = None) -> QueryRun:
     """Query the committed index at one setting, one query at a time, against the exact row ids
-    `truth` (queries x k). `warmup` queries run first, untimed and uncounted.
+    `truth` (queries x k). `warmup` queries run first, untimed and uncounted. `own`: each
+    query's own row (queries drawn from the table), which is not counted: the index is asked for
+    k + 1 rows and that one is dropped, as it was from the truth.
 
     `fast_search`: only indexed rows are searched, so the figure is the index's own."""
     k = truth.shape[1]
-    nearest = {"column": column, "k": k, "nprobes": setting.nprobes}
+    nearest = {"column": column, "k": k + (own is not None), "nprobes": setting.nprobes}
     if setting.refine_factor:
         nearest["refine_factor"] = setting.refine_factor
     for q in queries[:warmup]:
@@ -246,16 +282,19 @@ def query_index(ds, column: str, queries: np.ndarray, truth: np.ndarray, setting
         found = ds.to_table(nearest={**nearest, "q": q}, with_row_id=True, columns=[], fast_search=True)
         seconds[i] = time.perf_counter() - started
         ids = found.column("_rowid").to_numpy().astype(np.int64)
+        if own is not None:
+            ids = ids[ids != own[i]][:k]
         hits[i] = len(set(ids.tolist()) & set(true_ids[true_ids >= 0].tolist()))
     return QueryRun(setting, k, hits, (truth >= 0).sum(1), seconds)
 
 
 def ann_recall(
     ds, column: str, queries: np.ndarray, truth: np.ndarray, settings: Sequence[RecallSetting],
+    own: Optional[np.ndarray] = None,
 ) -> list[QueryRun]:
     """Query the committed index at each setting; recall@k against the exact row ids
     (`run.figure()`), and per query for any subset of the queries (`run.figure(part)`)."""
-    return [query_index(ds, column, queries, truth, s) for s in settings]
+    return [query_index(ds, column, queries, truth, s, own=own) for s in settings]
 
 
 def default_refine_factors(index_type: str) -> tuple[int, ...]:

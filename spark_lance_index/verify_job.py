@@ -17,7 +17,8 @@ import numpy as np
 from . import spark as spark_layer
 from .config import BuildConfig
 from .dataset import (
-    IndexParams, fragment_infos, index_infos, open_dataset, resolve_vector_field, sampled_row_bytes,
+    IndexParams, fragment_infos, index_infos, open_dataset, require_vector_column, resolve_vector_field,
+    sampled_row_bytes,
     snapshot_dataset, vector_shape,
 )
 from .index_check import (
@@ -34,7 +35,7 @@ from .query_settings import QuerySettings, sweep
 from .transport import transport_for
 from .verify import (
     ExactSearchTask, RecallFigure, RecallSetting, ann_recall, default_refine_factors, exact_topk_of_fragments,
-    merge_topk, sample_multivector_queries, sample_queries,
+    drop_own_rows, merge_topk, sample_multivector_queries, sample_queries,
 )
 
 log = logging.getLogger("spark_lance_index")
@@ -93,24 +94,25 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     ds = open_dataset(uri, config.storage_options, version)
     index = sole_vector_index(ds, column, index_name)
     dim, _, multivector = vector_shape(resolve_vector_field(ds.schema, column), column)
-    split = None
+    split, own = None, None  # own: the row each query was drawn from, which is not counted
     if queries is None and multivector:
-        queries = sample_multivector_queries(ds, column, config.verify_queries)
+        queries, own = sample_multivector_queries(ds, column, config.verify_queries)
     elif queries is None and new_fragments:
         older = index.fragment_ids - set(new_fragments)
-        fresh = sample_queries(ds, column, (config.verify_queries + 1) // 2, fragment_ids=new_fragments)
-        old = sample_queries(ds, column, config.verify_queries - len(fresh), seed=1, fragment_ids=older) \
-            if older else fresh[:0]
-        queries, split = np.vstack([fresh, old]), len(fresh)
+        fresh, fresh_own = sample_queries(ds, column, (config.verify_queries + 1) // 2, fragment_ids=new_fragments)
+        old, old_own = sample_queries(ds, column, config.verify_queries - len(fresh), seed=1, fragment_ids=older) \
+            if older else (fresh[:0], fresh_own[:0])
+        queries, own, split = np.vstack([fresh, old]), np.concatenate([fresh_own, old_own]), len(fresh)
     elif queries is None:
-        queries = sample_queries(ds, column, config.verify_queries)
+        queries, own = sample_queries(ds, column, config.verify_queries)
     # The index's recall, not the table's: the truth covers the fragments it indexes, and the
     # queries skip the rest (Lance would otherwise search unindexed rows exactly, and count them).
     fragments = [f for f in fragment_infos(ds, column) if f.num_rows > 0 and f.fragment_id in index.fragment_ids]
     bytes_per_row = sampled_row_bytes(ds, column) if multivector else dim * 4
     groups = plan_groups(fragments, rows_per_task=default_rows_per_task(
         sum(f.num_rows for f in fragments), bytes_per_row, parallelism))
-    tasks = [ExactSearchTask(uri, version, column, metric, g.fragment_ids, config.recall_k,
+    k = config.recall_k
+    tasks = [ExactSearchTask(uri, version, column, metric, g.fragment_ids, k + (own is not None),
                              g.num_rows, dict(config.storage_options), multivector) for g in groups]
     queries = queries if multivector else np.asarray(queries, dtype=np.float32)
     with spark_layer.job_group(spark, f"spark-lance-index-recall-{version}",
@@ -121,9 +123,10 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
         except Exception as e:
             raise SparkStageError(f"exact search for the recall check failed after Spark's retries: "
                                   f"{spark_layer.failure_reason(e)}") from e
+    truth_ids = drop_own_rows(truth.ids, own, k)
     refines = config.refine_factor or default_refine_factors(index_type)
     settings = [RecallSetting(n, r or None) for n in config.nprobes for r in refines]
-    runs = ann_recall(ds, column, queries, truth.ids, settings)
+    runs = ann_recall(ds, column, queries, truth_ids, settings, own)
     figures = [r.figure() for r in runs]
     for f in figures:
         log.info("recall@%d %.3f at nprobes %d refine %s (%d queries)", f.k, f.recall, f.nprobes,
@@ -134,7 +137,7 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     swept = None
     if config.target_recall is not None and len(queries):
         partitions = (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
-        swept = sweep(ds, column, queries, truth.ids, index_type, partitions, config.target_recall)
+        swept = sweep(ds, column, queries, truth_ids, index_type, partitions, config.target_recall, own=own)
         log.info("query settings: recommended %s", swept.recommended.describe(swept.k) if swept.recommended
                  else swept.advice(index_type))
     return RecallCheck(figures, by_origin, swept)
@@ -230,6 +233,7 @@ def run_verify(config: BuildConfig, spark=None) -> JobResult:
             if not INDEX_TYPES[config.index_type].is_vector:
                 raise InputError(f"verify measures the recall of vector indexes; a {config.index_type} index is "
                                  "checked by build, right after its commit (filters against a scan)")
+            require_vector_column(config, "verify")
             snap = snapshot_dataset(config)
             if config.name not in snap.index_names:
                 raise InputError(f"no index named {config.name!r} on {snap.uri}: build it first, or give --index-name")

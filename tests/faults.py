@@ -75,7 +75,7 @@ def kill_executor_mid_task(group_id: int):
         if task.group.group_id == group_id and attempt == 0:
             from spark_lance_index.build import segment_uuid
 
-            state.mark_attempt(segment_uuid(task.job_id, task.group, attempt, artifacts.describe()))
+            state.mark_attempt(segment_uuid(task.job_id, task.group, attempt, artifacts.describe()), task.version)
             os.kill(_executor_jvm_pid(), signal.SIGKILL)
         return run_task(task, artifacts, state, attempt)
 

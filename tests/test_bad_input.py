@@ -77,7 +77,7 @@ CASES = {
     "BLOOMFILTER on float16 (Lance's list has no Float16)": ({"index_type": "BLOOMFILTER", "column": "half"}, "BLOOMFILTER indexes integers, float32, float64"),
     "a large_list multivector (Lance indexes list only)": ({"column": "lmv", "metric": "cosine"}, "needs a fixed-size list of floats"),
     "a second scalar index serving the same filters": ({"index_type": "BITMAP", "column": "title"},
-                                                      "already has the BTree index 'title_btree', which serves the same filters as BITMAP"),
+                                                      "already has the BTree index 'title_btree'; Lance serves a column's filters with its oldest scalar index only, so a BITMAP index"),
     "sub-vectors on IVF_HNSW_SQ": ({"index_type": "IVF_HNSW_SQ", "num_sub_vectors": 4}, "--num-sub-vectors applies to IVF_PQ, IVF_HNSW_PQ"),
     "unknown metric": ({"metric": "hamming"}, "unknown metric"),
     "PQ sub-vectors": ({"index_type": "IVF_PQ", "num_sub_vectors": 5}, "does not divide"),

@@ -93,7 +93,7 @@ def test_whole_job_on_a_spark_connect_session(tmp_path):
     # trained on the executors (k-means rounds through Connect), values too large for the plan
     # (lowered to 1 KiB here) read from the job directory, which is gone afterwards
     best, shared = re.search(r"best recall ([\d.]+); (\d+) values shared through files", proc.stdout).groups()
-    assert float(best) >= 0.9 and int(shared) >= 20
+    assert float(best) >= 0.9 and int(shared) >= 10  # k-means rounds (one value each) vary with convergence
     assert not os.path.exists(data.uri + ".index-jobs")
     ds = lance.dataset(data.uri)
     stats = ds.stats.index_stats("vector_idx")
@@ -109,3 +109,92 @@ def test_whole_job_on_a_spark_connect_session(tmp_path):
         independent = recall_at_k(truth, ann_topk(ds, "vector", data.queries, 10, 4, refine))
         assert abs(reported - independent) <= 0.01
     assert independent > 0.8
+
+
+@pytest.fixture(scope="module")
+def connect_server(tmp_path_factory):
+    """A Spark Connect server process on 127.0.0.1 (the kind a cluster runs): yields its sc:// URL."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("connect") / "server.log", "w+")
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "connect_server.py"), str(port)], stdout=log,
+                            stderr=subprocess.STDOUT, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            log.seek(0)
+            assert proc.poll() is None and time.time() < deadline, log.read()[-3000:]
+            time.sleep(0.3)
+    yield f"sc://127.0.0.1:{port}"
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "spark_lance_index", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**clean_env(), **(env or {})})
+
+
+def test_the_cli_runs_through_spark_connect_by_spark_remote_and_by_master(tmp_path, connect_server):
+    """Without --verbose: SPARK_REMOTE=sc://..., and --master sc://... ."""
+    data = write_vectors(tmp_path / "ds", 8000, 32, rows_per_fragment=1000)
+    by_env = cli("build", "--uri", data.uri, "--column", "vector", "--num-partitions", "8", "--rows-per-task",
+                 "2000", env={"SPARK_REMOTE": connect_server})
+    assert by_env.returncode == 0, by_env.stderr[-3000:]
+    assert "committed on" in by_env.stdout and "Traceback" not in by_env.stderr
+    by_master = cli("build", "--uri", data.uri, "--column", "id", "--index-type", "BTREE", "--master", connect_server)
+    assert by_master.returncode == 0, by_master.stderr[-3000:]
+    assert re.search(r"filter check: (\d+) of \1 filters", by_master.stdout)
+    stats = lance.dataset(data.uri).stats.index_stats("vector_idx")
+    assert stats["num_indexed_rows"] == 8000
+    assert not os.path.exists(data.uri + ".index-jobs")
+
+
+def test_a_killed_connect_client_s_tasks_never_race_the_rerun(tmp_path, connect_server):
+    """A Spark Connect client killed mid-build leaves its tasks running on the server. The
+    rerun never races them: while they run it is told so; a task that starts after its driver
+    is gone stops before writing; the rerun that goes through leaves only the committed segments."""
+    import signal
+    import time
+
+    data = write_vectors(tmp_path / "ds", 40_000, 64, rows_per_fragment=1000)
+    build = ["build", "--uri", data.uri, "--column", "vector", "--num-partitions", "32", "--rows-per-task", "1000",
+             "--verify-queries", "0"]
+    env = {**clean_env(), "SPARK_REMOTE": connect_server}
+    proc = subprocess.Popen([sys.executable, "-m", "spark_lance_index", *build], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    root = data.uri + ".index-jobs"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        jobs = os.listdir(root) if os.path.isdir(root) else []
+        segments = os.path.join(root, jobs[0], "segments") if jobs else ""
+        if segments and os.path.isdir(segments) and len(os.listdir(segments)) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before the client could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    busy = 0
+    for _ in range(60):
+        rerun = cli(*build, env={"SPARK_REMOTE": connect_server})
+        if rerun.returncode == 0:
+            break
+        assert "Spark tasks still run" in rerun.stderr or "another run of this job is active" in rerun.stderr, \
+            rerun.stderr[-3000:]
+        busy += 1
+        time.sleep(2)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    print(f"the rerun was told to wait {busy} times")
+    time.sleep(3)  # anything an orphan still wrote would be here now
+    assert set(os.listdir(os.path.join(data.uri, "_indices"))) == committed_uuids(data.uri)
+    assert not os.path.exists(root)
+    assert lance.dataset(data.uri).stats.index_stats("vector_idx")["num_indexed_rows"] == 40_000

@@ -197,6 +197,9 @@ def test_a_driver_dead_after_the_commit_is_finished_by_the_rerun(spark, tmp_path
     assert result.leftovers_removed == 4 and index_dirs(data.uri) == committed_uuids(data.uri)
     assert result.num_rows == 8000 and result.recall
     assert not os.path.exists(data.uri + ".index-jobs")
+    summary = result.summary()
+    assert "committed by an earlier run of this job" in summary and "None" not in summary, summary
+    assert result.to_report()["counts"]["committed_by_earlier_run"] is True
 
 
 def test_stale_state_whose_fragments_were_compacted_is_dropped_and_the_job_starts_afresh(spark, tmp_path):
@@ -232,6 +235,23 @@ def test_the_job_directory_never_resolves_into_the_dataset():
     assert str(root) == "s3://bucket/data/emb.index-jobs" and not dataset.contains(root)
     assert str(locate("file:///d/a%20b.lance?x=1")) == "/d/a b.lance"
     assert str(locate("/d/a%20b.lance")) == "/d/a%20b.lance"  # a plain path is taken literally
+    # every spelling of one store is the same place
+    for data, jobs in (("s3://vectors/k3.lance", "s3a://vectors/k3.lance/jobs"),
+                       ("s3a://vectors/k3.lance", "s3://vectors/k3.lance"),
+                       ("gs://b/t.lance", "gcs://b/t.lance/state"),
+                       ("az://c/t.lance", "abfss://c@acct.dfs.core.windows.net/t.lance/jobs")):
+        assert locate(data).contains(locate(jobs)), (data, jobs)
+    assert not locate("s3://vectors/k3.lance").contains(locate("gs://vectors/k3.lance/jobs"))
+
+
+def test_a_job_directory_that_is_a_symlink_into_the_dataset_is_refused(tmp_path):
+    data = write_vectors(tmp_path / "ds", 1000, DIM)
+    lance.dataset(data.uri).create_scalar_index("id", "BTREE")
+    os.symlink(os.path.join(data.uri, "_indices"), tmp_path / "jobs")
+    before = dataset_state(data.uri)
+    with pytest.raises(InputError, match="inside the dataset"):
+        pipeline.inspect_inputs(config_for(data.uri, job_dir=str(tmp_path / "jobs")))
+    assert dataset_state(data.uri) == before
 
 
 # --- 7. one run at a time, and merges ----------------------------------------------------
@@ -252,7 +272,8 @@ def test_a_second_run_of_the_same_job_waits_its_turn(spark, tmp_path):
     job_root = data.uri + ".index-jobs"
     deadline = time.time() + 60
     while time.time() < deadline and not (os.path.isdir(job_root) and any(
-            os.path.exists(os.path.join(job_root, d, "lease.json")) for d in os.listdir(job_root))):
+            os.listdir(os.path.join(job_root, d, "lease")) for d in os.listdir(job_root)
+            if os.path.isdir(os.path.join(job_root, d, "lease")))):
         time.sleep(0.05)
     with pytest.raises(JobBusyError, match="another run of this job is active") as err:
         pipeline.run(config, spark=spark)
@@ -271,8 +292,8 @@ def test_the_lease_of_a_dead_run_is_taken_over(spark, tmp_path):
     state = JobState(default_jobs_root(locate(data.uri)), pipeline.inspect_inputs(config).job_id, {})
     import socket
 
-    state.files.write("lease.json", json.dumps({"owner": "x", "host": socket.gethostname(), "pid": dead.pid,
-                                                 "heartbeat": time.time()}).encode())
+    state.files.write("lease/x.json", json.dumps({"owner": "x", "host": socket.gethostname(), "pid": dead.pid,
+                                                   "holding": True}).encode())
     result = pipeline.run(config, spark=spark)
     assert result.num_rows == 4000
 
@@ -293,7 +314,7 @@ def test_a_merge_output_the_job_did_not_mark_is_reported_not_deleted(spark, tmp_
     merged = merge_segments(MergeTask(data.uri, insp.snap.location, insp.snap.version,
                                       tuple(r.segment for r in built), 4000), state)
     assert len(state.merges()) == 1  # the intent was recorded
-    os.remove(os.path.join(state.uri, "attempts", str(merged.uuid)))  # as if killed before marking
+    os.remove(os.path.join(state.uri, "attempts", f"{merged.uuid}@{insp.snap.version}"))  # as if killed before marking
     class Lease:
         def check(self):
             pass
@@ -437,15 +458,22 @@ def test_state_of_a_dataset_recreated_under_the_same_name_is_not_resumed(spark, 
     assert recall(fresh.uri, fresh) > 0.8
 
 
-def test_an_unreadable_lease_is_taken_as_busy(spark, tmp_path):
+def test_an_unreadable_lease_is_reported_and_never_blocks(spark, tmp_path, caplog):
+    """No run of this job writes a partial lease file (local writes are renamed into place,
+    object-store writes are atomic), so a file that cannot be read, fresh or old, empty or
+    garbage, is no run's: it is named and removed, and the job runs."""
     data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
     config = config_for(data.uri)
     state = pipeline.inspect_inputs(config).state
-    state.files.write("lease.json", b'{"owner": "half-writ')
-    before = dataset_state(data.uri)
-    with pytest.raises(JobBusyError, match="another run of this job is active"):
-        pipeline.run(config, spark=spark)
-    assert dataset_state(data.uri) == before
+    state.files.write("lease/a1.json", b'{"owner": "half-writ')
+    state.files.write("lease/b2.json", b"")
+    state.files.write("lease/c3.json", b'{"owner": "c3", "heartbeat": "yesterday"}')  # readable, no host: by age
+    os.utime(os.path.join(state.uri, "lease", "c3.json"), (time.time() - 120, time.time() - 120))
+    with caplog.at_level("WARNING", logger="spark_lance_index"):
+        result = pipeline.run(config, spark=spark)
+    assert result.num_rows == 4000
+    assert "lease files that cannot be read" in caplog.text and "a1.json" in caplog.text and "b2.json" in caplog.text
+    assert not os.path.exists(data.uri + ".index-jobs")
 
 
 def test_the_post_commit_check_catches_an_indexed_fragment_removed_before_the_commit(tmp_path):

@@ -1,0 +1,84 @@
+"""`spark-lance-index discard`: remove the state of an index's jobs, to start afresh.
+
+What "delete the job directory" used to be, without its hazards: only the folders of this
+index's jobs (the dataset, column and index name of the flags; a `build` or an `update`, with
+any parameters), only the files the job writes there (a user's file survives), and only the
+segment directories the job marked that no version of the dataset references. A live run keeps
+its job (the lease); a dead run's lease, or one that cannot be read, is cleared. No Spark.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from .cleanup import remove_own_leftovers
+from .config import BuildConfig
+from .lease import read_runs
+from .resume import job_identity, make_job_id, update_identity
+from .state import JobState, default_jobs_root
+from .storage import Files, locate
+
+log = logging.getLogger("spark_lance_index")
+
+_JOB_FOLDER = re.compile(r"^[0-9a-f]{16}$")
+
+
+def jobs_of_index(config: BuildConfig) -> list[JobState]:
+    """The job folders under the root that belong to this index: the ids the flags give (a
+    build's and an update's), and any folder whose job.json names the same dataset, column and
+    index."""
+    dataset = locate(config.uri)
+    root = locate(config.job_dir) if config.job_dir else default_jobs_root(dataset)
+    ids = {make_job_id(job_identity(config, dataset)), make_job_id(update_identity(config, dataset))}
+    folders = Files(root, config.storage_options)
+    for name in folders.entries():
+        if name in ids or not _JOB_FOLDER.match(name) or not folders.exists(f"{name}/job.json"):
+            continue
+        try:
+            identity = json.loads(folders.read(f"{name}/job.json")).get("identity", {})
+        except (ValueError, OSError):
+            continue  # not a job.json of ours: never touched
+        if (identity.get("dataset"), identity.get("column"), identity.get("index_name")) == (
+                str(dataset), config.column, config.name):
+            ids.add(name)
+    return [JobState(root, job_id, config.storage_options, owns_root=not config.job_dir) for job_id in sorted(ids)]
+
+
+def _same_index(state: JobState, config: BuildConfig) -> bool:
+    """A folder with no job.json (a run stopped in its cleanup) is this index's by its name (the
+    hash of the flags' identity); one with a job.json only when that says so."""
+    if not state.exists():
+        return True
+    try:
+        identity = json.loads(state.files.read("job.json")).get("identity", {})
+    except (ValueError, OSError):
+        return False
+    return (identity.get("dataset"), identity.get("column"), identity.get("index_name")) == (
+        str(locate(config.uri)), config.column, config.name)
+
+
+def run_discard(config: BuildConfig) -> list[str]:
+    """Discard every job of the index the flags name. -> one line per job (JobBusyError if a
+    live run holds one: nothing of that job is touched)."""
+    lines = []
+    for state in jobs_of_index(config):
+        if not (state.exists() or state.has_leftovers() or read_runs(state.files, tasks=False)):
+            continue
+        if not _same_index(state, config):
+            lines.append(f"left {state.uri} as it is: its job.json names another index or dataset")
+            continue
+        lease = state.acquire_lease()
+        try:
+            removed = remove_own_leftovers(config.uri, locate(config.uri), config.storage_options, state)
+            state.discard()
+        finally:
+            lease.release()
+        lines.append(f"discarded job {state.job_id} in {state.uri}: removed {len(removed)} segment directories it wrote "
+                     "that no version of the dataset uses, and its state files")
+        log.info("%s", lines[-1])
+    if not lines:
+        lines.append(f"nothing to discard: no state of index {config.name!r} on {config.uri} under "
+                     f"{locate(config.job_dir) if config.job_dir else default_jobs_root(locate(config.uri))}")
+    return lines
