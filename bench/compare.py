@@ -35,7 +35,7 @@ from runs import (
     publish, run_matrix, say, time_memory_table,
 )
 
-KINDS = ("single", "job", "lance-ray")
+KINDS = ("single", "job", "job-lance-assign", "lance-ray")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -83,7 +83,7 @@ def section(args, settings: Settings, outcomes, started_load: str) -> tuple[str,
     ]
     blocks = ["\n".join(lines), "Time and memory:", time_memory_table(outcomes),
               "Ratios of the medians above (same run, same dataset):", ratio_table(outcomes)]
-    if "job" in args.kinds:
+    if any(k.startswith("job") for k in args.kinds):
         blocks += ["The job's phases (seconds, median), from its JSON report:", phase_table(outcomes)]
     blocks += [f"Recall@{K}:", recall_table(outcomes),
                "Query latency, median ms per query (one query at a time from one thread; every segment "

@@ -2,7 +2,7 @@
 
 A local S3 server (moto, on 127.0.0.1) holds `--dirs` segment directories of 3 small files
 each under a dataset's `_indices`, and one attempt marker per directory in a job directory.
-The job's cleanup (`remove_leftovers`, then `JobState.discard`) removes them, once with one
+The job's cleanup (`cleanup.remove_own_leftovers`, then `JobState.discard`) removes them, once with one
 delete at a time and once with the job's thread pool. Requests are counted from the server's
 access log. Prints a markdown section and appends it to docs/benchmarks.md.
 
@@ -47,7 +47,10 @@ def main(argv=None) -> int:
     import boto3
 
     from spark_lance_index import storage
-    from spark_lance_index.commit import remove_leftovers
+    import lance
+    import pyarrow as pa
+
+    from spark_lance_index.cleanup import remove_own_leftovers
     from spark_lance_index.state import JobState
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-s3-"))
@@ -71,16 +74,18 @@ def main(argv=None) -> int:
         s3.create_bucket(Bucket="bench")
         for threads in (1, storage.DELETE_THREADS):
             dataset = storage.locate(f"s3://bench/d{threads}.lance")
+            # a real dataset: cleanup reads its versions (a directory a version uses is never deleted)
+            lance.write_dataset(pa.table({"x": [1]}), str(dataset), storage_options=options)
             state = JobState(storage.locate(f"s3://bench/d{threads}.lance.index-jobs"), "job", options)
             written = [str(uuid.uuid4()) for _ in range(args.dirs)]
             for u in written:
                 for name in ("index.idx", "auxiliary.idx", "extra"):
                     s3.put_object(Bucket="bench", Key=f"d{threads}.lance/_indices/{u}/{name}", Body=b"x")
-                state.mark_attempt(u)
+                state.mark_attempt(u, 1)
             storage.DELETE_THREADS = threads
             before = requests_in(log)
             t = time.perf_counter()
-            removed = remove_leftovers(dataset, options, written, keep=[])
+            removed = remove_own_leftovers(str(dataset), dataset, options, state)
             state.discard()
             seconds = time.perf_counter() - t
             count = requests_in(log) - before

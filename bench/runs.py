@@ -26,7 +26,10 @@ from common import (
 INDEX_NAME = "vector_idx"  # the job's default name for column "vector"; every contender uses it
 BUILD_PHASES = ("plan", "train", "build", "merge", "commit", "verify", "cleanup")
 ALL_PHASES = ("inspect", "spark start", "preflight", *BUILD_PHASES, "check", "recall")  # check, recall: after the build
-KIND_NAMES = {"single": "single-process create_index", "job": "spark job", "lance-ray": "lance-ray"}
+KIND_NAMES = {"single": "single-process create_index", "job": "spark job",
+              "job-lance-assign": "spark job, Lance's assignment", "lance-ray": "lance-ray"}
+# The job's variants: extra flags each passes (issue 21: the GEMM assignment against Lance's own).
+JOB_KINDS = {"job": (), "job-lance-assign": ("--assignment", "lance")}
 
 
 @dataclass(frozen=True)
@@ -120,9 +123,10 @@ def job_args(uri: Path, flags: Sequence[str], master: str, report: Path, verify:
 
 
 def contender_command(kind: str, uri: Path, spec: IndexSpec, s: Settings, out: Path, report: Path) -> list[str]:
-    base = [s.python, str(CONTENDERS), kind, "--out", str(out)]
-    if kind == "job":
-        return [*base, "--", *job_args(uri, [*index_flags(spec, s), *s.job_flags], s.master, report, s.defaults)]
+    base = [s.python, str(CONTENDERS), "job" if kind in JOB_KINDS else kind, "--out", str(out)]
+    if kind in JOB_KINDS:
+        flags = [*index_flags(spec, s), *s.job_flags, *JOB_KINDS[kind]]
+        return [*base, "--", *job_args(uri, flags, s.master, report, s.defaults)]
     extra = ["--ray-workers", str(s.ray_workers)] if kind == "lance-ray" else []
     return [*base, "--uri", str(uri), *index_flags(spec, s), *extra]
 
@@ -148,7 +152,7 @@ class Run:
     @property
     def index_seconds(self) -> Optional[float]:
         """The index work alone: the job's build phases, or the create_index call."""
-        if self.kind == "job":
+        if self.kind in JOB_KINDS:
             return sum(self.phases.get(p, 0.0) for p in BUILD_PHASES) if self.phases else None
         return self.measured.result.get("index_seconds")
 
@@ -172,7 +176,7 @@ def build_once(kind: str, source: Path, spec: IndexSpec, s: Settings, workdir: P
     copy = copy_dataset(source, workdir / f"{tag}.lance")
     report = workdir / f"{tag}.report.json"
     cmd = contender_command(kind, copy, spec, s, workdir / f"{tag}.json", report)
-    return measured_run(kind, cmd, tag, workdir, s, report if kind == "job" else None), copy
+    return measured_run(kind, cmd, tag, workdir, s, report if kind in JOB_KINDS else None), copy
 
 
 @dataclass
@@ -270,27 +274,29 @@ def ratio_table(outcomes: Sequence[Outcome]) -> str:
     by = {(o.spec, o.kind): o for o in outcomes}
     specs = list(dict.fromkeys(o.spec for o in outcomes))
     others = [k for k in ("single", "lance-ray") if any(o.kind == k for o in outcomes)]
-    header = ["index"]
+    jobs = [k for k in JOB_KINDS if any(o.kind == k for o in outcomes)]
+    header = ["index", "job"]
     for k in others:
         header += [f"job / {k} (process)", f"job build phases / {k} create_index"]
     rows = []
     for spec in specs:
-        job = by.get((spec, "job"))
-        row = [spec.label]
-        for k in others:
-            other = by[(spec, k)]
-            row += [fmt_ratio(job and job.median_wall(), other.median_wall()),
-                    fmt_ratio(job and job.median_index(), other.median_index())]
-        rows.append(row)
+        for kind in jobs:
+            job = by.get((spec, kind))
+            row = [spec.label, KIND_NAMES[kind]]
+            for k in others:
+                other = by[(spec, k)]
+                row += [fmt_ratio(job and job.median_wall(), other.median_wall()),
+                        fmt_ratio(job and job.median_index(), other.median_index())]
+            rows.append(row)
     return markdown_table(header, rows)
 
 
 def phase_table(outcomes: Sequence[Outcome]) -> str:
     """The job's own per-phase timings (median over repeats) from its JSON reports."""
-    header = ["index", *ALL_PHASES, "build phases", "job total", "process wall"]
+    header = ["index", "job", *ALL_PHASES, "build phases", "job total", "process wall"]
     rows = []
-    for o in (o for o in outcomes if o.kind == "job"):
-        rows.append([o.spec.label, *(fmt_s(o.median_phase(p)) for p in ALL_PHASES),
+    for o in (o for o in outcomes if o.kind in JOB_KINDS):
+        rows.append([o.spec.label, KIND_NAMES[o.kind], *(fmt_s(o.median_phase(p)) for p in ALL_PHASES),
                      fmt_s(o.median_index()), fmt_s(o.median_phase("total")), fmt_s(o.median_wall())])
     return markdown_table(header, rows)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from .assign import assign_fragments, check_segment, write_partition_table
 from .dataset import IndexParams, open_dataset
 from .lease import task_holds
 from .plan import FragmentGroup
@@ -55,6 +57,7 @@ class SegmentTask:
     storage_options: Mapping[str, str] = field(default_factory=dict)
     lance_log: str = "error"  # Lance's Rust log level in the task ("info" with --verbose)
     lease_owner: str = ""  # the run that holds the job; the task writes only while it does
+    assignment: str = "lance"  # "gemm": rows assigned to partitions here (assign.py); "lance": by Lance
 
     @property
     def num_rows(self) -> int:
@@ -74,6 +77,7 @@ class SegmentResult:
     seconds: float
     host: str
     attempt: int = 0
+    assign_seconds: float = 0.0  # of `seconds`, assigning rows to partitions (--assignment gemm)
 
 
 def run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int, build=None) -> SegmentResult:
@@ -115,15 +119,17 @@ def build_segment(
     start = time.perf_counter()
     ds = open_dataset(task.uri, task.storage_options, task.version)
     p = task.params
-    segment = ds.create_index_uncommitted(
-        task.column,
-        p.index_type,
-        name=task.index_name,
-        replace=task.replace,
-        fragment_ids=list(task.group.fragment_ids),
-        **({"index_uuid": index_uuid} if index_uuid else {}),
-        **p.kind.segment_kwargs(p, artifacts),
-    )
+    kwargs = dict(p.kind.segment_kwargs(p, artifacts), name=task.index_name, replace=task.replace,
+                  fragment_ids=list(task.group.fragment_ids), **({"index_uuid": index_uuid} if index_uuid else {}))
+    assigned = None
+    if task.assignment == "gemm":
+        with tempfile.TemporaryDirectory(prefix="spark-lance-index-partitions-") as scratch:
+            assigned = assign_fragments(ds, task.column, task.group.fragment_ids, artifacts.centroids, p.metric)
+            segment = ds.create_index_uncommitted(task.column, p.index_type, **kwargs,
+                                                  precomputed_partition_dataset=write_partition_table(assigned, scratch))
+        check_segment(locate(task.uri), task.storage_options, str(segment.uuid), assigned, p.num_partitions)
+    else:
+        segment = ds.create_index_uncommitted(task.column, p.index_type, **kwargs)
     return SegmentResult(
         group_id=task.group.group_id,
         index_uuid=str(segment.uuid),
@@ -134,4 +140,5 @@ def build_segment(
         seconds=time.perf_counter() - start,
         host=f"{socket.gethostname()}:{os.getpid()}",
         attempt=attempt,
+        assign_seconds=assigned.seconds if assigned is not None else 0.0,
     )

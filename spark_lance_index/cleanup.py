@@ -32,7 +32,12 @@ def referenced_segments(uri: str, storage_options: Mapping[str, str], since: Opt
     numbers = [v["version"] for v in latest.versions() if since is None or v["version"] >= since]
 
     def segments_at(version: int) -> set[str]:
-        ds = latest.checkout_version(version)
+        try:
+            ds = latest.checkout_version(version)
+        except OSError:  # removed meanwhile (cleanup_old_versions): it references nothing any more
+            if version == latest.version:
+                raise
+            return set()
         return {str(s.uuid) for i in ds.describe_indices() for s in i.segments}
 
     with ThreadPoolExecutor(VERSION_READS) as pool:
@@ -73,6 +78,7 @@ def cleanup(config, snap, state: JobState, keep: Iterable[str], lease) -> tuple[
             "(a task killed mid-write, or another writer): %s; left in place, since the job cannot "
             "prove they are its own", len(unaccounted), ", ".join(unaccounted[:8]),
         )
+    state.forget_plan()  # first: see state.py
     removed = remove_own_leftovers(snap.uri, snap.location, config.storage_options, state, keep)
     state.discard()
     return len(removed), unaccounted
@@ -83,6 +89,7 @@ def discard_own_work(config, snap, state: JobState, lease) -> list[str]:
     a run refused before its commit, or an earlier run that cannot be resumed, left. Only while
     this run still holds the job. -> the uuids removed."""
     lease.check()
+    state.forget_plan()  # first: see state.py
     removed = remove_own_leftovers(snap.uri, snap.location, config.storage_options, state)
     state.discard()
     return removed

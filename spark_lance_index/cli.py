@@ -76,6 +76,10 @@ def _add_index_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trainer", choices=("auto", "lance", "distributed"),
                    help="where k-means runs: lance (Lance's, on the driver), distributed (on the executors), "
                         "or auto (default: distributed once the sample is large, see README)")
+    p.add_argument("--assignment", choices=("gemm", "lance"),
+                   help="how a segment build assigns rows to partitions: gemm (default: exact, a blocked GEMM in "
+                        "each task, handed to Lance) or lance (Lance's own, approximate past partitions x dimension "
+                        "of 1,000,000)")
     p.add_argument("--max-iters", type=int, help="k-means iterations; default 50")
     p.add_argument("--version", type=int, help="index this dataset version (default: latest)")
     p.add_argument("--replace", action="store_true", default=None, help="replace an index of the same name")
@@ -254,6 +258,9 @@ def entry() -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(normalise_argv(sys.argv[1:] if argv is None else argv))
     _setup_logging(bool(getattr(args, "verbose", False)))
+    from . import spark as spark_layer
+
+    spark_layer.QUIET_INTERRUPTS = True
     try:
         if args.command == "demo":
             from .demo import run_demo

@@ -67,6 +67,7 @@ class BuildConfig:
     max_sample_rows: int = 1_048_576  # cap on the training sample's rows (4096 x 256)
     max_sample_bytes: int = 1 << 30  # and on its bytes: 1 GiB is 2M rows at 128-d, 349k at 768-d
     trainer: str = "auto"  # lance (Lance's k-means on the driver), distributed (on the executors), auto
+    assignment: str = "gemm"  # rows to partitions: gemm (exact, a GEMM in each task) or lance (Lance's own)
     max_iters: int = DEFAULT_MAX_ITERS
     replace: bool = False
     version: Optional[int] = None  # pin this dataset version instead of the latest
@@ -134,6 +135,8 @@ class BuildConfig:
         _positive("--max-sample-bytes", self.max_sample_bytes)
         if self.trainer not in TRAINERS:
             raise InputError(f"unknown trainer {self.trainer!r}: use one of {', '.join(TRAINERS)}")
+        if self.assignment not in ASSIGNMENTS:
+            raise InputError(f"unknown assignment {self.assignment!r}: use one of {', '.join(ASSIGNMENTS)}")
         _positive("--max-iters", self.max_iters)
         if self.rows_per_task and self.fragments_per_task:
             raise InputError("give --rows-per-task or --fragments-per-task, not both")
@@ -197,10 +200,11 @@ def _positive(flag: str, value: Optional[int]) -> None:
 
 
 TRAINERS = ("auto", "lance", "distributed")
+ASSIGNMENTS = ("gemm", "lance")
 FIELD_NAMES = {f.name for f in dataclasses.fields(BuildConfig)}
 # Settings that mean something only for a vector index (a scalar or text index refuses them when
 # they differ from their default).
-VECTOR_ONLY = ("metric", "num_partitions", "sample_rate", "max_sample_rows", "max_sample_bytes", "trainer",
+VECTOR_ONLY = ("metric", "num_partitions", "sample_rate", "max_sample_rows", "max_sample_bytes", "trainer", "assignment",
                "max_iters", "query_file",
                "nprobes", "refine_factor", "recall_k", "min_recall", "target_recall")
 

@@ -9,14 +9,14 @@ its job (the lease); a dead run's lease, or one that cannot be read, is cleared.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
 from .cleanup import remove_own_leftovers
 from .config import BuildConfig
 from .lease import read_runs
-from .resume import job_identity, make_job_id, update_identity
+from .errors import JobError
+from .resume import index_key, job_identity, make_job_id, update_identity
 from .state import JobState, default_jobs_root
 from .storage import Files, locate
 
@@ -32,45 +32,39 @@ def jobs_of_index(config: BuildConfig) -> list[JobState]:
     dataset = locate(config.uri)
     root = locate(config.job_dir) if config.job_dir else default_jobs_root(dataset)
     ids = {make_job_id(job_identity(config, dataset)), make_job_id(update_identity(config, dataset))}
-    folders = Files(root, config.storage_options)
-    for name in folders.entries():
-        if name in ids or not _JOB_FOLDER.match(name) or not folders.exists(f"{name}/job.json"):
-            continue
-        try:
-            identity = json.loads(folders.read(f"{name}/job.json")).get("identity", {})
-        except (ValueError, OSError):
-            continue  # not a job.json of ours: never touched
-        if (identity.get("dataset"), identity.get("column"), identity.get("index_name")) == (
-                str(dataset), config.column, config.name):
-            ids.add(name)
-    return [JobState(root, job_id, config.storage_options, owns_root=not config.job_dir) for job_id in sorted(ids)]
+    ids |= {name for name in Files(root, config.storage_options).entries() if _JOB_FOLDER.match(name)}
+    states = [JobState(root, job_id, config.storage_options, owns_root=not config.job_dir) for job_id in sorted(ids)]
+    return [s for s in states if _same_index(s, config)]
 
 
 def _same_index(state: JobState, config: BuildConfig) -> bool:
-    """A folder with no job.json (a run stopped in its cleanup) is this index's by its name (the
-    hash of the flags' identity); one with a job.json only when that says so."""
-    if not state.exists():
-        return True
-    try:
-        identity = json.loads(state.files.read("job.json")).get("identity", {})
-    except (ValueError, OSError):
-        return False
-    return (identity.get("dataset"), identity.get("column"), identity.get("index_name")) == (
-        str(locate(config.uri)), config.column, config.name)
+    """The folder says it is this index's job (`index.json`, or a job.json of an older release);
+    a folder that says nothing is this index's only by its name (the hash of the flags' identity)."""
+    found = state.index_of()
+    if found is None:
+        return state.job_id in {make_job_id(job_identity(config, locate(config.uri))),
+                                make_job_id(update_identity(config, locate(config.uri)))}
+    return found == index_key(config, locate(config.uri))
 
 
 def run_discard(config: BuildConfig) -> list[str]:
     """Discard every job of the index the flags name. -> one line per job (JobBusyError if a
     live run holds one: nothing of that job is touched)."""
+    try:
+        return _discard(config)
+    except OSError as e:
+        raise JobError(f"cannot discard the job state: {str(e).splitlines()[0][:300]} (check --job-dir and the "
+                       "storage options)") from None
+
+
+def _discard(config: BuildConfig) -> list[str]:
     lines = []
     for state in jobs_of_index(config):
         if not (state.exists() or state.has_leftovers() or read_runs(state.files, tasks=False)):
             continue
-        if not _same_index(state, config):
-            lines.append(f"left {state.uri} as it is: its job.json names another index or dataset")
-            continue
         lease = state.acquire_lease()
         try:
+            state.forget_plan()
             removed = remove_own_leftovers(config.uri, locate(config.uri), config.storage_options, state)
             state.discard()
         finally:

@@ -148,6 +148,20 @@ def _fields(data: bytes):
         yield number, wire, value
 
 
+def repeated_uint(data: bytes, number: int) -> list[int]:
+    """A repeated unsigned field of a message, packed or not."""
+    out: list[int] = []
+    for n, wire, value in _fields(data):
+        if n == number and wire == 2:  # packed
+            pos = 0
+            while pos < len(value):
+                v, pos = _varint(value, pos)
+                out.append(v)
+        elif n == number and wire == 0:
+            out.append(value)
+    return out
+
+
 def _message_field(data: bytes, number: int) -> bytes:
     for n, wire, value in _fields(data):
         if n == number and wire == 2:
@@ -157,17 +171,11 @@ def _message_field(data: bytes, number: int) -> bytes:
 
 def _tensor(data: bytes, what: str) -> np.ndarray:
     """A Lance `Tensor` message as a 2-d numpy array."""
-    dtype, shape, payload = 0, [], b""
+    dtype, payload = 0, b""
+    shape = repeated_uint(data, 2)
     for n, wire, value in _fields(data):
         if n == 1 and wire == 0:
             dtype = value
-        elif n == 2 and wire == 2:  # packed repeated uint32
-            pos = 0
-            while pos < len(value):
-                v, pos = _varint(value, pos)
-                shape.append(v)
-        elif n == 2 and wire == 0:
-            shape.append(value)
         elif n == 3 and wire == 2:
             payload = value
     if dtype not in _TENSOR_TYPES:

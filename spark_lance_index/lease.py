@@ -11,14 +11,15 @@ together may both back off; a rerun then goes through.
 A winner rewrites its file as `holding`, and every HEARTBEAT_SECONDS after that. A run is live
 while its file is younger than LEASE_TIMEOUT, measured on the store's clock (its modification
 time against that of a file the reader just wrote, so no two hosts' clocks are compared), and,
-when it ran on this host, while its process exists. A run that has not refreshed its file for
+when it ran on this host in this PID namespace, while its process exists. A run that has not refreshed its file for
 half of LEASE_TIMEOUT stops itself (a long pause, a store it cannot reach) before anyone else
 may take the job over.
 
 Spark tasks that write (segment builds, merges) hold `lease/<owner>.task-<id>.json` while they
 run: a run whose driver is gone is still live while its tasks run (a killed Spark Connect client
 leaves its tasks running on the server), and a task starts only while its run holds the job, so
-tasks of a run that lost the job stop before writing.
+tasks of a run that lost the job, or whose driver stopped refreshing its file, stop before
+writing.
 
 Files that cannot be read (no run of this job writes a partial file: local writes are renamed
 into place, object-store writes are atomic) are never a live run: they are reported and removed
@@ -47,6 +48,15 @@ FOLDER = "lease"
 LEGACY = "lease.json"  # written by releases before 2026-12: one contended file
 HEARTBEAT_SECONDS = 10.0
 LEASE_TIMEOUT = 60.0
+FUTURE_SKEW = 300.0  # a file written further in the future than this (store clock) is no run's
+
+
+def _pid_namespace() -> str:
+    """Processes are asked about only within one PID namespace (containers may share a host name)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 class LeaseLostError(JobBusyError):
@@ -63,13 +73,16 @@ class Entry:
     record: Optional[dict]  # None: unreadable
     task: bool = False
 
-    def alive(self, now: float) -> bool:
-        if self.record is None or now - self.mtime > LEASE_TIMEOUT:
+    def alive(self, now: float, ask_os: bool = True) -> bool:
+        """Written less than LEASE_TIMEOUT ago (a time far in the future is no run's: a copied
+        or restored file), and, when `ask_os` and the writer ran on this host in this PID
+        namespace, its process still exists."""
+        if self.record is None or not -FUTURE_SKEW < now - self.mtime <= LEASE_TIMEOUT:
             return False
-        if self.record.get("host") == socket.gethostname():  # on this machine we can ask the OS
+        if ask_os and (self.record.get("host"), self.record.get("pidns")) == (socket.gethostname(), _pid_namespace()):
             try:
-                os.kill(int(self.record.get("pid", -1)), 0)
-            except (ProcessLookupError, ValueError, OverflowError):
+                os.kill(int(self.record.get("pid")), 0)
+            except (ProcessLookupError, ValueError, TypeError, OverflowError):
                 return False
             except PermissionError:
                 return True
@@ -87,9 +100,9 @@ class Run:
     def alive(self, now: float) -> bool:
         return (self.driver is not None and self.driver.alive(now)) or any(t.alive(now) for t in self.tasks)
 
-    def holding(self, now: float) -> bool:
+    def holding(self, now: float, ask_os: bool = True) -> bool:
         return (self.driver is not None and bool((self.driver.record or {}).get("holding"))
-                and self.driver.alive(now))
+                and self.driver.alive(now, ask_os))
 
     def describe(self, now: float) -> str:
         d = self.driver
@@ -124,10 +137,12 @@ def read_runs(files: Files, tasks: bool = True) -> dict[str, Run]:
             record = json.loads(files.read(name))
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
-        except FileNotFoundError:
-            continue  # released meanwhile
-        except (ValueError, OSError):
+        except ValueError:  # unreadable content
             record = None
+        except OSError:
+            if not files.exists(name):
+                continue  # released meanwhile (an object store may not say FileNotFound)
+            raise  # an I/O error (a throttled store) is no verdict on the run
         if name == LEGACY:
             owner = f"legacy:{(record or {}).get('owner', '?')}"
             record = {**record, "holding": True} if record is not None else None
@@ -154,7 +169,7 @@ class Lease:
 
     def _record(self, holding: bool) -> bytes:
         return json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-                           "holding": holding, "written": time.time()}).encode()
+                           "pidns": _pid_namespace(), "holding": holding, "written": time.time()}).encode()
 
     def acquire(self) -> None:
         """Hold the job, or raise JobBusyError (a live run holds it, or is starting now)."""
@@ -184,8 +199,9 @@ class Lease:
             else:
                 log.info("taking over the job from a run that is no longer alive (owner %s)", run.owner)
             self.files.delete_many(run.files())
+        sent = time.monotonic()
         self.files.write(self.name, self._record(holding=True))
-        self._last_ok = time.monotonic()
+        self._last_ok = sent
         self._thread = threading.Thread(target=self._beat, name="spark-lance-index-lease", daemon=True)
         self._thread.start()
 
@@ -196,7 +212,10 @@ class Lease:
     def check(self) -> None:
         """Raise LeaseLostError unless this run still holds the job (before anything irreversible)."""
         if not self.lost and not self._fenced():
-            runs = read_runs(self.files, tasks=False)
+            try:
+                runs = read_runs(self.files, tasks=False)
+            except OSError:  # the store cannot say: nothing irreversible on a guess
+                runs = {}
             mine = runs.pop(self.owner, None)
             if mine is not None and mine.driver is not None:
                 now = mine.driver.mtime + (time.monotonic() - self._last_ok)
@@ -212,11 +231,12 @@ class Lease:
                 self.lost = True
                 return
             try:
+                sent = time.monotonic()  # a slow write counts from when it was sent
                 if not self.files.exists(self.name):  # taken over: never write it back
                     self.lost = True
                     return
                 self.files.write(self.name, self._record(holding=True))
-                self._last_ok = time.monotonic()
+                self._last_ok = sent
             except Exception as e:  # a flaky store: the next beat tries again
                 log.debug("lease heartbeat failed: %s", e)
 
@@ -224,7 +244,7 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             if not self.lost:
                 self.files.delete_file(self.name)
                 if self.on_release is not None:
@@ -248,13 +268,16 @@ def task_holds(files: Files, owner: str, what: str) -> Iterator[None]:
         yield
         return
     name = f"{FOLDER}/{owner}.task-{uuid.uuid4().hex[:12]}.json"
-    record = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "task": what}).encode()
+    record = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "pidns": _pid_namespace(),
+                         "task": what}).encode()
     files.write(name, record)
     try:
         runs = read_runs(files, tasks=False)
         mine = runs.pop(owner, Run(owner))
         now = next((t.mtime for t in mine.tasks if t.name == name), time.time())
-        if not mine.holding(now) or any(r.holding(now) for r in runs.values()):
+        # The driver is judged by its file's age alone: an executor may share its host name
+        # but not its processes (containers), and a dead driver's file ages out in LEASE_TIMEOUT.
+        if not mine.holding(now, ask_os=False) or any(r.holding(now, ask_os=False) for r in runs.values()):
             raise LeaseLostError(f"{what}: the run that started this task no longer holds its job (its driver is "
                                  "gone, or another run took over): the task stops before writing anything")
         stop = threading.Event()
@@ -272,5 +295,5 @@ def task_holds(files: Files, owner: str, what: str) -> Iterator[None]:
             stop.set()
             thread.join(timeout=5)
     finally:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             files.delete_file(name)

@@ -178,6 +178,8 @@ def make_tasks(
             params=params, group=g, job_id=job_id, replace=bool(config.replace) or config.mode == "update",
             storage_options=dict(config.storage_options),
             lance_log="info" if config.verbose else "error", lease_owner=lease_owner,
+            # a multivector row's vectors fall in several partitions: the table maps a row to one
+            assignment=config.assignment if params.kind.is_vector and not snap.multivector else "lance",
         )
         for g in groups
     ]
@@ -354,6 +356,7 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
             parallelism = spark_layer.default_parallelism(spark)
             preflight(spark, result, task_bytes)
             lease = state.acquire_lease()
+            state_moved_on(insp)
             if insp.stale:
                 log.info("the state of an earlier run in %s cannot be resumed (%s): starting afresh",
                          state.uri, insp.stale)
@@ -406,8 +409,7 @@ def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
                 # runs under a new run id (new segment uuids, never a directory this index uses);
                 # the markers stay, so that the rerun's cleanup removes this index's directories
                 # once its own commit has replaced it.
-                state.forget_commit()
-                state.forget_plan()
+                state.forget_commit()  # marked wrong first, then the plan, then the record
                 e.args = (f"{e} [rerun with --replace to rebuild it; job state kept in {state.uri}]",)
             else:
                 # The record stays: every rerun of the update checks that commit again and fails
@@ -449,10 +451,19 @@ def _build_and_commit(spark, config, insp: Inspection, groups, artifacts: Shared
     return [str(m.uuid) for m in merged], committed_ds
 
 
+def state_moved_on(insp: Inspection) -> None:
+    """What inspect decided (resume, start afresh, finish a commit) was read before this run held
+    the job; another run may have finished or stopped in between. Refuse, writing nothing, when
+    the job directory is not what it was."""
+    if insp.state.exists() != insp.job_file_seen:
+        raise JobBusyError(f"another run of this job changed its state ({insp.state.uri}) while this one started: "
+                           "rerun the same command")
+
+
 def finish_interrupted_cleanup(config: BuildConfig, insp: Inspection, result: JobResult) -> None:
-    """An earlier run of this job committed its index and stopped while cleaning up (its plan was
-    already gone, which happens only in cleanup, after every check passed): finish that cleanup
-    and report the index, with no Spark."""
+    """An earlier run of this job committed its index and stopped before it finished (in its
+    cleanup, or where its plan can no longer be resumed): finish that cleanup and report the
+    index, with no Spark."""
     state, snap = insp.state, insp.snap
     log.info("an earlier run of job %s committed index %r and stopped while cleaning up: finishing its cleanup",
              insp.job_id, config.name)
@@ -476,4 +487,6 @@ def discard_command(config: BuildConfig) -> str:
         parts.append(f"--index-name {config.index_name}")
     if config.job_dir:
         parts.append(f"--job-dir {config.job_dir}")
+    if config.storage_options:
+        parts.append("--storage-option ... (as given to this command)")
     return " ".join(parts)

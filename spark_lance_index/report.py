@@ -181,7 +181,7 @@ def render_summary(r: dict[str, Any]) -> str:
             lines.append(f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments, "
                          f"{c['segments_committed']} segments: committed by an earlier run of this job, which "
                          f"stopped before it finished; this run finished its "
-                         + ("checks and cleanup" if c["tasks"] is not None else "cleanup (its checks had passed)")
+                         + ("checks and cleanup" if c["tasks"] is not None else "cleanup")
                          + f" (leftover segment directories removed {c['leftovers_removed'] or 0})")
         elif c["tasks"] is not None:
             lines.append(
@@ -269,6 +269,10 @@ def render_summary(r: dict[str, Any]) -> str:
             else:
                 figure = f"recall@{q['k']} {s['recall']:.3f}"
             lines.append(f"  query with nprobes={s['nprobes']}, {refine}: {figure}, {s['latency_ms_p50']:.1f} ms p50")
+            if split and s["confirm_recall"] < q["target"]:
+                lines.append(f"  NOT CONFIRMED: on the queries it was not chosen with it reads under {q['target']}: "
+                             f"{q['queries'] // 2} queries a half are few; give more --verify-queries (or a "
+                             "--query-file of more queries) for a surer choice")
         else:
             lines.append(f"  NO SETTING REACHES recall@{q['k']} {q['target']}: {q['advice']}")
     if r["outcome"] == "recall_below_minimum":

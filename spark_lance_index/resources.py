@@ -9,7 +9,7 @@ the container is killed and Spark retries the task until the stage fails.
 
 Lance also sizes its compute thread pool from the machine's cores, not from the task's slot, so
 `spark.executor.cores` tasks each start a pool as large as the machine. `LANCE_CPU_THREADS`
-bounds it to `spark.task.cpus`.
+bounds it to `spark.task.cpus`, and `OPENBLAS_NUM_THREADS` numpy's BLAS likewise.
 
 Plain functions over Spark's configuration strings; no Spark import.
 """
@@ -141,6 +141,11 @@ def session_settings(res: ExecutorResources, task_bytes: int, env: Callable[[str
     out = {}
     if env("spark.executorEnv.LANCE_CPU_THREADS") is None:
         out["spark.executorEnv.LANCE_CPU_THREADS"] = str(res.task_cpus)
+    # numpy's BLAS (the partition assignment, assign.py) starts a thread per core of the machine
+    # in every Python worker unless told; the task bounds it too (threadpoolctl), this covers the
+    # import-time pool
+    if env("spark.executorEnv.OPENBLAS_NUM_THREADS") is None:
+        out["spark.executorEnv.OPENBLAS_NUM_THREADS"] = str(res.task_cpus)
     if (enforces_memory(master) and res.overhead is None and res.overhead_factor is None and res.pyspark is None
             and res.cores is not None):
         out["spark.executor.memoryOverhead"] = f"{-(-needed_overhead(res, task_bytes) // MIB)}m"

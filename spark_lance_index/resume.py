@@ -82,6 +82,7 @@ class Inspection:
     update: Optional[UpdatePlan] = None  # `update`: what it encodes and which segments stay
     model: Optional[SharedArtifacts] = None  # `update`: the index's own model, instead of training
     run: str = ""  # the run's id (job.json), part of its segment uuids
+    job_file_seen: bool = False  # job.json was there at inspect (checked again once the run holds the job)
 
     @property
     def job_id(self) -> str:
@@ -100,6 +101,7 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
     identity, state = _job_state(config, job_identity)
     latest = open_dataset(config.uri, config.storage_options)
     job = state.load_job(identity)
+    seen = job is not None
     snap, stale = None, None
     if job is not None:
         snap, stale = _resumable_snapshot(config, job, latest)
@@ -109,7 +111,7 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
     resuming = job if job is not None and stale is None else None
     if job is None and state.has_leftovers():  # a run stopped in its cleanup: finished once leased
         stale = "an earlier run of this job stopped while cleaning up"
-    own = state.committing() if resuming or job is None else None
+    own = state.committing()
     live = [f.fragment_id for f in snap.live_fragments]
     latest_indexes = index_infos(latest)
     for where, indexes in ((f"version {snap.version}", snap.indexes), (f"the latest version {latest.version}", latest_indexes)):
@@ -120,12 +122,15 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
     committed = None
     if own is not None and any(i.name == config.name and set(i.segments) == set(own) for i in latest_indexes):
         committed = own
+        if resuming is None:  # its plan cannot be resumed (gone or stale): only its cleanup is left
+            job = None
     queries = load_queries(config, snap.dim, snap.multivector)
     log.info(
         "dataset %s version %d: %d rows in %d fragments, column %r %s[%d]",
         snap.uri, snap.version, snap.num_rows, len(snap.fragments), snap.column, snap.value_type, snap.dim,
     )
-    return Inspection(snap, params, queries, state, identity, resuming, stale, committed)
+    return Inspection(snap, params, queries, state, identity, resuming if job is not None else None, stale, committed,
+                      job_file_seen=seen)
 
 
 def _job_state(config: BuildConfig, identity_of) -> tuple[dict, JobState]:
@@ -138,7 +143,13 @@ def _job_state(config: BuildConfig, identity_of) -> tuple[dict, JobState]:
             f"{dataset}: give a --job-dir outside it"
         )
     identity = identity_of(config, dataset)
-    return identity, JobState(root, make_job_id(identity), config.storage_options, owns_root=not config.job_dir)
+    return identity, JobState(root, make_job_id(identity), config.storage_options, owns_root=not config.job_dir,
+                              index_key=index_key(config, dataset))
+
+
+def index_key(config: BuildConfig, dataset: Location) -> dict:
+    """What `discard` finds a job's folder by, whatever the job's other parameters."""
+    return {"dataset": str(dataset), "column": config.column, "index_name": config.name}
 
 
 @phase("inspect")
@@ -190,7 +201,7 @@ def inspect_update(config: BuildConfig) -> Inspection:
     queries = load_queries(config, snap.dim, snap.multivector)
     resuming = job if job is not None and stale is None else None
     return Inspection(snap, model.params, queries, state, identity, resuming, stale, committed,
-                      update=plan, model=model.artifacts)
+                      update=plan, model=model.artifacts, job_file_seen=job is not None)
 
 
 def _resumable_snapshot(config: BuildConfig, job: dict, latest) -> tuple[Optional[DatasetSnapshot], Optional[str]]:

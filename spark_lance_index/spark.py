@@ -20,6 +20,10 @@ from .preflight import node_versions
 
 log = logging.getLogger(__name__)
 
+# Set by the command line: Ctrl-C then ends the process, so its handler may silence everything
+# (a library user's session and logging are never touched).
+QUIET_INTERRUPTS = False
+
 # Faster JVM start for short local runs (measured: ~10 s -> ~6 s on 2 cores).
 _LOCAL_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
@@ -115,7 +119,7 @@ def check_can_start(master: Optional[str]) -> None:
     if master and master.startswith("local"):
         # Local executors must run this Python, the one that has lance and this package.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if not (master or "").startswith("sc://") and not os.environ.get("SPARK_REMOTE"):
+    if not (master or "").startswith("sc://") and not (os.environ.get("SPARK_REMOTE") and not master):
         check_java()  # a Connect client starts no JVM
     if (master or "").startswith("spark://"):
         check_master(master)
@@ -137,7 +141,8 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False, tas
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         # A Databricks job owns its session: take it, never configure or stop it.
         return SparkSession.builder.getOrCreate(), False
-    remote = master if (master or "").startswith("sc://") else os.environ.get("SPARK_REMOTE")
+    # --master wins over SPARK_REMOTE; SPARK_REMOTE over nothing
+    remote = master if (master or "").startswith("sc://") else None if master else os.environ.get("SPARK_REMOTE")
     if remote:  # Spark Connect: the server owns the configuration and the logs, no JVM here
         session = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
         _interrupt_quietly()
@@ -207,7 +212,7 @@ def _interrupt_quietly() -> None:
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
+    if not QUIET_INTERRUPTS or threading.current_thread() is not threading.main_thread():
         return
 
     def interrupted(signum, frame):

@@ -12,6 +12,7 @@ root shared by many jobs (or holding a user's files) is safe. Layout:
                              v is the dataset version the writing run pinned (no version after
                              it can reference the directory)
     created-root             this job created --job-dir: it removes it once empty
+    index.json               the dataset, column and index name (what `discard` matches), last to go
     segments/<group>.pkl     one finished segment per group, written by the task that built it
     merges/<batch>.json      a merge about to run: its sources and the `_indices` it started from
     commit.json              the segments about to be committed, written before the commit
@@ -20,10 +21,11 @@ root shared by many jobs (or holding a user's files) is safe. Layout:
 Executors write markers and segments themselves, so a driver that dies mid-build loses nothing
 that finished. `job.json` is trusted only when its identity equals the running job's.
 
-Cleanup deletes in an order a kill at any point leaves something a rerun finishes: segment
-directories first (their markers name them), then the markers and records, then `job.json`
-(while it exists a rerun resumes), then the artifacts, and `commit.json` last (without
-`job.json`, a `commit.json` whose segments are the committed index says only cleanup was left).
+Cleanup deletes in an order a kill at any point leaves something a rerun finishes: `job.json`
+and the saved segments first (cleanup runs only after every check passed; without `job.json` a
+rerun never reuses a segment whose directory is half deleted), then the segment directories
+(their markers name them), the markers and records, and `commit.json` last (without `job.json`,
+a `commit.json` whose segments are the committed index says only cleanup was left).
 A kill after that leaves at most the dead run's lease file and empty folders, which the next
 run of the job, or `discard`, removes.
 """
@@ -54,6 +56,7 @@ JOBS_SUFFIX = ".index-jobs"
 _ARTIFACTS = ("centroids.npy", "codebook.npy", "rotation.json", "options.json")
 _MARKER = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:@(\d+))?$")
 ROOT_CREATED = "created-root"
+INDEX_KEY = "index.json"  # the dataset, column and index the job is for: `discard` matches on it
 _FOLDERS = ("attempts", "segments", "merges", "artifacts", "shared")
 _SEGMENT = re.compile(r"^\d+\.pkl$")
 _MERGE = re.compile(r"^[0-9a-f]{16}\.json$")
@@ -67,8 +70,10 @@ def default_jobs_root(dataset: Location) -> Location:
 class JobState:
     """Reads and writes one job directory. Cheap to pickle: tasks carry one to executors."""
 
-    def __init__(self, root: Location, job_id: str, storage_options: Mapping[str, str], owns_root: bool = False):
+    def __init__(self, root: Location, job_id: str, storage_options: Mapping[str, str], owns_root: bool = False,
+                 index_key: Optional[Mapping[str, str]] = None):
         self.root = root
+        self.index_key = dict(index_key or {})
         self.owns_root = owns_root  # the default root is the job's to remove once empty
         self.job_id = job_id
         self.where = root.child(job_id)
@@ -189,7 +194,7 @@ class JobState:
         """Files of this job's without a plan: a run stopped during its cleanup, or after its
         commit was found wrong."""
         return bool(self.attempts() or self.files.exists("commit.json") or self.merges() or
-                    self.files.list("segments") or self.files.list("artifacts"))
+                    self.files.list("segments") or self.files.list("artifacts") or self.files.exists(INDEX_KEY))
 
     def merges(self) -> list[dict]:
         return [json.loads(self.files.read(f"merges/{n}")) for n in self.files.list("merges") if _MERGE.match(n)]
@@ -199,14 +204,22 @@ class JobState:
         self.files.write("commit.json", json.dumps({"segments": sorted(segment_uuids)}).encode())
 
     def forget_commit(self) -> None:
-        """The recorded commit was checked and found wrong: a rerun must not finish it."""
+        """The recorded commit was checked and found wrong: a rerun must never finish it. The
+        record is first marked wrong (one atomic write), so a kill before it is gone leaves
+        nothing a rerun would take for its own index."""
+        own = self.committing()
+        if own is not None:
+            self.files.write("commit.json", json.dumps({"segments": own, "wrong": True}).encode())
+        self.forget_plan()
         self.files.delete_file("commit.json")
 
     def committing(self) -> Optional[list[str]]:
-        """The segment uuids a run was about to commit, if it got that far."""
+        """The segment uuids a run was about to commit, if it got that far (None also for a
+        commit found wrong)."""
         if not self.files.exists("commit.json"):
             return None
-        return json.loads(self.files.read("commit.json"))["segments"]
+        record = json.loads(self.files.read("commit.json"))
+        return None if record.get("wrong") else record["segments"]
 
     def forget_segments(self) -> None:
         """Drop the saved results (their directories stay marked for cleanup)."""
@@ -222,7 +235,7 @@ class JobState:
 
     def discard(self) -> None:
         """Delete the files this job wrote, then its folders if nothing else is in them, in the
-        order of the module docstring (the caller removed the marked directories first).
+        order of the module docstring (the caller removed the plan, then the marked directories).
 
         Only names the job writes are deleted: a file anyone else put here survives, and so
         does its folder. The lease is the running job's to release.
@@ -235,7 +248,8 @@ class JobState:
         self.forget_plan()
         for folder in _FOLDERS:
             f.remove_if_empty(folder)
-        f.delete_file("commit.json")  # last: until here a rerun finishes this cleanup
+        f.delete_file("commit.json")  # until here a rerun finishes this cleanup
+        f.delete_file(INDEX_KEY)  # what `discard` finds the folder by
         self.tidy()
 
     def tidy(self) -> None:
@@ -265,7 +279,20 @@ class JobState:
         lease.acquire()
         if new_root:
             self.files.write(ROOT_CREATED, b"")
+        if self.index_key and not self.files.exists(INDEX_KEY):
+            self.files.write(INDEX_KEY, json.dumps(self.index_key).encode())
         return lease
+
+    def index_of(self) -> Optional[dict]:
+        """The dataset, column and index this job is for (`index.json`, else its job.json)."""
+        for name, pick in ((INDEX_KEY, lambda d: d), ("job.json", lambda d: d.get("identity", {}))):
+            if self.files.exists(name):
+                try:
+                    found = pick(json.loads(self.files.read(name)))
+                    return {k: found.get(k) for k in ("dataset", "column", "index_name")}
+                except (ValueError, AttributeError):
+                    return None
+        return None
 
 
 def _min_version(a: Optional[int], b: Optional[int]) -> Optional[int]:

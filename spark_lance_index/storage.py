@@ -51,6 +51,16 @@ class Location:
             return False
         return theirs == mine or theirs.startswith(mine + "/") or mine == ""
 
+    def lance_uri(self) -> str:
+        """This place as Lance's object store names it: it knows s3, gs, az and abfss, not the
+        other spellings of those stores (s3a, gcs, abfs, ...)."""
+        if not self.scheme or self.scheme in ("s3", "gs", "az", "abfss"):
+            return str(self)
+        if self.scheme == "abfs":
+            return str(replace(self, scheme="abfss"))
+        family = next((name for name, aliases in _STORE_ALIASES.items() if self.scheme in aliases), self.scheme)
+        return str(replace(self, scheme=family))
+
     def _canonical(self) -> tuple[tuple[str, str], str]:
         if not self.scheme:
             return ("", ""), os.path.realpath(self.path).rstrip("/")
@@ -162,7 +172,7 @@ class Files:
         if self._session is None:
             from lance.file import LanceFileSession
 
-            self._session = LanceFileSession(str(self.where), storage_options=self.storage_options or None)
+            self._session = LanceFileSession(self.where.lance_uri(), storage_options=self.storage_options or None)
         return self._session
 
     def __str__(self) -> str:

@@ -31,7 +31,7 @@ def finish_noop(config, insp: Inspection, result: JobResult) -> None:
     update left (its state cannot be used: the index covers everything now)."""
     log.info("index %r covers every fragment of %s at version %d: nothing to update",
              config.name, insp.snap.uri, insp.snap.version)
-    if insp.state.exists():
+    if insp.state.exists() or insp.state.has_leftovers():
         lease = insp.state.acquire_lease()
         try:
             discard_own_work(config, insp.snap, insp.state, lease)

@@ -293,6 +293,7 @@ def test_the_lease_of_a_dead_run_is_taken_over(spark, tmp_path):
     import socket
 
     state.files.write("lease/x.json", json.dumps({"owner": "x", "host": socket.gethostname(), "pid": dead.pid,
+                                                   "pidns": os.readlink("/proc/self/ns/pid"),
                                                    "holding": True}).encode())
     result = pipeline.run(config, spark=spark)
     assert result.num_rows == 4000

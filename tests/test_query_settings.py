@@ -123,12 +123,28 @@ def test_target_recall_refusals(tmp_path, kw, message):
         make_config({}, {"uri": str(tmp_path / "x"), "column": "vector", **kw})
 
 
-def test_recommend_passes_over_a_setting_the_other_half_does_not_confirm():
-    lucky = QuerySetting(8, None, 0.93, 1.0, 1.5, select_recall=0.96, select_margin=0.01, confirm_recall=0.90)
-    solid = QuerySetting(12, None, 0.95, 1.4, 2.0, select_recall=0.96, select_margin=0.01, confirm_recall=0.94)
-    thin = QuerySetting(16, None, 0.96, 1.6, 2.0, select_recall=0.95, select_margin=0.06, confirm_recall=0.97)
-    assert recommend([lucky, solid, thin], 0.93) == solid  # lucky: chosen on one half, not confirmed on the other
-    assert recommend([lucky, thin], 0.93) is None  # thin: under the target by its margin
+def test_one_half_chooses_by_a_margin_and_the_other_only_reports():
+    lucky = QuerySetting(8, None, 0.93, 1.0, 1.5, select_recall=0.96, select_margin=0.01, confirm_recall=0.90,
+                         confirm_interval=(0.86, 0.94))
+    solid = QuerySetting(12, None, 0.95, 1.4, 2.0, select_recall=0.96, select_margin=0.01, confirm_recall=0.94,
+                         confirm_interval=(0.91, 0.97))
+    thin = QuerySetting(16, None, 0.96, 1.6, 2.0, select_recall=0.95, select_margin=0.06, confirm_recall=0.97,
+                        confirm_interval=(0.95, 0.99))
+    assert recommend([lucky, solid, thin], 0.93) == lucky  # the other half never chooses (its figure stays unbiased)
+    assert recommend([thin], 0.93) is None  # under the target by its margin
+    from spark_lance_index.query_settings import QuerySettings
+    from spark_lance_index.report import query_settings_doc, render_summary
+
+    doc = {"query_settings": query_settings_doc(QuerySettings(0.93, 10, 100, "here", (lucky, solid), lucky), "IVF_FLAT")}
+    lines = render_summary({**_empty_report(), **doc})
+    assert "recall@10 0.900 on the queries it was not chosen with (95% interval 0.860-0.940)" in lines
+    assert "NOT CONFIRMED" in lines
+
+
+def _empty_report():
+    from spark_lance_index.report import JobResult
+
+    return JobResult(job_id=None, uri="/x", index_name="v_idx", column="v").to_report()
 
 
 def test_the_recommended_setting_reaches_the_target_on_queries_it_was_not_chosen_with(spark, tmp_path):
@@ -146,7 +162,7 @@ def test_the_recommended_setting_reaches_the_target_on_queries_it_was_not_chosen
     best = result.query_settings.recommended
     assert best is not None and best.confirm_recall >= 0.94
     low, high = best.confirm_interval
-    assert low <= best.confirm_recall <= high
+    assert low <= best.confirm_recall <= high and high - low > 0  # never a zero-width interval
     ds = lance.dataset(uri)
     norms = (vectors ** 2).sum(1)
 

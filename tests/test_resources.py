@@ -32,9 +32,10 @@ def test_a_created_session_gets_lance_threads_per_slot_and_the_overhead_only_whe
     conf = {"spark.executor.memory": "4g", "spark.executor.cores": "8", "spark.task.cpus": "2"}
     res = read_resources(conf.get)
     got = session_settings(res, 100 * MIB, conf.get, "yarn")
-    assert got["spark.executorEnv.LANCE_CPU_THREADS"] == "2"
+    assert got["spark.executorEnv.LANCE_CPU_THREADS"] == got["spark.executorEnv.OPENBLAS_NUM_THREADS"] == "2"
     assert got["spark.executor.memoryOverhead"] == f"{-(-needed_overhead(res, 100 * MIB) // MIB)}m"
-    mine = {**conf, "spark.executor.memoryOverhead": "2g", "spark.executorEnv.LANCE_CPU_THREADS": "4"}
+    mine = {**conf, "spark.executor.memoryOverhead": "2g", "spark.executorEnv.LANCE_CPU_THREADS": "4",
+            "spark.executorEnv.OPENBLAS_NUM_THREADS": "4"}
     assert session_settings(read_resources(mine.get), 100 * MIB, mine.get, "yarn") == {}
     # a factor the user set is theirs (an absolute overhead would override it), and counts
     factored = {**conf, "spark.executor.memoryOverheadFactor": "0.3"}
@@ -45,7 +46,7 @@ def test_a_created_session_gets_lance_threads_per_slot_and_the_overhead_only_whe
     assert "spark.executor.memoryOverhead" not in session_settings(
         read_resources({"spark.executor.memory": "4g"}.get), 100 * MIB, {}.get, "k8s://https://api:443")
     assert session_settings(res, 100 * MIB, conf.get, "spark://10.0.0.1:7077") == {
-        "spark.executorEnv.LANCE_CPU_THREADS": "2"}
+        "spark.executorEnv.LANCE_CPU_THREADS": "2", "spark.executorEnv.OPENBLAS_NUM_THREADS": "2"}
 
 
 def test_the_largest_task_is_bounded_by_the_plan():
