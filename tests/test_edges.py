@@ -111,6 +111,8 @@ def test_a_deferred_remap_compaction_during_update_never_gives_a_wrong_verdict(s
         stats = lance.dataset(table.uri).stats.index_stats("vector_idx")
         assert stats["num_indexed_rows"] == 40_000  # the update's segment was not committed
     monkeypatch.undo()
+    if when == "before the last check":  # the change is seen: refused before the commit
+        assert outcome == "refused"
     if outcome == "committed":
         assert first.num_rows == 43_000 and first.unindexed_rows == 0
     rerun = pipeline.run(update_config(table.uri), spark=spark)
@@ -603,3 +605,33 @@ def test_update_and_verify_on_a_scalar_column_say_they_are_for_vector_indexes(tm
     with pytest.raises(InputError, match=r"`verify` is for vector indexes.*checks a scalar or full-text index"):
         run_verify(make_config({}, {"uri": data.uri, "column": "id", "index_name": "id_idx"}))
     assert dataset_state(data.uri) == before
+
+
+def test_tasks_of_a_run_that_does_not_hold_the_job_write_nothing(tmp_path):
+    """A segment build or a merge started for a run that does not hold the job (its driver is
+    gone, or another run took over) stops before its marker, its segment or its merge record."""
+    import lance
+    from conftest import index_dirs, write_vectors
+
+    from spark_lance_index import pipeline
+    from spark_lance_index.build import run_task
+    from spark_lance_index.commit import MergeTask, merge_segments
+    from spark_lance_index.lease import LeaseLostError
+
+    data = write_vectors(tmp_path / "ds", 4000, 32, rows_per_fragment=1000)
+    config = make_config({}, {"uri": data.uri, "column": "vector", "num_partitions": 8, "rows_per_task": 2000})
+    insp = pipeline.inspect_inputs(config)
+    artifacts = pipeline.train(config, insp.snap, insp.params)
+    groups = pipeline.plan(config, insp.snap, insp.params, insp.snap.live_fragments, 2)
+    ghost = pipeline.make_tasks(config, insp.snap, insp.params, groups, insp.job_id, lease_owner="ghost")
+    with pytest.raises(LeaseLostError, match="stops before writing"):
+        run_task(ghost[0], artifacts, insp.state, 0)
+    assert index_dirs(data.uri) == set() and insp.state.attempts() == {} and not insp.state.merges()
+    built = [run_task(t, artifacts, insp.state, 0) for t in pipeline.make_tasks(
+        config, insp.snap, insp.params, groups, insp.job_id)]  # no lease: tests calling tasks directly
+    before = index_dirs(data.uri)
+    with pytest.raises(LeaseLostError, match="stops before writing"):
+        merge_segments(MergeTask(data.uri, insp.snap.location, insp.snap.version, tuple(r.segment for r in built),
+                                 4000, {}, "ghost"), insp.state)
+    assert index_dirs(data.uri) == before and not insp.state.merges()
+    assert lance.dataset(data.uri).describe_indices() == []

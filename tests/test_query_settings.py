@@ -186,14 +186,17 @@ def test_the_recommended_setting_reaches_the_target_on_queries_it_was_not_chosen
 
 
 def test_queries_drawn_from_the_table_do_not_count_their_own_row(spark, tmp_path):
-    """A query drawn from the table is its own nearest neighbour and the index finds it almost
-    always: counted, it adds up to 1/k to recall. The check's figure on sampled rows agrees with
-    held-out queries of the same distribution (an index whose recall is far from 1)."""
+    """A query drawn from the table is its own nearest neighbour, and an IVF_FLAT index finds it
+    at distance 0 in the partition it probes first: counted, recall@1 would read 1.0 whatever
+    the index. Not counted, the check's figure on sampled rows agrees with held-out queries of
+    the same distribution."""
+    from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
+
     data = write_vectors(tmp_path / "ds", 20_000, DIM, rows_per_fragment=5000, queries=300)
-    config = make_config({}, {"uri": data.uri, "column": "vector", "index_type": "IVF_PQ", "num_sub_vectors": 2,
-                              "num_partitions": 16, "rows_per_task": 10_000, "verify_queries": 300,
-                              "nprobes": (4,), "refine_factor": (0,)})
+    config = make_config({}, {"uri": data.uri, "column": "vector", "index_type": "IVF_FLAT", "num_partitions": 64,
+                              "rows_per_task": 10_000, "verify_queries": 300, "nprobes": (1,), "recall_k": 1})
     sampled = pipeline.run(config, spark=spark).recall[0].recall
-    held_out = recall(data.uri, data, nprobes=4, refine=None)
-    print(f"sampled rows {sampled:.3f}, held-out queries {held_out:.3f}")
-    assert held_out < 0.6 and abs(sampled - held_out) <= 0.04, (sampled, held_out)
+    held_out = recall_at_k(exact_topk(data.vectors, data.queries, 1),
+                           ann_topk(lance.dataset(data.uri), "vector", data.queries, 1, 1))
+    print(f"recall@1 at nprobes 1: sampled rows {sampled:.3f}, held-out queries {held_out:.3f}")
+    assert held_out < 0.95 and abs(sampled - held_out) <= 0.06, (sampled, held_out)
