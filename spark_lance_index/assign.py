@@ -93,8 +93,6 @@ def assign_fragments(ds, column: str, fragment_ids: Sequence[int], centroids: np
     `threads` BLAS threads (default: the task's share of the cores, `task_threads`)."""
     import time
 
-    from threadpoolctl import threadpool_limits
-
     from .dataset import vector_column
     from .verify import as_matrix
 
@@ -103,7 +101,7 @@ def assign_fragments(ds, column: str, fragment_ids: Sequence[int], centroids: np
     ids, parts, scanned = [], [], 0
     scanner = ds.scanner(columns=[column], with_row_id=True, batch_size=SCAN_BATCH_ROWS,
                          fragments=[ds.get_fragment(f) for f in fragment_ids])
-    with threadpool_limits(limits=threads or task_threads(), user_api="blas"):
+    with _blas_threads(threads or task_threads()):
         for batch in scanner.to_batches():
             if batch.num_rows == 0:
                 continue
@@ -120,6 +118,18 @@ def assign_fragments(ds, column: str, fragment_ids: Sequence[int], centroids: np
     if len(np.unique(row_ids)) != len(row_ids):
         raise AssertionError("the scan returned a row twice: the partition table would be ambiguous")
     return Assignment(row_ids, partitions, scanned, time.perf_counter() - started)
+
+
+def _blas_threads(limit: int):
+    """BLAS bounded to `limit` threads while the assignment runs (threadpoolctl, a dependency; a
+    node without it runs unbounded rather than failing its task)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=limit, user_api="blas")
 
 
 def task_threads() -> int:

@@ -193,7 +193,7 @@ def _launch_jvm_apart(builder) -> None:
     if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
         return
     conf = SparkConf(loadDefaults=False)
-    conf.setAll(list(builder._options.items()))  # what the JVM must start with (the driver's Java options)
+    conf.setAll(list(getattr(builder, "_options", {}).items()))  # what the JVM must start with (the driver's Java options)
     try:
         gateway = launch_gateway(conf, popen_kwargs={"start_new_session": True})
     except Exception as e:
