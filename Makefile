@@ -10,7 +10,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,16 @@ demo: $(STAMP)
 	$(BIN)/spark-lance-index demo --dir demo-data --rows 200000 --dim 128 --fragments 16 --master "local[2]"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
+
+# Every test that needs no JVM, in well under a minute; JAVA_HOME points nowhere, so a test that
+# starts Spark without its `jvm` mark fails here (see tests/conftest.py).
+test-fast: $(STAMP)
+	JAVA_HOME=/nonexistent/no-java-in-the-fast-tier $(BIN)/python -m pytest -q -m "not jvm" --durations=5 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check spark_lance_index jobs tests bench
+	$(BIN)/mypy
 
 # The benchmarks at their default (full) sizes, in their own venv (lance-ray, ray, psutil):
 # long on a small machine, see bench/README.md. Each appends its figures to docs/benchmarks.md.

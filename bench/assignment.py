@@ -14,6 +14,7 @@ an HNSW over the centroids).
 
     .venv/bin/python bench/assignment.py                  # 100k rows at 128-d, 40k at 768-d
     .venv/bin/python bench/assignment.py --rows-128 20000 --rows-768 8000 --partitions 256,1024   # smoke
+    .venv/bin/python bench/assignment.py --threads-only  # BLAS threads per task: bounded against unbounded
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import environment_lines, load_average, markdown_table, append_section, DEFAULT_MARKDOWN  # noqa: E402
+from common import DEFAULT_MARKDOWN, append_section, environment_lines, load_average, markdown_table  # noqa: E402
 
 
 def sgemm_gflops(size: int = 4096, repeats: int = 3) -> float:
@@ -81,14 +82,84 @@ def one(rows: int, dim: int, partitions: int, root: str) -> list:
             f"{misplaced / rows:.1%}" + (" (HNSW)" if partitions * dim >= 1_000_000 else "")]
 
 
+def _worker(uri: str, partitions: int, threads: int) -> None:
+    """One task's assignment, as a build task runs it, with `threads` BLAS threads: prints its seconds."""
+    import lance
+
+    ds = lance.dataset(uri)
+    vectors = ds.to_table(columns=["v"], limit=partitions).column("v").combine_chunks()
+    centroids = vectors.values.to_numpy().reshape(partitions, -1)
+    from spark_lance_index.assign import assign_fragments
+
+    frags = [f.fragment_id for f in ds.get_fragments()]
+    print(assign_fragments(ds, "v", frags, centroids, "l2", threads=threads).seconds)
+
+
+def threads_rows(root: str, rows: int, dim: int, partitions: int, repeats: int) -> list:
+    """As many tasks at once as the machine has cores, each assigning `rows` rows, with BLAS
+    bounded to one thread per task (what the job sets) and unbounded (a thread per core in every
+    task). -> table rows"""
+    import subprocess
+
+    import lance
+    import pyarrow as pa
+
+    from spark_lance_index.recall import clustered_vectors
+
+    cores = os.cpu_count() or 1
+    uri = os.path.join(root, "threads")
+    vectors = clustered_vectors(rows, dim, clusters=max(64, partitions // 4), seed=7)
+    lance.write_dataset(pa.table({"v": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim)}), uri,
+                        max_rows_per_file=rows)
+    out = []
+    for threads in (1, cores):
+        walls, task_s = [], []
+        for _ in range(repeats):
+            env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+            started = time.perf_counter()
+            procs = [subprocess.Popen([sys.executable, __file__, "--worker", uri, str(partitions), str(threads)],
+                                      env=env, stdout=subprocess.PIPE, text=True) for _ in range(cores)]
+            task_s += [float(p.communicate()[0].split()[-1]) for p in procs]
+            walls.append(time.perf_counter() - started)
+        out.append([threads, cores, threads * cores, f"{np.median(walls):.2f}", f"{np.median(task_s):.2f}",
+                    f"{np.max(task_s):.2f}"])
+        print(out[-1], flush=True)
+    shutil.rmtree(uri, ignore_errors=True)
+    base = float(out[0][4])
+    for r in out:
+        r.append(f"{float(r[4]) / base:.2f}x")
+    return out
+
+
 def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        _worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads-only", action="store_true",
+                   help="only the BLAS threads table: tasks on every core, bounded and unbounded")
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rows-128", type=int, default=100_000)
     p.add_argument("--rows-768", type=int, default=40_000)
     p.add_argument("--partitions", default="256,1024,4096,16384")
     p.add_argument("--markdown", default=DEFAULT_MARKDOWN)
     args = p.parse_args(argv)
     started = load_average()
+    if args.threads_only:
+        root = tempfile.mkdtemp(prefix="bench-assign-")
+        try:
+            rows = threads_rows(root, args.rows_128 * 4, 128, 2048, args.repeats)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        table = markdown_table(["BLAS threads per task", "tasks at once", "threads in all", "wall s (median)",
+                                "task assign s (median)", "task assign s (max)", "task / bounded"], rows)
+        blocks = ["\n".join(environment_lines(started) + [
+            f"- one process per task, as many as the machine has cores, all at once, each assigning "
+            f"{args.rows_128 * 4:,} x 128 rows to 2,048 centroids (`assign_fragments`); {args.repeats} repeats",
+            "- bounded: 1 BLAS thread per task (`spark.task.cpus`, what the job sets in the session and the task); "
+            "unbounded: numpy's default, a thread per core in every task"]), table]
+        print(append_section(args.markdown, "partition assignment: BLAS threads per task", blocks))
+        return 0
     peak = sgemm_gflops()
     print(f"numpy sgemm, 4,096 square: {peak:.0f} GFLOPS", flush=True)
     root = tempfile.mkdtemp(prefix="bench-assign-")

@@ -16,9 +16,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 # Quiet Lance's Rust logs in this process (recall queries) and in every child it starts.
 os.environ.setdefault("LANCE_LOG", "error")
@@ -306,6 +307,7 @@ def measure_recall(uri: Path, queries: np.ndarray, truth: np.ndarray,
     import time
 
     import lance
+
     from spark_lance_index.recall import ann_topk, recall_at_k
 
     ds = lance.dataset(str(uri))

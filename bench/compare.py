@@ -27,12 +27,27 @@ import tempfile
 from pathlib import Path
 
 from common import (
-    DEFAULT_MARKDOWN, K, default_num_partitions, environment_lines, load_average,
-    remove_dataset, write_clustered,
+    DEFAULT_MARKDOWN,
+    K,
+    default_num_partitions,
+    environment_lines,
+    load_average,
+    remove_dataset,
+    write_clustered,
 )
 from runs import (
-    COLUMN_NOTES, Settings, failures, parse_specs, latency_table, phase_table, ratio_table, recall_table,
-    publish, run_matrix, say, time_memory_table,
+    COLUMN_NOTES,
+    Settings,
+    failures,
+    latency_table,
+    parse_specs,
+    phase_table,
+    publish,
+    ratio_table,
+    recall_table,
+    run_matrix,
+    say,
+    time_memory_table,
 )
 
 KINDS = ("single", "job", "job-lance-assign", "lance-ray")

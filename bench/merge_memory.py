@@ -48,9 +48,10 @@ def status(field: str) -> int:
 
 def child(spec: dict) -> dict:
     """Open the dataset, merge the given segments, report memory."""
+    import pickle
+
     import lance
     from lance.dataset import Index  # noqa: F401  (the pickled segments are Index values)
-    import pickle
 
     ds = lance.dataset(spec["uri"])
     segments = pickle.loads(Path(spec["segments"]).read_bytes())

@@ -22,9 +22,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import (
-    DEFAULT_MARKDOWN, append_section, environment_lines, load_average, markdown_table, write_vectors,
+    DEFAULT_MARKDOWN,
+    append_section,
+    environment_lines,
+    load_average,
+    markdown_table,
+    write_vectors,
 )
 
 TYPES = ("IVF_FLAT", "IVF_PQ", "IVF_RQ", "IVF_SQ", "IVF_HNSW_FLAT", "IVF_HNSW_SQ", "IVF_HNSW_PQ")

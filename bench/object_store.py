@@ -45,11 +45,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     started_load = load_average()
     import boto3
-
-    from spark_lance_index import storage
     import lance
     import pyarrow as pa
 
+    from spark_lance_index import storage
     from spark_lance_index.cleanup import remove_own_leftovers
     from spark_lance_index.state import JobState
 

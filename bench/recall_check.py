@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import DEFAULT_MARKDOWN, append_section, environment_lines, load_average, markdown_table, write_clustered
 
 
@@ -37,7 +36,7 @@ def parse_args(argv=None):
 def previous_kernel(task, queries):
     """The exact search as it was before (commit f066375), for comparison."""
     from spark_lance_index.dataset import open_dataset
-    from spark_lance_index.verify import TopK, as_matrix, empty_topk, merge_topk, vector_column
+    from spark_lance_index.exact_search import TopK, as_matrix, empty_topk, merge_topk, vector_column
 
     def distances(data, queries):
         dots = queries @ np.nan_to_num(data, nan=0.0).T
@@ -71,7 +70,7 @@ def main(argv=None) -> int:
     started_load = load_average()
     import lance
 
-    from spark_lance_index.verify import ExactSearchTask, exact_topk_of_fragments
+    from spark_lance_index.exact_search import ExactSearchTask, exact_topk_of_fragments
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-recall-check-", dir="/tmp"))
     uri = workdir / "d.lance"

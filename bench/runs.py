@@ -11,20 +11,35 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
-
 from common import (
-    CONTENDERS, POLL_SECONDS, Measured, append_section, child_env, copy_dataset, fmt_mib, fmt_ratio, fmt_s,
+    CONTENDERS,
+    POLL_SECONDS,
+    Measured,
+    append_section,
+    child_env,
+    copy_dataset,
+    fmt_mib,
+    fmt_ratio,
+    fmt_s,
     index_segments,
-    markdown_table, measure_recall, median, recall_header, remove_dataset, run_measured,
+    markdown_table,
+    measure_recall,
+    median,
+    recall_header,
+    remove_dataset,
+    run_measured,
 )
 
 INDEX_NAME = "vector_idx"  # the job's default name for column "vector"; every contender uses it
 BUILD_PHASES = ("plan", "train", "build", "merge", "commit", "verify", "cleanup")
+# the build tasks' seconds added up over tasks, and of them the GEMM assignment's (the rest is Lance's)
+TASK_SUMS = ("build tasks (sum)", "build tasks assigning (sum)")
 ALL_PHASES = ("inspect", "spark start", "preflight", *BUILD_PHASES, "check", "recall")  # check, recall: after the build
 KIND_NAMES = {"single": "single-process create_index", "job": "spark job",
               "job-lance-assign": "spark job, Lance's assignment", "lance-ray": "lance-ray"}
@@ -293,11 +308,12 @@ def ratio_table(outcomes: Sequence[Outcome]) -> str:
 
 def phase_table(outcomes: Sequence[Outcome]) -> str:
     """The job's own per-phase timings (median over repeats) from its JSON reports."""
-    header = ["index", "job", *ALL_PHASES, "build phases", "job total", "process wall"]
+    header = ["index", "job", *ALL_PHASES, "build phases", "job total", "process wall", *TASK_SUMS]
     rows = []
     for o in (o for o in outcomes if o.kind in JOB_KINDS):
         rows.append([o.spec.label, KIND_NAMES[o.kind], *(fmt_s(o.median_phase(p)) for p in ALL_PHASES),
-                     fmt_s(o.median_index()), fmt_s(o.median_phase("total")), fmt_s(o.median_wall())])
+                     fmt_s(o.median_index()), fmt_s(o.median_phase("total")), fmt_s(o.median_wall()),
+                     *(fmt_s(o.median_phase(p)) for p in TASK_SUMS)])
     return markdown_table(header, rows)
 
 

@@ -34,10 +34,21 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-
 from common import (
-    CONTENDERS, DEFAULT_MARKDOWN, append_section, child_env, copy_dataset, environment_lines, fmt_mib,
-    fmt_s, index_segments, load_average, markdown_table, median, remove_dataset, run_measured,
+    CONTENDERS,
+    DEFAULT_MARKDOWN,
+    append_section,
+    child_env,
+    copy_dataset,
+    environment_lines,
+    fmt_mib,
+    fmt_s,
+    index_segments,
+    load_average,
+    markdown_table,
+    median,
+    remove_dataset,
+    run_measured,
 )
 from runs import Run, say
 
@@ -164,10 +175,10 @@ def answers(uri: str, index_type: str, probes: list[str]) -> tuple[list, list[fl
     out, seconds = [], []
     for q in probes:
         if index_type == "INVERTED":
-            t, s = timed(lambda: ds.to_table(full_text_query=q, columns=["id"], limit=10))
+            t, s = timed(lambda q=q: ds.to_table(full_text_query=q, columns=["id"], limit=10))
             out.append((t.column("id").to_pylist(), t.column("_score").to_pylist()))
         else:
-            t, s = timed(lambda: ds.to_table(filter=q, columns=["id"]))
+            t, s = timed(lambda q=q: ds.to_table(filter=q, columns=["id"]))
             out.append(sorted(t.column("id").to_pylist()))
         seconds.append(s)
     return out, seconds

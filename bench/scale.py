@@ -21,11 +21,29 @@ import tempfile
 from pathlib import Path
 
 from common import (
-    CONTENDERS, DEFAULT_MARKDOWN, append_section, default_num_partitions, environment_lines,
-    fmt_mib, fmt_ratio, fmt_s, load_average, markdown_table, median, remove_dataset, write_clustered,
+    CONTENDERS,
+    DEFAULT_MARKDOWN,
+    append_section,
+    default_num_partitions,
+    environment_lines,
+    fmt_mib,
+    fmt_ratio,
+    fmt_s,
+    load_average,
+    markdown_table,
+    median,
+    remove_dataset,
+    write_clustered,
 )
 from runs import (
-    ALL_PHASES, Outcome, Run, Settings, build_once, measured_run, parse_specs, say,
+    ALL_PHASES,
+    Outcome,
+    Run,
+    Settings,
+    build_once,
+    measured_run,
+    parse_specs,
+    say,
 )
 
 

@@ -18,7 +18,12 @@ import tempfile
 from pathlib import Path
 
 from common import (
-    DEFAULT_MARKDOWN, append_section, environment_lines, load_average, markdown_table, measure_recall,
+    DEFAULT_MARKDOWN,
+    append_section,
+    environment_lines,
+    load_average,
+    markdown_table,
+    measure_recall,
     write_clustered,
 )
 

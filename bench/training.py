@@ -28,10 +28,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import (
-    DEFAULT_MARKDOWN, append_section, child_env, environment_lines, fmt_mib, fmt_s, load_average,
-    markdown_table, median, run_measured, write_clustered, write_vectors,
+    DEFAULT_MARKDOWN,
+    append_section,
+    child_env,
+    environment_lines,
+    fmt_mib,
+    fmt_s,
+    load_average,
+    markdown_table,
+    median,
+    run_measured,
+    write_clustered,
+    write_vectors,
 )
 
 TRAINERS = ("lance", "distributed")
@@ -88,19 +97,19 @@ def child_cost(args) -> dict:
 
 def child_quality(args) -> dict:
     """`--repeats` builds with one trainer; recall@10 of each against exact search."""
+    import lance
+
     from spark_lance_index.config import make_config
     from spark_lance_index.pipeline import run
     from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
     from spark_lance_index.spark import get_session
-
-    import lance
 
     data = np.load(args.uri + ".base.npy")
     queries = np.load(args.uri + ".queries.npy")
     truth = exact_topk(data, queries, 10)
     spark, _ = get_session(args.master, "bench-training")
     figures = []
-    for rep in range(args.repeats):
+    for _ in range(args.repeats):
         config = make_config({}, {"uri": args.uri, "column": "vector", "index_type": args.index_type,
                                   "num_partitions": args.num_partitions, "trainer": args.trainer,
                                   "verify_queries": 0, "replace": True,

@@ -29,10 +29,21 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-
 from common import (
-    DEFAULT_MARKDOWN, append_section, child_env, copy_dataset, environment_lines, fmt_ratio, fmt_s,
-    index_segments, load_average, markdown_table, measure_recall, median, remove_dataset, run_measured,
+    DEFAULT_MARKDOWN,
+    append_section,
+    child_env,
+    copy_dataset,
+    environment_lines,
+    fmt_ratio,
+    fmt_s,
+    index_segments,
+    load_average,
+    markdown_table,
+    measure_recall,
+    median,
+    remove_dataset,
+    run_measured,
 )
 
 NPROBES, REFINES = (20,), (0, 10)

@@ -22,10 +22,15 @@ Plain numpy, pyarrow and Lance, no Spark: a build task calls `assign_fragments`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .storage import Location
 
 # A block's distances (rows x partitions float32) stay within about this many bytes: large
 # enough for BLAS to run at its peak, small enough to stay in cache on the way to the argmin
@@ -87,14 +92,14 @@ class Assignment:
         return np.bincount(self.partitions, minlength=num_partitions)
 
 
-def assign_fragments(ds, column: str, fragment_ids: Sequence[int], centroids: np.ndarray, metric: str,
+def assign_fragments(ds: Any, column: str, fragment_ids: Sequence[int], centroids: np.ndarray, metric: str,
                      threads: Optional[int] = None) -> Assignment:
     """Read the fragments' vectors with their row ids and assign each usable row, with at most
     `threads` BLAS threads (default: the task's share of the cores, `task_threads`)."""
     import time
 
     from .dataset import vector_column
-    from .verify import as_matrix
+    from .exact_search import as_matrix
 
     started = time.perf_counter()
     c, bias = prepare_centroids(centroids, metric)
@@ -120,7 +125,7 @@ def assign_fragments(ds, column: str, fragment_ids: Sequence[int], centroids: np
     return Assignment(row_ids, partitions, scanned, time.perf_counter() - started)
 
 
-def _blas_threads(limit: int):
+def _blas_threads(limit: int) -> AbstractContextManager[Any]:
     """BLAS bounded to `limit` threads while the assignment runs (threadpoolctl, a dependency; a
     node without it runs unbounded rather than failing its task)."""
     try:
@@ -161,7 +166,7 @@ def write_partition_table(assignment: Assignment, folder: str) -> str:
     return uri
 
 
-def segment_partition_lengths(dataset, storage_options: Mapping[str, str], index_uuid: str) -> np.ndarray:
+def segment_partition_lengths(dataset: Location, storage_options: Mapping[str, str], index_uuid: str) -> np.ndarray:
     """Rows per partition of a segment as stored, read from its `auxiliary.idx` (the codes or
     vectors, by partition: the IVF message's field 3; `index.idx` of a segment not yet merged
     has no lengths, and an HNSW graph has more rows than the segment)."""
@@ -178,7 +183,7 @@ class AssignmentLost(RuntimeError):
     """Lance's segment does not hold the rows the partition table assigned: never committed."""
 
 
-def check_segment(dataset, storage_options: Mapping[str, str], index_uuid: str, assignment: Assignment,
+def check_segment(dataset: Location, storage_options: Mapping[str, str], index_uuid: str, assignment: Assignment,
                   num_partitions: int) -> None:
     """The segment holds, partition by partition, exactly the rows that were assigned."""
     lengths = segment_partition_lengths(dataset, storage_options, index_uuid)

@@ -1,4 +1,4 @@
-"""Phase 3 (build): one segment of the index from one fragment group, run on an executor.
+"""The build phase: one segment of the index from one fragment group, run on an executor.
 
 Plain Lance, no Spark: `build_segment` is what each Spark task calls, and what tests call
 directly. It writes only `_indices/<index_uuid>/` and never changes the dataset version.
@@ -12,8 +12,9 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from .assign import assign_fragments, check_segment, write_partition_table
 from .dataset import IndexParams, open_dataset
@@ -125,8 +126,9 @@ def build_segment(
     if task.assignment == "gemm":
         with tempfile.TemporaryDirectory(prefix="spark-lance-index-partitions-") as scratch:
             assigned = assign_fragments(ds, task.column, task.group.fragment_ids, artifacts.centroids, p.metric)
+            table = write_partition_table(assigned, scratch)
             segment = ds.create_index_uncommitted(task.column, p.index_type, **kwargs,
-                                                  precomputed_partition_dataset=write_partition_table(assigned, scratch))
+                                                  precomputed_partition_dataset=table)
         check_segment(locate(task.uri), task.storage_options, str(segment.uuid), assigned, p.num_partitions)
     else:
         segment = ds.create_index_uncommitted(task.column, p.index_type, **kwargs)

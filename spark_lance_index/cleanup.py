@@ -1,4 +1,4 @@
-"""Phase 8 (cleanup): remove what the job wrote and no version of the dataset uses, and only that.
+"""The cleanup phase: remove what the job wrote and no version of the dataset uses, and only that.
 
 Only segment directories the job marked (attempt markers in its job directory) are ever
 deleted, and never one that any version of the dataset references: a directory the job marked
@@ -10,8 +10,9 @@ kill at any point leaves for a rerun to finish (state.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Mapping, Optional
+from typing import Optional
 
 from .commit import interrupted_merge_leftovers
 from .dataset import open_dataset
@@ -49,7 +50,7 @@ def remove_own_leftovers(uri: str, where: Location, storage_options: Mapping[str
     """Delete the segment directories the job marked that are present, not in `keep`, and
     referenced by no version of the dataset. -> the uuids removed."""
     files = index_dirs(where, storage_options)
-    present = set(files.entries())  # one listing, not one request per marker
+    present: set[str] = set(files.entries())  # one listing, not one request per marker
     marked = {u: v for u, v in state.attempts().items() if u in present and u not in set(keep)}
     if not marked:
         return []

@@ -9,7 +9,8 @@ import os
 import re
 import sys
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from .config import INDEX_TYPES, METRICS, load_toml, make_config, parse_fts_options, parse_storage_options
 from .errors import JobError, RecallTooLowError
@@ -100,17 +101,20 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
         "--storage-option", action="append", metavar="KEY=VALUE",
         help="Lance storage option, repeatable (credentials, endpoint, region)",
     )
-    p.add_argument("--verify-queries", type=int, help="queries for the recall check after commit; 0 skips (default 100)")
+    p.add_argument("--verify-queries", type=int,
+                   help="queries for the recall check after commit; 0 skips (default 100)")
     p.add_argument("--query-file", help=".npy file of query vectors instead of sampled rows")
     p.add_argument("--nprobes", type=int, nargs="+", help="nprobes to measure recall at (default 20)")
     p.add_argument("--refine-factor", type=int, nargs="+",
-                   help="refine factors to measure at; 0 = none (default: 0 and 10 for IVF_RQ and IVF_PQ, 0 for IVF_FLAT)")
+                   help="refine factors to measure at; 0 = none "
+                        "(default: 0 and 10 for IVF_RQ and IVF_PQ, 0 for IVF_FLAT)")
     p.add_argument("--recall-k", type=int, help="k of recall@k (default 10)")
     p.add_argument("--min-recall", type=float, help="exit with code 3 if no measured setting reaches this recall")
     p.add_argument("--target-recall", type=float,
                    help="sweep nprobes x refine_factor and recommend the fastest setting reaching this recall@k")
     p.add_argument("--report", help="write a JSON report here (local path or object store URI)")
-    p.add_argument("--progress-interval", type=float, help="seconds between progress lines outside a terminal (default 30)")
+    p.add_argument("--progress-interval", type=float,
+                   help="seconds between progress lines outside a terminal (default 30)")
     p.add_argument("--config", metavar="FILE", help="TOML file of settings; flags override it")
     p.add_argument("--master", help="Spark master for local runs, e.g. local[2]; default: the session's")
     p.add_argument("--app-name", help="Spark application name")
@@ -270,11 +274,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "doctor":
             from .doctor import run_doctor
 
-            ok, lines = run_doctor(args.uri, args.master, parse_storage_options(args.storage_option) or {}, args.job_dir)
+            options = parse_storage_options(args.storage_option) or {}
+            ok, lines = run_doctor(args.uri, args.master, options, args.job_dir)
             print("\n".join(lines))
             return 0 if ok else 1
+        from .checks import run_verify
         from .pipeline import run
-        from .verify_job import run_verify
 
         config = config_from_args(args)
         if args.command == "discard":
@@ -295,7 +300,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"spark-lance-index: interrupted; {advice}", file=sys.stderr)
         return 130
     except RecallTooLowError as e:
-        print(e.result.summary())
+        print(e.result.summary())  # type: ignore[attr-defined]  # the run's JobResult
         print(f"spark-lance-index: error: {e}", file=sys.stderr)
         return e.exit_code
     except JobError as e:

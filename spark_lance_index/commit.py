@@ -1,7 +1,7 @@
-"""Phases 4-6 (check, merge, commit, verify, clean up): the executors' segments become one index.
+"""Check, merge, commit and read back: the executors' segments become one index.
 
 `check_segments` refuses anything that would make a wrong index before a byte is committed;
-`verify_commit` checks afterwards that what Lance committed is what was planned, because some
+`read_back_index` checks afterwards that what Lance committed is what was planned, because some
 failures (a compaction between build and commit) commit "successfully" with nothing indexed.
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from .build import SegmentResult
 from .dataset import FragmentInfo, _ids, fragment_infos, index_conflict, index_infos, open_dataset
+from .errors import CommitCheckError, DatasetChangedError, IndexConflictError, JobError, SegmentCheckError
 from .index_types import INDEX_TYPES
 from .lease import task_holds
-from .errors import CommitCheckError, DatasetChangedError, IndexConflictError, JobError, SegmentCheckError
 from .plan import FragmentGroup
 from .report import short
 from .storage import Location, index_dirs
@@ -198,11 +198,18 @@ def commit_segments(
         try:
             return latest.commit_existing_index_segments(index_name, column, list(merged))
         except Exception as e:  # Lance raises OSError or RuntimeError depending on the path
-            if "retryable commit conflict" not in str(e).lower() or attempt == COMMIT_ATTEMPTS:
+            if not is_retryable_conflict(e) or attempt == COMMIT_ATTEMPTS:
                 raise JobError(f"the commit failed: {str(e).splitlines()[0][:300]}; nothing was committed") from e
-            log.warning("commit conflict (attempt %d of %d), retrying: %s", attempt, COMMIT_ATTEMPTS, str(e).splitlines()[0][:200])
+            log.warning("commit conflict (attempt %d of %d), retrying: %s", attempt, COMMIT_ATTEMPTS,
+                        str(e).splitlines()[0][:200])
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def is_retryable_conflict(e: BaseException) -> bool:
+    """Lance's own verdict that a commit lost a race it may retry. pylance 14.0.2 raises it as an
+    OSError or RuntimeError whose text is the only mark (no exception type of its own)."""
+    return "retryable commit conflict" in str(e).lower()
 
 
 def interrupted_merge_leftovers(dataset: Location, storage_options, merges: Sequence[Mapping],
@@ -231,7 +238,7 @@ class CommitReport:
     num_deleted_rows: int  # planned rows deleted after the pinned version
 
 
-def verify_commit(
+def read_back_index(
     ds, index_name: str, index_type: str, merged_uuids: Sequence[str], planned: Sequence[FragmentInfo],
     model_mismatch=None, encoded: Sequence[FragmentInfo] = None,
 ) -> CommitReport:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -17,9 +18,13 @@ else:  # pragma: no cover - exercised only on 3.10
     import tomli as tomllib
 
 from .errors import InputError
-
 from .index_types import (
-    DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_MAX_ITERS, DEFAULT_SAMPLE_RATE, INDEX_TYPES, MIN_HNSW_M,
+    DEFAULT_HNSW_EF_CONSTRUCTION,
+    DEFAULT_HNSW_M,
+    DEFAULT_MAX_ITERS,
+    DEFAULT_SAMPLE_RATE,
+    INDEX_TYPES,
+    MIN_HNSW_M,
     TEXT_OPTIONS,
 )
 
@@ -191,7 +196,8 @@ class BuildConfig:
                            if getattr(self, name) != defaults[name]]
             if vector_only:
                 raise InputError(f"{', '.join(vector_only)} {'applies' if len(vector_only) == 1 else 'apply'} to "
-                                 f"vector indexes, not to {self.index_type}: drop {'it' if len(vector_only) == 1 else 'them'}")
+                                 f"vector indexes, not to {self.index_type}: "
+                                 f"drop {'it' if len(vector_only) == 1 else 'them'}")
 
 
 def _positive(flag: str, value: Optional[int]) -> None:
@@ -204,7 +210,8 @@ ASSIGNMENTS = ("gemm", "lance")
 FIELD_NAMES = {f.name for f in dataclasses.fields(BuildConfig)}
 # Settings that mean something only for a vector index (a scalar or text index refuses them when
 # they differ from their default).
-VECTOR_ONLY = ("metric", "num_partitions", "sample_rate", "max_sample_rows", "max_sample_bytes", "trainer", "assignment",
+VECTOR_ONLY = ("metric", "num_partitions", "sample_rate", "max_sample_rows", "max_sample_bytes", "trainer",
+               "assignment",
                "max_iters", "query_file",
                "nprobes", "refine_factor", "recall_k", "min_recall", "target_recall")
 

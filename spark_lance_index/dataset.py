@@ -1,4 +1,4 @@
-"""Phase 0 (inspect): open the dataset, pin one version, and check every input against it.
+"""Inspect (with resume.py): open the dataset, pin one version, and check every input against it.
 
 Nothing here writes. Everything the later phases need to know about the dataset is captured
 once in a `DatasetSnapshot`, so that every phase, and every executor, sees the same version.
@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Optional
 
 import pyarrow as pa
 
 from .config import BuildConfig
-from .errors import InputError
+from .errors import InputError, MissingVersionError
 from .index_types import (
-    DEFAULT_HNSW_EF_CONSTRUCTION, DEFAULT_HNSW_M, DEFAULT_HNSW_MAX_LEVEL, INDEX_TYPES, IndexType,
+    DEFAULT_HNSW_EF_CONSTRUCTION,
+    DEFAULT_HNSW_M,
+    DEFAULT_HNSW_MAX_LEVEL,
+    INDEX_TYPES,
+    IndexType,
 )
 from .storage import Location, locate
-
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ def open_dataset(uri: str, storage_options: Mapping[str, str], version: Optional
     except (ValueError, OSError, FileNotFoundError) as e:  # Lance raises ValueError when absent
         reason = describe_storage_error(str(e) or type(e).__name__)
         if version is not None and "version" in reason.lower():
-            raise InputError(f"dataset {uri} has no version {version}: {reason}") from None
+            raise MissingVersionError(f"dataset {uri} has no version {version}: {reason}") from None
         raise InputError(
             f"cannot open a Lance dataset at {uri}: {reason} "
             "(check --uri and, for object stores, --storage-option)"
@@ -297,7 +301,7 @@ def snapshot_dataset(config: BuildConfig, version: Optional[int] = None) -> Data
     field = resolve_vector_field(ds.schema, config.column)
     kind = INDEX_TYPES.get(config.index_type)
     if kind is not None and not kind.is_vector:
-        if not kind.accepts(field.type):
+        if kind.accepts is not None and not kind.accepts(field.type):
             raise InputError(f"column {config.column!r} has type {field.type}; {kind.name} indexes {kind.columns} "
                              "(Lance's rule): choose another column or index type")
         return DatasetSnapshot(
@@ -365,7 +369,8 @@ def index_conflict(
                         "does not index (added after the pinned version): rerun without --version to "
                         "index the latest version")
         elif column in i.columns and planner_role(i) == wanted:
-            which = f"vector index {i.name!r} ({i.index_type})" if wanted == "vector" else f"{i.index_type} index {i.name!r}"
+            which = (f"vector index {i.name!r} ({i.index_type})" if wanted == "vector"
+                     else f"{i.index_type} index {i.name!r}")
             return (f"column {column!r} already has the {which}; "
                     + _WHY_ONE[wanted].format(new=kind.name)
                     + f": rebuild that one with --replace --index-name {i.name}, or drop it first")
@@ -470,7 +475,7 @@ def probe_build_options(index_type: str, options: Mapping) -> None:
     folder = tempfile.mkdtemp(prefix="spark-lance-index-probe-")
     try:
         ds = lance.write_dataset(pa.table({"text": ["probe"]}), folder)
-        ds.create_scalar_index("text", index_type, **dict(options))
+        ds.create_scalar_index("text", index_type, **dict(options))  # type: ignore[arg-type]  # a name Lance checks
     except (ValueError, TypeError, OSError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         reason = re.sub(r", /\S+\.rs:\d+:\d+$", "", reason)  # Lance's source location

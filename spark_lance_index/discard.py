@@ -14,8 +14,8 @@ import re
 
 from .cleanup import remove_own_leftovers
 from .config import BuildConfig
-from .lease import read_runs
 from .errors import JobError
+from .lease import read_runs
 from .resume import index_key, job_identity, make_job_id, update_identity
 from .state import JobState, default_jobs_root
 from .storage import Files, locate
@@ -69,7 +69,8 @@ def _discard(config: BuildConfig) -> list[str]:
             state.discard()
         finally:
             lease.release()
-        lines.append(f"discarded job {state.job_id} in {state.uri}: removed {len(removed)} segment directories it wrote "
+        lines.append(f"discarded job {state.job_id} in {state.uri}: removed {len(removed)} segment directories "
+                     "it wrote "
                      "that no version of the dataset uses, and its state files")
         log.info("%s", lines[-1])
     if not lines:

@@ -8,7 +8,8 @@ deletes only that file.
 from __future__ import annotations
 
 import uuid
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Optional
 
 from .errors import JobError
 
@@ -43,7 +44,8 @@ def run_doctor(uri: Optional[str], master: Optional[str], storage_options: Mappi
         try:
             import pyspark
         except ImportError:
-            raise JobError("pyspark is not installed: install the spark extra, or run inside a Spark environment") from None
+            raise JobError("pyspark is not installed: install the spark extra, or run inside a Spark "
+                           "environment") from None
         return pyspark.__version__
 
     ok &= _check("pyspark", pyspark_version, lines)
@@ -59,7 +61,8 @@ def run_doctor(uri: Optional[str], master: Optional[str], storage_options: Mappi
 
             def start() -> str:
                 session["spark"], session["created"] = spark_layer.get_session(master, "spark-lance-index-doctor")
-                return f"{spark_layer.master(session['spark'])} (application {spark_layer.application_id(session['spark'])})"
+                app = spark_layer.application_id(session["spark"])
+                return f"{spark_layer.master(session['spark'])} (application {app})"
 
             if ok:
                 ok &= _check("spark master", start, lines)

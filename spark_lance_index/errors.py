@@ -6,9 +6,15 @@ prints that line and exits non-zero; anything else escaping is a bug and keeps i
 
 
 class JobError(Exception):
-    """Base class: a failure the job detected and explained."""
+    """Base class: a failure the job detected and explained. `hint` (set where the failure is
+    handled, pipeline.FAILURE_POLICIES) is what to do about it, printed after the message."""
 
     exit_code = 1
+    hint = ""
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{message} [{self.hint}]" if self.hint else message
 
 
 class InputError(JobError):
@@ -18,6 +24,10 @@ class InputError(JobError):
     """
 
     exit_code = 2
+
+
+class MissingVersionError(InputError):
+    """The dataset exists but no longer has the version asked for (cleaned up, or recreated)."""
 
 
 class SegmentCheckError(JobError):
@@ -40,7 +50,7 @@ class RecallTooLowError(JobError):
 
     exit_code = 3
 
-    def __init__(self, message: str, result=None):
+    def __init__(self, message: str, result: object = None):
         super().__init__(message)
         self.result = result
 

@@ -1,6 +1,6 @@
-"""Phase 7 for scalar and text indexes: is the committed index right?
+"""The check of a scalar or text index (after its read-back): is the committed index right?
 
-A vector index is judged by recall (verify.py). A scalar index has an exact answer: a filter
+A vector index is judged by recall (exact_search.py). A scalar index has an exact answer: a filter
 through the index must return exactly the rows a scan returns. For values sampled from the column
 the job builds filters the index serves (`col = v`, `array_has_any(col, [v])`, `contains(col, s)`),
 runs each through the committed index on the driver, and on the executors reads the column of the
@@ -16,8 +16,9 @@ Plain Lance and numpy, no Spark: `scan_digests` is what each executor task runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class Digest:
     total: int = 0
     mixed: int = 0
 
-    def __add__(self, other: "Digest") -> "Digest":
+    def __add__(self, other: Digest) -> Digest:
         return Digest(self.count + other.count, (self.total + other.total) & _MASK, self.mixed ^ other.mixed)
 
 

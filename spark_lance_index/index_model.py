@@ -22,15 +22,16 @@ guesses at a model.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from .errors import InputError
 from .index_types import INDEX_TYPES
-from .train import SharedArtifacts, array_fingerprint, text_fingerprint
 from .storage import Location
+from .train import SharedArtifacts, array_fingerprint, text_fingerprint
 
 # lance.index.pb.Tensor.DataType
 _TENSOR_TYPES = {1: np.float16, 2: np.float32, 3: np.float64}
@@ -135,6 +136,7 @@ def _fields(data: bytes):
     while pos < len(data):
         key, pos = _varint(data, pos)
         number, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, pos = _varint(data, pos)
         elif wire == 2:

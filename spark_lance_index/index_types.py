@@ -27,8 +27,9 @@ So for these types each build task writes one committed segment, and tasks are s
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 import pyarrow as pa
 
@@ -174,10 +175,12 @@ INDEX_TYPES: Mapping[str, IndexType] = {
         IndexType("IVF_HNSW_PQ", 1 << 20, codebook=True, graph=True, mergeable=False, why_unmerged=_GRAPH_REBUILD),
         # Scalar and text segments merge (Lance merges their pages, bitmaps, zones and posting
         # lists); none shares a trained artifact. BTREE, LABEL_LIST and NGRAM builds refuse a
-        # segment uuid ("index_uuid is no longer accepted"): Lance picks it (see build.run_task). Measured on pylance 14.0.2: every type below
+        # segment uuid ("index_uuid is no longer accepted"): Lance picks it (see build.run_task).
+        # Measured on pylance 14.0.2: every type below
         # builds per-fragment segments that merge and commit, and the committed index answers
         # filters exactly as a scan does (tests/test_scalar_indexes.py).
-        IndexType("BTREE", takes_uuid=False, family="scalar", lance_name="BTree", accepts=_plain, columns=_PLAIN_WORDS, check="equals"),
+        IndexType("BTREE", takes_uuid=False, family="scalar", lance_name="BTree", accepts=_plain,
+                  columns=_PLAIN_WORDS, check="equals"),
         IndexType("BITMAP", family="scalar", lance_name="Bitmap", accepts=_plain, columns=_PLAIN_WORDS,
                   check="equals"),
         IndexType("LABEL_LIST", takes_uuid=False, family="scalar", lance_name="LabelList", accepts=_list_of(_plain),
@@ -186,7 +189,8 @@ INDEX_TYPES: Mapping[str, IndexType] = {
                   check="equals"),
         IndexType("BLOOMFILTER", family="scalar", lance_name="BloomFilter", accepts=_bloom,
                   columns="integers, float32, float64, strings, binary, dates, times and timestamps", check="equals"),
-        IndexType("NGRAM", takes_uuid=False, family="scalar", lance_name="NGram", accepts=_string, columns="strings", check="contains"),
+        IndexType("NGRAM", takes_uuid=False, family="scalar", lance_name="NGram", accepts=_string,
+                  columns="strings", check="contains"),
         IndexType("INVERTED", family="text", lance_name="Inverted",
                   accepts=lambda t: _string(t) or _list_of(_string)(t), columns="strings or lists of strings",
                   check="search"),

@@ -14,8 +14,9 @@ on residuals to the IVF centroids, as Lance does for L2 and cosine).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class SampleTask:
 CACHE_RECORD_ROWS = 16384  # rows per cached record: 8 MiB at 128-d, 48 MiB at 768-d
 
 
-def draw_sample(task: SampleTask, _shared=None) -> list["Block"]:
+def draw_sample(task: SampleTask, _shared=None) -> list[Block]:
     """The task's sample rows as float32 (n, dim), null, NaN and infinite vectors dropped (after
     normalising, for cosine: a zero vector is dropped too, as Lance does).
 
@@ -55,7 +56,7 @@ def draw_sample(task: SampleTask, _shared=None) -> list["Block"]:
     same block. A multivector row contributes all its vectors, as Lance trains on them. Returned
     in records of CACHE_RECORD_ROWS rows, which is what the cache holds and a round reads."""
     from .dataset import open_dataset
-    from .verify import as_matrix, take_at_random
+    from .exact_search import as_matrix, take_at_random
 
     ds = open_dataset(task.uri, task.storage_options, task.version)
     parts = []
@@ -122,13 +123,13 @@ class Partials:
     pieces: tuple = ()
     shape: tuple = ()  # (m, k, ds) of a sparse one
 
-    def dense(self) -> "Partials":
+    def dense(self) -> Partials:
         if self.sums is not None:
             return self
         out = Partials(np.zeros(self.shape, np.float64), np.zeros(self.shape[:2], np.int64), 0.0)
         return out + self
 
-    def __add__(self, other: "Partials") -> "Partials":
+    def __add__(self, other: Partials) -> Partials:
         """Adds into this one's arrays (a task's running total is its own)."""
         out = self.dense()
         if other.sums is not None:
@@ -235,6 +236,43 @@ def with_groups(block: Block, r: Round) -> Block:
     return Block(np.ascontiguousarray(block.rows[order]), labels[order], block.seed)
 
 
+# --- the second level: each first-level cluster trained to convergence in one task ---------
+
+@dataclass(frozen=True)
+class ClusterJob:
+    """What the second level ships: each cluster's number of codes, and how to train them."""
+
+    quota: np.ndarray  # codes per first-level cluster
+    metric: str
+    max_iters: int
+    seed: int
+
+
+def split_by_group(block: Block, _shared: object = None) -> Iterator[tuple[int, tuple[int, np.ndarray]]]:
+    """(cluster, (the block's seed, its rows of that cluster)) for each cluster in a block whose
+    rows are sorted by cluster (`with_groups`): the pieces the shuffle brings together."""
+    present = np.unique(block.groups)
+    starts = np.searchsorted(block.groups, present, side="left")
+    stops = np.searchsorted(block.groups, present, side="right")
+    for g, start, stop in zip(present, starts, stops):
+        yield int(g), (block.seed, block.rows[start:stop])
+
+
+def train_cluster(g: int, pieces: list, job: ClusterJob) -> tuple[int, np.ndarray]:
+    """Lloyd's iterations over one cluster's rows, in this process, to convergence (the same
+    initial draw, update and stopping rule as the distributed rounds). The pieces are put in the
+    order of their blocks, so a rerun trains the same codes. -> (g, its codes (quota[g], d))"""
+    rows = np.concatenate([r for _, r in sorted(pieces, key=lambda p: p[0])])
+    quota = int(job.quota[g])
+    if quota == 0 or not len(rows):
+        return g, np.empty((0, rows.shape[1]), np.float32)
+    _, _, initial = draw_rows(Block(rows, seed=g), Draw(np.array([quota]), job.seed))
+    whole = Block(rows)
+    codes, _ = lloyd(lambda r: round_partials(whole, r), initial[None], job.metric, job.max_iters,
+                     f"cluster {g} ({quota} codes, {len(rows)} rows)", quiet=True)
+    return g, codes[0]
+
+
 # --- initial codes: a uniform draw of sample rows ------------------------------------------
 
 @dataclass(frozen=True)
@@ -322,7 +360,7 @@ TOLERANCE = 1e-4  # Lance's: stop once the loss changes by less than this fracti
 
 
 def lloyd(run_round: Callable[[Round], Partials], initial: np.ndarray, metric: str, max_iters: int,
-          label: str, offsets=None) -> tuple[np.ndarray, list[float]]:
+          label: str, offsets=None, quiet: bool = False) -> tuple[np.ndarray, list[float]]:
     """Lloyd's iterations, each a round over the cached sample (`run_round` returns the summed
     partials). Stops after `max_iters` rounds or once the loss changes by less than TOLERANCE.
     -> (codebook, loss per round)"""
@@ -336,7 +374,8 @@ def lloyd(run_round: Callable[[Round], Partials], initial: np.ndarray, metric: s
         log.debug("%s: round %d, loss %.6g, %d empty codes split", label, it + 1, total.loss, empty)
         if len(losses) > 1 and abs(losses[-2] - losses[-1]) < TOLERANCE * abs(losses[-2]):
             break
-    log.info("%s: %d rounds, loss %.6g", label, len(losses), losses[-1] if losses else float("nan"))
+    (log.debug if quiet else log.info)("%s: %d rounds, loss %.6g", label, len(losses),
+                                       losses[-1] if losses else float("nan"))
     return codebook, losses
 
 

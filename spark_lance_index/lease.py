@@ -36,8 +36,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 from .errors import JobBusyError, JobError
 from .storage import Files
@@ -81,7 +82,7 @@ class Entry:
             return False
         if ask_os and (self.record.get("host"), self.record.get("pidns")) == (socket.gethostname(), _pid_namespace()):
             try:
-                os.kill(int(self.record.get("pid")), 0)
+                os.kill(int(self.record.get("pid")), 0)  # type: ignore[arg-type]  # None: TypeError below
             except (ProcessLookupError, ValueError, TypeError, OverflowError):
                 return False
             except PermissionError:

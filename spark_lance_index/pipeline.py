@@ -1,492 +1,331 @@
-"""The build job, phase by phase: inspect, plan, train, build, check, merge, commit, verify,
-clean up.
+"""The two pipelines, `build` and `update`, each a short list of phases (phases.py).
 
-`run(config)` is the one entry point the CLI, spark-submit and Databricks call. Each phase is a
-function of its own, timed by `@phase`; the Spark-specific ones only hand work to `spark.py`.
-The job directory (`state.py`) makes a rerun of the same command resume where a dead driver
-stopped; `resume.py` decides what of an earlier run can be trusted.
+    build:  inspect | start Spark (Lance's trainer already running) | plan, train | build | merge
+            | commit | read back | check a scalar index | clean up | recall check
+    update: inspect | start Spark | plan with the index's own model | build | merge | commit
+            | read back | clean up | recall check | drift
+
+`run(config)` is the one entry point the CLI, spark-submit, Databricks and the tests call. Both
+pipelines run inside a `Driver`: the Spark session, the preflight and the job's lease, and on a
+failure the one policy of `FAILURE_POLICIES` that fits it. The job directory (`state.py`) makes a
+rerun of the same command resume where a dead driver stopped; `resume.py` decides what of an
+earlier run can be trusted.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
-from dataclasses import asdict
-from typing import Optional, Sequence
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Optional
 
 from . import spark as spark_layer
-from .build import SegmentResult, SegmentTask, run_task
+from .build import run_task
+from .checks import check_index, measure_recall
 from .cleanup import cleanup, discard_own_work
-from .commit import (
-    CommitReport, MergeTask, build_conflict, check_segments, commit_segments, merge_batches, merge_segments,
-    verify_commit,
-)
+from .commit import CommitReport
 from .config import BuildConfig
-from .dataset import (
-    DatasetSnapshot, IndexParams, forget_handles, fragment_infos, fragment_signature, index_infos, open_dataset,
+from .dataset import forget_handles, open_dataset
+from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError
+from .lease import Lease
+from .phases import (  # some re-exported for tests that run one phase; to replace one, patch `phases`
+    Spark,
+    TaskFn,
+    build,
+    build_and_commit,
+    discard_command,
+    finish_interrupted_cleanup,
+    make_tasks,
+    merge,
+    plan,
+    preflight,
+    prepare,
+    read_back,
+    start_session,
+    state_moved_on,
+    train,
 )
-from .index_model import committed_model_mismatch
-from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError, SparkStageError
-from .plan import (
-    MANY_SEGMENTS, FragmentGroup, default_rows_per_task, largest_task_bytes, max_segment_rows, merge_peak_bytes,
-    plan_groups, unmerged_rows_per_task,
-)
-from .preflight import require_driver_libraries
+from .plan import largest_task_bytes, max_segment_rows, merge_peak_bytes
 from .report import JobResult, reporting, settings_of
 from .resume import Inspection, inspect_inputs, inspect_update
-from .state import JobState
-from .storage import index_dirs
-from .timing import PhaseClock, phase, record_seconds
-from .train import SharedArtifacts, TrainingInBackground, train_artifacts, trains_on_driver
-from .transport import task_attempt, transport_for
-from .update import index_changed, pinned_segments
+from .timing import PhaseClock
+from .train import TrainingInBackground, trains_on_driver
+from .transport import Transport, transport_for
+from .update import index_changed
 from .update_job import finish_noop, measure_drift, update_summary
-from .verify_job import check_index, measure_recall
+
+__all__ = ["run", "build_pipeline", "update_pipeline", "inspect_inputs", "inspect_update", "plan", "train",
+           "make_tasks", "build", "merge", "cleanup", "update_summary", "index_changed"]
 
 log = logging.getLogger("spark_lance_index")
 
 
-@phase("spark start")
-def start_session(config: BuildConfig, task_bytes: int = 0):
-    """Create the Spark session (only when none is active). -> (session, created)"""
-    return spark_layer.get_session(config.master, config.app_name, config.verbose, task_bytes)
-
-
-@phase("preflight")
-def preflight(spark, result: JobResult, task_bytes: int = 0) -> None:
-    """Before any training: every executor imports this job's libraries, at the driver's versions,
-    and the executors' memory settings can hold the job's tasks (a warning if not)."""
-    with spark_layer.job_group(spark, "spark-lance-index-preflight", "spark-lance-index: executors' libraries"):
-        try:
-            executors = spark_layer.run_preflight(spark)
-        except Exception as e:
-            raise SparkStageError(f"the preflight task failed on the executors: {spark_layer.failure_reason(e)}") from e
-    result.executors = [f"{v.host.rsplit(':', 1)[0]}: {v.describe()}" for v in executors]
-    driver = require_driver_libraries(executors)
-    log.info("preflight: %d executor processes, all with %s", len(executors), driver.describe())
-    advice = spark_layer.executor_memory_advice(spark, task_bytes)
-    if advice:
-        log.warning("preflight: %s", advice)
-
-
-@phase("plan")
-def plan(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, live,
-         parallelism: int) -> tuple[FragmentGroup, ...]:
-    """Group the fragments to index (`live`, at the pinned version) into balanced tasks.
-
-    Segments of a type that merges are merged later, so tasks are sized for parallel work.
-    Segments of a type that does not (SQ, HNSW: see index_types) are committed as built, so each
-    task is one segment of the index, as large as a segment and a task's memory allow."""
-    kind, rows_per_task = params.kind, config.rows_per_task
-    if not rows_per_task and not config.fragments_per_task:
-        rows_per_task = (default_rows_per_task(sum(f.num_rows for f in live), snap.bytes_per_row, parallelism,
-                                               params.num_partitions if kind.is_vector else 0)
-                         if kind.mergeable else unmerged_rows_per_task(
-                             sum(f.num_rows for f in live), max_segment_rows(config, params, snap), snap.bytes_per_row,
-                             parallelism))
-    groups = plan_groups(live, rows_per_task=rows_per_task, fragments_per_task=config.fragments_per_task)
-    sizes = [g.num_rows for g in groups]
-    log.info(
-        "planned %d tasks over %d fragments: %d to %d rows each",
-        len(groups), len(live), min(sizes), max(sizes),
-    )
-    if not kind.mergeable:
-        log.info("%s: %s; the index will have %d segments", kind.name, kind.why_unmerged, len(groups))
-        if len(groups) > MANY_SEGMENTS:
-            log.warning("%d segments: every segment costs every query. Give --rows-per-task (a task needs about "
-                        "1.1 x its vector bytes of memory) for fewer, larger segments", len(groups))
-    return groups
-
-
-@phase("train")
-def train(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, transport=None,
-          parallelism: int = 1, early: Optional[TrainingInBackground] = None) -> SharedArtifacts:
-    """Train the shared artifacts once, from a bounded sample: on the driver with Lance's k-means,
-    or on the executors (--trainer; a scalar or text index trains nothing: its segments share
-    their build options only). Lance's training may have started before Spark (`early`): this
-    phase then times only the wait for it."""
-    if early is not None:
-        artifacts = early.result()
-        record_seconds("train (background)", early.seconds)
-        log.info("trained on the driver while Spark started: %.1f s of training", early.seconds)
-    else:
-        artifacts = train_artifacts(config, snap, params, transport, parallelism)
-    log.info("shared artifacts: %s", artifacts.describe() or "none (nothing to train)")
-    return artifacts
-
-
-def prepare(config, insp: Inspection, parallelism: int, lease, transport=None, early=None):
-    """Plan and train (an update takes the index's own model instead), or take both from an
-    earlier run of the same job. -> (groups, artifacts)"""
-    snap, params, state = insp.snap, insp.params, insp.state
-    sizes = {"rows_per_task": config.rows_per_task, "fragments_per_task": config.fragments_per_task,
-             "max_segment_rows": max_segment_rows(config, params, snap)}  # resolved: as saved before it had a default
-    if insp.job is not None:
-        if insp.job["params"] != asdict(params):
-            raise JobError(f"the job directory {state.uri} was written with other parameters "
-                           f"({insp.job['params']}): `{discard_command(config)}` starts afresh")
-        if not params.kind.mergeable and insp.job.get("sizes", sizes) != sizes:
-            # each task is a committed segment of these types: other sizes make another index
-            raise JobError(f"the job directory {state.uri} holds a plan made with other task sizes "
-                           f"({insp.job['sizes']}): rerun with those, or `{discard_command(config)}` to start afresh")
-        groups, artifacts = state.load_plan(insp.job)
-        insp.run = insp.job.get("run", "")
-        log.info(
-            "resuming job %s from %s: pinned version %d, its plan (%d tasks) and artifacts (%s)",
-            insp.job_id, state.uri, snap.version, len(groups), artifacts.describe(),
-        )
-        return groups, artifacts
-    groups = plan(config, snap, params, insp.fragments_to_index, parallelism)
-    artifacts = insp.model or train(config, snap, params, transport, parallelism, early)
-    # A fresh run's segment directories must never be an earlier run's, which a committed index
-    # may use (a one-task segment is committed as built): the run id is part of their uuids.
-    insp.run = uuid.uuid4().hex
-    job = {"job_id": insp.job_id, "run": insp.run, "identity": insp.identity, "uri": snap.uri, "version": snap.version,
-           "column": snap.column, "index_name": config.name, "params": asdict(params),
-           "fragments": fragment_signature(planned_fragments(snap, groups)), "sizes": sizes}
-    if insp.update is not None:  # what the update's commit replaces and keeps must still be there
-        job["index_segments"] = pinned_segments(insp.update)
-    lease.check()  # training takes minutes: never overwrite the state of a run that took over
-    state.save_job(job, groups, artifacts)
-    return groups, artifacts
-
-
-def reusable_segments(snap, config, state: JobState, groups, expected) -> dict[int, SegmentResult]:
-    """Segments an earlier run finished that fit this plan and these artifacts, by group."""
-    planned = {g.group_id: g for g in groups}
-    # The segment's directory must still be there (a merge may rewrite the files inside it: an
-    # INVERTED merge finalizes its sources' staging files in place).
-    present = set(index_dirs(snap.location, config.storage_options).entries())
-    return {
-        gid: r
-        for gid, r in state.finished_segments().items()
-        if gid in planned
-        and tuple(r.fragment_ids) == planned[gid].fragment_ids
-        and dict(r.fingerprints) == expected
-        and r.index_uuid in present
-    }
-
-
-def make_tasks(
-    config: BuildConfig, snap: DatasetSnapshot, params: IndexParams,
-    groups: Sequence[FragmentGroup], job_id: str, lease_owner: str = "",
-) -> list[SegmentTask]:
-    return [
-        SegmentTask(
-            uri=snap.uri, version=snap.version, column=snap.column, index_name=config.name,
-            params=params, group=g, job_id=job_id, replace=bool(config.replace) or config.mode == "update",
-            storage_options=dict(config.storage_options),
-            lance_log="info" if config.verbose else "error", lease_owner=lease_owner,
-            # a multivector row's vectors fall in several partitions: the table maps a row to one
-            assignment=config.assignment if params.kind.is_vector and not snap.multivector else "lance",
-        )
-        for g in groups
-    ]
-
-
-@phase("build")
-def build(spark, tasks, artifacts, state, job_id, task_fn=run_task, progress_interval=30.0) -> list[SegmentResult]:
-    """Build one uncommitted segment per task on the executors."""
-    if not tasks:
-        return []
-    with spark_layer.job_group(
-        spark, f"spark-lance-index-{job_id}-build",
-        f"spark-lance-index: build {len(tasks)} index segments",
-    ):
-        try:
-            results = transport_for(spark, state.files, progress_interval).map(
-                tasks, lambda task, shared: task_fn(task, shared, state, task_attempt()), artifacts,
-                label="build segments")
-        except Exception as e:  # a task failed more often than Spark retries it
-            raise SparkStageError(
-                f"segment builds failed after Spark's retries: {spark_layer.failure_reason(e)}; "
-                "nothing was committed (the executor logs have the full trace)"
-            ) from e
-    took = sorted(r.seconds for r in results)
-    log.info(
-        "built %d segments; task seconds min %.1f median %.1f max %.1f",
-        len(results), took[0], took[len(took) // 2], took[-1],
-    )
-    return results
-
-
-@phase("merge")
-def merge(spark, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, results, state: JobState,
-          lease_owner: str = "") -> list:
-    """Merge the checked segments on the executors, in batches of at most max_segment_rows.
-
-    Never on the driver: a merge holds its output in memory (about 100 MiB plus 1.5x the stored
-    bytes, measured), which would make driver memory grow with the table. Segments of a
-    type that must not be merged (index_types) are committed as they were built.
-    """
-    if not params.kind.mergeable:
-        return [r.segment for r in results]
-    limit = max_segment_rows(config, params, snap)
-    batches = merge_batches(results, limit)
-    log.info("merging into segments of at most %d rows%s", limit, "" if config.max_segment_rows else
-             f" (the default, from --merge-memory {config.merge_memory / 2**30:.1f} GiB)")
-    tasks = [
-        MergeTask(snap.uri, snap.location, snap.version, tuple(r.segment for r in b),
-                  sum(r.num_rows for r in b), dict(config.storage_options), lease_owner)
-        for b in batches
-    ]
-    with spark_layer.job_group(
-        spark, f"spark-lance-index-merge-{snap.version}",
-        f"spark-lance-index: merge {len(results)} segments into {len(tasks)}",
-    ):
-        try:
-            merged = transport_for(spark, state.files, config.progress_interval).map(
-                tasks, lambda task, _: merge_segments(task, state), label="merge segments")
-        except Exception as e:
-            raise SparkStageError(
-                f"merging segments failed after Spark's retries: {spark_layer.failure_reason(e)}; "
-                "nothing was committed (the executor logs have the full trace)"
-            ) from e
-    log.info("merged %d segments into %d", len(results), len(merged))
-    return merged
-
-
-def planned_fragments(snap: DatasetSnapshot, groups: Sequence[FragmentGroup]):
-    in_plan = {f for g in groups for f in g.fragment_ids}
-    return [f for f in snap.fragments if f.fragment_id in in_plan]
-
-
-@phase("commit")
-def commit(config: BuildConfig, insp: Inspection, groups, merged: Sequence, lease):
-    """Commit the merged segments in one commit on the latest version.
-
-    A build commits a new index (or replaces one, with --replace). An update adds its segments
-    to the index under the same name; Lance drops the segments they cover entirely (the
-    re-encoded ones), and the commit is refused if the index changed since the pin.
-    The segments are recorded first, so a rerun after a driver death right after the commit
-    finishes the job instead of refusing the index it finds."""
-    snap, state = insp.snap, insp.state
-    planned = planned_fragments(snap, groups)
-    if insp.update is not None:
-        pinned = pinned_segments(insp.update)
-        conflict_of = lambda indexes: index_changed(config.name, indexes, pinned)  # noqa: E731
-    else:
-        conflict_of = build_conflict(config.name, snap.column, bool(config.replace), planned, config.index_type)
-    lease.check()
-    state.record_commit([str(m.uuid) for m in merged])
-    return commit_segments(
-        lambda: open_dataset(snap.uri, config.storage_options), config.name, snap.column,
-        merged, planned, snap.version, conflict_of,
-    )
-
-
-@phase("verify")
-def verify(config, insp: Inspection, groups, committed_ds, merged_uuids, artifacts) -> CommitReport:
-    """Read the committed index back: right type, our segments (and, after an update, the kept
-    ones), exactly the planned fragments, the model the job encoded with."""
-    snap, expected_uuids = insp.snap, list(merged_uuids)
-    covered = encoded = planned_fragments(snap, groups)
-    if insp.committed is not None:
-        encoded = []  # an earlier run checked them before its commit; they may be gone since
-    if insp.update is not None:
-        # The kept segments cover what the committed manifest says they cover now: a compaction
-        # with a deferred remap that landed between the last check and the commit rewrites their
-        # fragment lists in place (same uuids, same rows, new fragments). The rows are compared
-        # below all the same: every row of the fragments covered must be indexed.
-        kept = {s.uuid for s in insp.update.kept}
-        expected_uuids += sorted(kept)
-        now = dict(next((i.segment_fragments for i in index_infos(committed_ds) if i.name == config.name), ()))
-        in_kept = {f for u in kept for f in now.get(u, ())}
-        pinned = {f.fragment_id: f for f in snap.fragments}  # rows deleted since the pin are counted from these
-        covered = [pinned.get(f.fragment_id, f) for f in fragment_infos(committed_ds, snap.column)
-                   if f.fragment_id in in_kept] + list(covered)
-    return verify_commit(
-        committed_ds, config.name, insp.params.index_type, expected_uuids, covered, encoded=encoded,
-        model_mismatch=(lambda stats: committed_model_mismatch(snap.location, config.storage_options, stats, artifacts))
-        if insp.params.kind.is_vector else None,
-    )
-
-
-def run(config: BuildConfig, spark=None, *, task_fn=run_task) -> JobResult:
-    """Build and commit the index described by `config`. Raises JobError on a known failure.
+def run(config: BuildConfig, spark: Optional[Spark] = None, *, task_fn: TaskFn = run_task) -> JobResult:
+    """Build (or, with `config.mode == "update"`, update) and commit the index described by
+    `config`. Raises JobError on a known failure.
 
     Inputs are checked before any Spark session is started or used. If `spark` is None an
     active session is reused, or one is created (and stopped at the end). `task_fn` is what
     each Spark task runs (tests wrap it to inject failures).
     """
-    result = JobResult(job_id=None, uri=config.uri, index_name=config.name, column=config.column,
-                       min_recall=config.min_recall, settings=settings_of(config))
+    result = JobResult(job_id=None, uri=config.uri, index_name=config.name, column=config.column,  # type: ignore[arg-type]
+                       min_recall=config.min_recall, settings=settings_of(config))  # type: ignore[arg-type]
+    pipeline = update_pipeline if config.mode == "update" else build_pipeline
     with reporting(config, result):
-        _build(config, spark, task_fn, result)
+        pipeline(config, spark, task_fn, result)
     return result
 
 
-def _build(config: BuildConfig, spark, task_fn, result: JobResult) -> None:
-    started = time.perf_counter()
-    forget_handles()
-    with PhaseClock() as clock:
-        insp = inspect_update(config) if config.mode == "update" else inspect_inputs(config)
-        snap, params, state = insp.snap, insp.params, insp.state
-        result.job_id, result.pinned_version, result.params = insp.job_id, snap.version, params
-        result.job_dir = state.uri
-        if insp.job is None and insp.committed is not None:
-            finish_interrupted_cleanup(config, insp, result)
-            clock.seconds["total"] = time.perf_counter() - started
-            result.seconds = dict(clock.seconds)
+def build_pipeline(config: BuildConfig, spark: Optional[Spark], task_fn: TaskFn, result: JobResult) -> None:
+    """A new index over every live fragment of the pinned version (or the rest of an earlier run's)."""
+    with JobClock(result) as clock:
+        insp = inspect_inputs(config)
+        _record_inspection(result, insp)
+        if _finish_earlier_commit(config, insp, result):
             return
-        if insp.update is not None:
-            result.update = update_summary(insp.update)
-            if insp.update.is_noop and insp.committed is None:
-                finish_noop(config, insp, result)
-                clock.seconds["total"] = time.perf_counter() - started
-                result.seconds = dict(clock.seconds)
-                return
-        created, lease, early = False, None, None
+        with Driver(config, spark, insp, result, clock, train_early=True) as driver:
+            groups, artifacts = prepare(config, insp, driver.parallelism, driver.lease, driver.transport, driver.early)
+            _record_plan(result, groups, artifacts)
+            merged, committed_ds = _build_merge_commit(driver, insp, groups, artifacts, task_fn)
+            report = read_back(config, insp, groups, committed_ds, merged, artifacts)
+            _record_read_back(result, report, merged)
+            if not insp.params.kind.is_vector and config.verify_queries:  # exact answers: checked before cleanup
+                result.index_check = check_index(driver.spark, config, insp.snap.uri, report.version,
+                                                 insp.snap.column, insp.params.index_type, config.name,
+                                                 driver.parallelism)
+            result.leftovers_removed, result.leftovers_unaccounted = cleanup(config, insp.snap, insp.state, merged,
+                                                                             driver.lease)
+            if insp.params.kind.is_vector and (config.verify_queries or insp.queries is not None):
+                _recall_check(driver, insp, report)
+
+
+def update_pipeline(config: BuildConfig, spark: Optional[Spark], task_fn: TaskFn, result: JobResult) -> None:
+    """The rows added since the index was built, encoded with the index's own model and committed
+    beside its segments (small tail segments re-encoded with them)."""
+    with JobClock(result) as clock:
+        insp = inspect_update(config)
+        _record_inspection(result, insp)
+        if _finish_earlier_commit(config, insp, result):
+            return
+        assert insp.update is not None
+        result.update = update_summary(insp.update)
+        if insp.update.is_noop and insp.committed is None:
+            finish_noop(config, insp, result)
+            return
+        with Driver(config, spark, insp, result, clock) as driver:
+            groups, artifacts = prepare(config, insp, driver.parallelism, driver.lease, driver.transport)
+            _record_plan(result, groups, artifacts)
+            merged, committed_ds = _build_merge_commit(driver, insp, groups, artifacts, task_fn)
+            report = read_back(config, insp, groups, committed_ds, merged, artifacts)
+            _record_read_back(result, report, merged)
+            result.leftovers_removed, result.leftovers_unaccounted = cleanup(config, insp.snap, insp.state, merged,
+                                                                             driver.lease)
+            by_origin = None
+            if config.verify_queries or insp.queries is not None:
+                by_origin = _recall_check(driver, insp, report)
+            result.drift = measure_drift(config, insp.update, committed_ds, by_origin)
+
+
+# --- what both pipelines share ------------------------------------------------------------------
+
+class JobClock:
+    """The phases' seconds (`@phase`) and the job's total, put on the result once, when the job's
+    work ends (before a session the job created is stopped)."""
+
+    def __init__(self, result: JobResult) -> None:
+        self.result, self.started, self._clock = result, time.perf_counter(), PhaseClock()
+
+    def __enter__(self) -> JobClock:
+        forget_handles()
+        self._clock.__enter__()
+        return self
+
+    def finish(self) -> None:
+        if "total" not in self._clock.seconds:
+            self._clock.seconds["total"] = time.perf_counter() - self.started
+            self.result.seconds = dict(self._clock.seconds)
+
+    def __exit__(self, kind: Optional[type[BaseException]], *rest: object) -> None:
+        if kind is None:  # a failure in the Driver has finished the clock; one before it reports no time
+            self.finish()
+        self._clock.__exit__(kind, *rest)
+
+
+class Driver:
+    """The driver's side of a run: Lance's trainer started early (a fresh build trains while the
+    session starts), the Spark session, the preflight, the job's lease, an earlier run's unusable
+    work discarded. On leaving: the failure's policy (`FAILURE_POLICIES`), then the trainer
+    waited for, the lease released, the clock stopped and a session the job created stopped."""
+
+    def __init__(self, config: BuildConfig, spark: Optional[Spark], insp: Inspection, result: JobResult,
+                 clock: JobClock, *, train_early: bool = False) -> None:
+        self.config, self.insp, self.result, self.clock = config, insp, result, clock
+        self.spark, self.created, self.train_early = spark, False, train_early
+        self.lease: Lease = None  # type: ignore[assignment]  # held from __enter__ on
+        self.early: Optional[TrainingInBackground] = None
+        self.parallelism = 1
+
+    @property
+    def transport(self) -> Transport:
+        return transport_for(self.spark, self.insp.state.files, self.config.progress_interval)
+
+    def __enter__(self) -> Driver:
+        try:
+            self._start()
+        except BaseException as e:
+            self.__exit__(type(e), e, e.__traceback__)
+            raise
+        return self
+
+    def _start(self) -> None:
+        config, insp = self.config, self.insp
+        snap, params, state = insp.snap, insp.params, insp.state
         task_bytes = largest_task_bytes(insp.fragments_to_index, snap.bytes_per_row, params.kind.mergeable,
                                         max_segment_rows(config, params, snap), config.rows_per_task,
                                         params.num_partitions,
                                         merge_peak_bytes(config, params, snap) if params.kind.mergeable else 0)
+        if self.spark is None:
+            spark_layer.check_can_start(config.master)  # refusals in one line come first
+        # Lance's trainer needs no Spark and writes nothing: it trains while the session starts
+        if (self.train_early and insp.job is None and insp.committed is None and insp.model is None
+                and not state.leased() and trains_on_driver(config, snap, params)):
+            self.early = TrainingInBackground(config, snap, params)
+        if self.spark is None:
+            self.spark, self.created = start_session(config, task_bytes)
+        self.result.spark_app_id = spark_layer.application_id(self.spark)
+        self.result.spark_master = spark_layer.master(self.spark)
+        self.parallelism = spark_layer.default_parallelism(self.spark)
+        preflight(self.spark, self.result, task_bytes)
+        self.lease = state.acquire_lease()
+        state_moved_on(insp)
+        if insp.stale:
+            log.info("the state of an earlier run in %s cannot be resumed (%s): starting afresh", state.uri, insp.stale)
+            discard_own_work(config, snap, state, self.lease)
+
+    def __exit__(self, kind: Optional[type[BaseException]], error: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
         try:
-            # Lance's trainer needs no Spark and writes nothing: a fresh build starts it now, and
-            # it trains while the session starts and the preflight runs.
-            if spark is None:
-                spark_layer.check_can_start(config.master)  # refusals in one line come first
-            if (insp.job is None and insp.committed is None and insp.model is None and not state.leased()
-                    and trains_on_driver(config, snap, params)):
-                early = TrainingInBackground(config, snap, params)
-            if spark is None:
-                spark, created = start_session(config, task_bytes)
-            result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
-            parallelism = spark_layer.default_parallelism(spark)
-            preflight(spark, result, task_bytes)
-            lease = state.acquire_lease()
-            state_moved_on(insp)
-            if insp.stale:
-                log.info("the state of an earlier run in %s cannot be resumed (%s): starting afresh",
-                         state.uri, insp.stale)
-                discard_own_work(config, snap, state, lease)
-            groups, artifacts = prepare(config, insp, parallelism, lease,
-                                        transport_for(spark, state.files, config.progress_interval), early)
-            result.fingerprints, result.artifacts = artifacts.fingerprints(), artifacts
-            result.num_tasks = len(groups)
-            if insp.committed is not None:
-                log.info("an earlier run of job %s committed its index; finishing its checks and cleanup", insp.job_id)
-                merged_uuids = insp.committed
-                committed_ds = open_dataset(snap.uri, config.storage_options)
-                result.segments_reused = result.segments_built = 0
-                result.finished_earlier = True
-            else:
-                merged_uuids, committed_ds = _build_and_commit(spark, config, insp, groups, artifacts, task_fn, lease, result)
-            report = verify(config, insp, groups, committed_ds, merged_uuids, artifacts)
-            result.committed_version, result.num_rows = report.version, report.num_indexed_rows
-            result.num_fragments, result.segments_committed = report.num_indexed_fragments, len(merged_uuids)
-            result.unindexed_rows, result.unindexed_fragments = report.num_unindexed_rows, report.num_unindexed_fragments
-            result.deleted_rows = report.num_deleted_rows
-            if not params.kind.is_vector and config.verify_queries:  # exact answers: checked before cleanup
-                result.index_check = check_index(spark, config, snap.uri, report.version, snap.column,
-                                                 params.index_type, config.name, parallelism)
-            result.leftovers_removed, result.leftovers_unaccounted = cleanup(config, snap, state, merged_uuids, lease)
-            new_fragments = [f.fragment_id for f in insp.update.new_fragments] if insp.update else None
-            by_origin = None
-            if params.kind.is_vector and (config.verify_queries or insp.queries is not None):
-                check = measure_recall(
-                    spark, config, snap.uri, report.version, snap.column, params.metric, params.index_type,
-                    insp.queries, parallelism, config.name, new_fragments=new_fragments)
-                result.recall, result.query_settings, by_origin = check.figures, check.query_settings, check.by_origin
-            if insp.update is not None:
-                result.drift = measure_drift(config, insp.update, committed_ds, by_origin)
-        except DatasetChangedError:
-            # The segments index fragments that no longer exist, or another index took the
-            # place: nothing to resume, and nothing of ours was committed.
-            discard_own_work(config, snap, state, lease)  # it was refused
-            raise
-        except KeyboardInterrupt:
-            if spark is not None:
-                spark_layer.cancel_jobs(spark)  # a Connect server's tasks would outlive this client
-            raise
-        except JobBusyError:
-            raise  # another run holds the job: touch nothing of it
-        except CommitCheckError as e:
-            if insp.update is None:
-                # Committed, but not what was planned: a rerun with --replace rebuilds it, from
-                # scratch. Its plan and segments are forgotten, so the rerun reuses none of them and
-                # runs under a new run id (new segment uuids, never a directory this index uses);
-                # the markers stay, so that the rerun's cleanup removes this index's directories
-                # once its own commit has replaced it.
-                state.forget_commit()  # marked wrong first, then the plan, then the record
-                e.args = (f"{e} [rerun with --replace to rebuild it; job state kept in {state.uri}]",)
-            else:
-                # The record stays: every rerun of the update checks that commit again and fails
-                # the same way, instead of finding nothing new and calling the index up to date.
-                e.args = (f"{e} [rebuild it with `spark-lance-index build --replace`; job state kept in {state.uri}]",)
-            raise
-        except JobError as e:
-            if state.exists():
-                e.args = (f"{e} [job state kept in {state.uri}: rerun the same command to resume, or "
-                          f"`{discard_command(config)}` to start afresh]",)
-            raise
+            if error is not None:
+                failure_policy(error)(error, self)
         finally:
-            if early is not None:
-                early.wait()  # a failed run leaves no training behind in a long-lived driver
-            if lease is not None:
-                lease.release()
-            clock.seconds["total"] = time.perf_counter() - started
-            result.seconds = dict(clock.seconds)
-            if created:
-                spark.stop()
+            if self.early is not None:
+                self.early.wait()  # a failed run leaves no training behind in a long-lived driver
+            if self.lease is not None:
+                self.lease.release()
+            self.clock.finish()
+            if self.created and self.spark is not None:
+                self.spark.stop()
 
 
-def _build_and_commit(spark, config, insp: Inspection, groups, artifacts: SharedArtifacts, task_fn, lease,
-                      result: JobResult):
-    """Build the segments not already built, check, merge and commit them. -> (uuids, dataset)"""
-    snap, params, state = insp.snap, insp.params, insp.state
-    expected = artifacts.fingerprints()
-    reused = reusable_segments(snap, config, state, groups, expected)
-    if reused:
-        log.info("reusing %d finished segments; %d to build", len(reused), len(groups) - len(reused))
-    todo = [t for t in make_tasks(config, snap, params, groups, f"{insp.job_id}:{insp.run}", lease.owner)
-            if t.group.group_id not in reused]
-    built = build(spark, todo, artifacts, state, insp.job_id, task_fn, config.progress_interval)
-    results = check_segments(groups, [*reused.values(), *built], expected)
-    result.num_segments, result.segments_reused, result.segments_built = len(results), len(reused), len(built)
-    lease.check()
-    merged = merge(spark, config, snap, params, results, state, lease.owner)
-    committed_ds = commit(config, insp, groups, merged, lease)
-    return [str(m.uuid) for m in merged], committed_ds
+def _build_merge_commit(driver: Driver, insp: Inspection, groups: Any, artifacts: Any,
+                        task_fn: TaskFn) -> tuple[list[str], Any]:
+    """The segments built, merged and committed, or an earlier run's landed commit taken as it is."""
+    if insp.committed is None:
+        return build_and_commit(driver.spark, driver.config, insp, groups, artifacts, task_fn, driver.lease,
+                                driver.result)
+    log.info("an earlier run of job %s committed its index; finishing its checks and cleanup", insp.job_id)
+    driver.result.segments_reused = driver.result.segments_built = 0
+    driver.result.finished_earlier = True
+    return insp.committed, open_dataset(insp.snap.uri, driver.config.storage_options)
 
 
-def state_moved_on(insp: Inspection) -> None:
-    """What inspect decided (resume, start afresh, finish a commit) was read before this run held
-    the job; another run may have finished or stopped in between. Refuse, writing nothing, when
-    the job directory is not what it was."""
-    if insp.state.exists() != insp.job_file_seen:
-        raise JobBusyError(f"another run of this job changed its state ({insp.state.uri}) while this one started: "
-                           "rerun the same command")
+def _finish_earlier_commit(config: BuildConfig, insp: Inspection, result: JobResult) -> bool:
+    """An earlier run committed and its plan is gone: finish its cleanup, with no Spark."""
+    if insp.job is None and insp.committed is not None:
+        finish_interrupted_cleanup(config, insp, result)
+        return True
+    return False
 
 
-def finish_interrupted_cleanup(config: BuildConfig, insp: Inspection, result: JobResult) -> None:
-    """An earlier run of this job committed its index and stopped before it finished (in its
-    cleanup, or where its plan can no longer be resumed): finish that cleanup and report the
-    index, with no Spark."""
-    state, snap = insp.state, insp.snap
-    log.info("an earlier run of job %s committed index %r and stopped while cleaning up: finishing its cleanup",
-             insp.job_id, config.name)
-    lease = state.acquire_lease()
-    try:
-        result.leftovers_removed = len(discard_own_work(config, snap, state, lease))
-    finally:
-        lease.release()
-    latest = open_dataset(snap.uri, config.storage_options)
-    stats = latest.stats.index_stats(config.name)
-    result.committed_version, result.segments_committed = latest.version, len(insp.committed)
-    result.num_rows, result.num_fragments = stats["num_indexed_rows"], stats["num_indexed_fragments"]
-    result.unindexed_rows, result.unindexed_fragments = stats["num_unindexed_rows"], stats["num_unindexed_fragments"]
-    result.finished_earlier = True
+def _recall_check(driver: Driver, insp: Inspection, report: CommitReport) -> Any:
+    """recall@k against exact search (and the query settings for --target-recall). -> the
+    figures by the queries' origin (an update's new rows and older rows), or None."""
+    config, snap, params = driver.config, insp.snap, insp.params
+    new_fragments = [f.fragment_id for f in insp.update.new_fragments] if insp.update else None
+    check = measure_recall(driver.spark, config, snap.uri, report.version, snap.column, params.metric,
+                           params.index_type, insp.queries, driver.parallelism, config.name,
+                           new_fragments=new_fragments)
+    driver.result.recall, driver.result.query_settings = check.figures, check.query_settings
+    return check.by_origin
 
 
-def discard_command(config: BuildConfig) -> str:
-    """The command that removes this job's state (what used to be "delete that directory")."""
-    parts = ["spark-lance-index discard", f"--uri {config.uri}", f"--column {config.column}"]
-    if config.index_name:
-        parts.append(f"--index-name {config.index_name}")
-    if config.job_dir:
-        parts.append(f"--job-dir {config.job_dir}")
-    if config.storage_options:
-        parts.append("--storage-option ... (as given to this command)")
-    return " ".join(parts)
+def _record_inspection(result: JobResult, insp: Inspection) -> None:
+    result.job_id, result.pinned_version, result.params = insp.job_id, insp.snap.version, insp.params
+    result.job_dir = insp.state.uri
+
+
+def _record_plan(result: JobResult, groups: Any, artifacts: Any) -> None:
+    result.fingerprints, result.artifacts = artifacts.fingerprints(), artifacts
+    result.num_tasks = len(groups)
+
+
+def _record_read_back(result: JobResult, report: CommitReport, merged: list[str]) -> None:
+    result.committed_version, result.num_rows = report.version, report.num_indexed_rows
+    result.num_fragments, result.segments_committed = report.num_indexed_fragments, len(merged)
+    result.unindexed_rows = report.num_unindexed_rows
+    result.unindexed_fragments = report.num_unindexed_fragments
+    result.deleted_rows = report.num_deleted_rows
+
+
+# --- what a failure leaves ------------------------------------------------------------------------
+
+def _discard_refused(error: BaseException, driver: Driver) -> None:
+    """The segments index fragments that no longer exist, or another index took the place:
+    nothing to resume, and nothing of ours was committed."""
+    insp = driver.insp
+    discard_own_work(driver.config, insp.snap, insp.state, driver.lease)
+
+
+def _cancel_jobs(error: BaseException, driver: Driver) -> None:
+    """Ctrl-C: a Connect server's tasks would outlive this client."""
+    if driver.spark is not None:
+        spark_layer.cancel_jobs(driver.spark)
+
+
+def _touch_nothing(error: BaseException, driver: Driver) -> None:
+    """Another run holds the job: nothing of it is ours to change."""
+
+
+def _wrong_commit(error: BaseException, driver: Driver) -> None:
+    """Committed, but not what was planned."""
+    assert isinstance(error, JobError)
+    state = driver.insp.state
+    if driver.insp.update is None:
+        # A rerun with --replace rebuilds it, from scratch. Its plan and segments are forgotten,
+        # so the rerun reuses none of them and runs under a new run id (new segment uuids, never
+        # a directory this index uses); the markers stay, so that the rerun's cleanup removes
+        # this index's directories once its own commit has replaced it.
+        state.forget_commit()  # marked wrong first, then the plan, then the record
+        error.hint = f"rerun with --replace to rebuild it; job state kept in {state.uri}"
+    else:
+        # The record stays: every rerun of the update checks that commit again and fails the
+        # same way, instead of finding nothing new and calling the index up to date.
+        error.hint = f"rebuild it with `spark-lance-index build --replace`; job state kept in {state.uri}"
+
+
+def _say_how_to_resume(error: BaseException, driver: Driver) -> None:
+    assert isinstance(error, JobError)
+    state = driver.insp.state
+    if state.exists():
+        error.hint = (f"job state kept in {state.uri}: rerun the same command to resume, or "
+                      f"`{discard_command(driver.config)}` to start afresh")
+
+
+def _leave_as_is(error: BaseException, driver: Driver) -> None:
+    """Anything unforeseen: the state stays for a rerun to judge."""
+
+
+# The first entry whose type fits is the failure's policy (a subclass before its base).
+FAILURE_POLICIES: tuple[tuple[type[BaseException], Callable[[BaseException, Driver], None]], ...] = (
+    (DatasetChangedError, _discard_refused),
+    (KeyboardInterrupt, _cancel_jobs),
+    (JobBusyError, _touch_nothing),
+    (CommitCheckError, _wrong_commit),
+    (JobError, _say_how_to_resume),
+    (BaseException, _leave_as_is),
+)
+
+
+def failure_policy(error: BaseException) -> Callable[[BaseException, Driver], None]:
+    return next(policy for kind, policy in FAILURE_POLICIES if isinstance(error, kind))

@@ -1,4 +1,4 @@
-"""Phase 1 (plan): split the pinned fragments into balanced groups, one Spark task each.
+"""The plan phase: split the pinned fragments into balanced groups, one Spark task each.
 
 Groups hold *contiguous* fragment ids, so each segment covers one run of the table, and are
 balanced by live row count (deleted rows cost nothing to index). A fragment is never split:
@@ -8,8 +8,9 @@ a fragment larger than the target simply gets a group of its own.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 from .dataset import FragmentInfo
 

@@ -13,8 +13,9 @@ import importlib
 import os
 import platform
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 from .errors import PreflightError
 

@@ -11,7 +11,8 @@ import logging
 import sys
 import threading
 import time
-from typing import Callable, Optional, TextIO
+from collections.abc import Callable
+from typing import Optional, TextIO
 
 log = logging.getLogger("spark_lance_index")
 
@@ -27,7 +28,9 @@ def _human(n: float) -> str:
 
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 class Progress:
@@ -89,7 +92,7 @@ class Ticker:
             except Exception:  # progress must never break the job
                 pass
 
-    def __enter__(self) -> "Ticker":
+    def __enter__(self) -> Ticker:
         self._thread.start()
         return self
 

@@ -20,7 +20,7 @@ the target plus a margin is reached (1.645 standard errors of that half's figure
 one reported for the recommendation (said plainly when it falls short of the target). A standard
 error comes from the spread of per-query recall, and is never taken as smaller than that of k x
 queries independent neighbours (else 50 perfect queries would claim an interval of width 0).
-Queries drawn from the table do not count their own row (verify.py). With --query-file, the
+Queries drawn from the table do not count their own row (exact_search.py). With --query-file, the
 queries are the user's own.
 """
 
@@ -30,13 +30,14 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
+from .exact_search import RecallSetting, query_index
 from .index_types import INDEX_TYPES
-from .verify import RecallSetting, query_index
 
 NPROBES_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 # Refine factors tried: re-ranking with exact distances helps quantized codes; IVF_FLAT and
@@ -84,7 +85,8 @@ class QuerySetting:
         figure = f"recall@{k} {self.recall:.3f}"
         if self.select_recall is not None and self.confirm_recall is not None:
             figure += f" (choosing half {self.select_recall:.3f}, confirming half {self.confirm_recall:.3f})"
-        return f"nprobes={self.nprobes}, {refine}: {figure}, {self.latency_ms_p50:.1f} ms p50, {self.latency_ms_p95:.1f} ms p95"
+        return (f"nprobes={self.nprobes}, {refine}: {figure}, {self.latency_ms_p50:.1f} ms p50, "
+                f"{self.latency_ms_p95:.1f} ms p95")
 
 
 @dataclass(frozen=True)
@@ -155,13 +157,14 @@ def measure_setting(ds, column: str, queries: np.ndarray, truth: np.ndarray, npr
     run = query_index(ds, column, queries, truth, RecallSetting(nprobes, refine_factor), warmup=WARMUP_QUERIES,
                       own=own)
     ms = run.seconds * 1000
-    split, extra = halves(len(queries)), {}
+    split, extra = halves(len(queries)), dict[str, Any]()
     if split is not None:
         choose, confirm = split
         s, c = run.figure(choose).recall, run.figure(confirm).recall
         c_err = standard_error(run, confirm, c)
         extra = dict(select_recall=s, select_margin=Z_ONE_SIDED * standard_error(run, choose, s),
-                     confirm_recall=c, confirm_interval=(max(0.0, c - Z_INTERVAL * c_err), min(1.0, c + Z_INTERVAL * c_err)))
+                     confirm_recall=c,
+                     confirm_interval=(max(0.0, c - Z_INTERVAL * c_err), min(1.0, c + Z_INTERVAL * c_err)))
     return QuerySetting(nprobes, refine_factor, run.figure().recall,
                         float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), **extra)
 

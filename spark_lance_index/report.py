@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 from .dataset import IndexParams
 from .errors import InputError, JobError, RecallTooLowError
+from .exact_search import RecallFigure, recall_advice
 from .storage import write_file
 from .train import SharedArtifacts
-from .verify import RecallFigure, recall_advice
 
 log = logging.getLogger("spark_lance_index")
 
@@ -89,7 +89,7 @@ class JobResult:
     update: Optional[dict] = None  # `update`: what it encoded (pipeline.update_summary)
     drift: Optional[Any] = None  # `update`: DriftFigures
     query_settings: Optional[Any] = None  # --target-recall: query_settings.QuerySettings
-    index_check: Optional[Any] = None  # scalar and text indexes: verify_job.IndexCheck
+    index_check: Optional[Any] = None  # scalar and text indexes: checks.IndexCheck
     finished_earlier: bool = False  # an earlier run of the job committed; this one finished it
 
     def to_report(self) -> dict[str, Any]:
@@ -198,7 +198,8 @@ def render_summary(r: dict[str, Any]) -> str:
         else:
             lines.append(f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments")
     if u and u["new_rows"] and ds["committed_version"] is not None:
-        lines.append(f"  update: {u['new_rows']:,} new rows in {u['new_fragments']} fragments, encoded with the index's "
+        lines.append(f"  update: {u['new_rows']:,} new rows in {u['new_fragments']} fragments, encoded with the "
+                     "index's "
                      f"model; {u['segments_reencoded']} small segments ({u['rows_reencoded']:,} rows) re-encoded with "
                      f"them, {u['segments_kept']} kept")
     drift = (u or {}).get("drift")
@@ -251,7 +252,8 @@ def render_summary(r: dict[str, Any]) -> str:
     if q:
         split = bool(q["grid"]) and q["grid"][0].get("confirm_recall") is not None
         lines.append(f"  query settings for recall@{q['k']} >= {q['target']} ({q['queries']} queries"
-                     + (f", a setting chosen on half of them and confirmed on the other {q['queries'] - q['queries'] // 2}"
+                     + (", a setting chosen on half of them and confirmed on the other "
+                        f"{q['queries'] - q['queries'] // 2}"
                         if split else "") + f"; on {q['where']}):")
         lines.append("    nprobes  refine  recall" + ("  choose  confirm" if split else "") + "  p50 ms  p95 ms")
         for s in q["grid"]:
@@ -333,7 +335,8 @@ def reporting(config, result: JobResult):
         raise
     except Exception as e:  # JobError, and anything unforeseen: the report says it failed
         result.outcome = "refused" if isinstance(e, InputError) else "failed"
-        result.error = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        first = str(e).splitlines()[0][:300] if str(e) else ""
+        result.error = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {first}"
         raise
     finally:
         result.finished_at = now_iso()

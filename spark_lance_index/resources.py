@@ -17,8 +17,9 @@ Plain functions over Spark's configuration strings; no Spark import.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 MIB = 1024 * 1024
 TASK_BASE_BYTES = 100 * MIB  # a build task's peak above its vector bytes (measured)
@@ -96,9 +97,10 @@ class ExecutorResources:
 def read_resources(conf: Callable[[str], Optional[str]]) -> ExecutorResources:
     """ExecutorResources from a configuration getter (`spark.conf.get(key, None)`)."""
     cores = conf("spark.executor.cores")
-    factor = conf("spark.executor.memoryOverheadFactor") or conf("spark.kubernetes.memoryOverheadFactor")
+    given = conf("spark.executor.memoryOverheadFactor") or conf("spark.kubernetes.memoryOverheadFactor")
+    factor: Optional[float]
     try:
-        factor = float(factor) if factor else None
+        factor = float(given) if given else None
     except ValueError:
         factor = None
     return ExecutorResources(

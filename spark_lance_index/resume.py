@@ -1,4 +1,4 @@
-"""Phase 0 (inspect): which job this is, what an earlier run of it left, and every input checked.
+"""Inspect (with dataset.py): which job this is, what an earlier run of it left, and every input checked.
 
 A job is its identity: the dataset (where Lance keeps it), the column, the index name and the
 parameters the user gave. Its id is a hash of that identity, not of the dataset's latest
@@ -15,24 +15,31 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
+from .checks import load_queries
 from .commit import check_fragments_unchanged
 from .config import BuildConfig
 from .dataset import (
-    DatasetSnapshot, IndexParams, fragment_signature, index_conflict, index_infos, open_dataset, require_vector_column,
-    resolve_params, snapshot_dataset,
+    DatasetSnapshot,
+    IndexParams,
+    fragment_signature,
+    index_conflict,
+    index_infos,
+    open_dataset,
+    require_vector_column,
+    resolve_params,
+    snapshot_dataset,
 )
-from .errors import DatasetChangedError, InputError
+from .errors import DatasetChangedError, InputError, MissingVersionError
 from .plan import max_segment_rows
 from .state import JobState, default_jobs_root
 from .storage import Location, locate
 from .timing import phase
 from .train import SharedArtifacts
 from .update import SegmentPolicy, UpdatePlan, index_changed, plan_update, read_index_model
-from .verify_job import load_queries
 
 log = logging.getLogger("spark_lance_index")
 
@@ -40,7 +47,7 @@ log = logging.getLogger("spark_lance_index")
 def job_identity(config: BuildConfig, dataset: Location) -> dict:
     """What makes two runs the same job: the same index on the same data, with the same
     user-given parameters. Task sizes are not part of it (they do not change the index)."""
-    identity = {
+    identity: dict[str, Any] = {
         "dataset": str(dataset), "column": config.column, "index_name": config.name,
         "index_type": config.index_type, "metric": config.metric, "version": config.version,
         "num_partitions": config.num_partitions, "num_bits": config.num_bits,
@@ -114,7 +121,8 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
     own = state.committing()
     live = [f.fragment_id for f in snap.live_fragments]
     latest_indexes = index_infos(latest)
-    for where, indexes in ((f"version {snap.version}", snap.indexes), (f"the latest version {latest.version}", latest_indexes)):
+    for where, indexes in ((f"version {snap.version}", snap.indexes),
+                           (f"the latest version {latest.version}", latest_indexes)):
         conflict = index_conflict(config.name, config.column, bool(config.replace), indexes,
                                   own_segments=own, planned=live, index_type=config.index_type)
         if conflict:
@@ -181,9 +189,7 @@ def inspect_update(config: BuildConfig) -> Inspection:
         if own and now is not None and set(own) <= set(now.segments):
             try:  # the earlier run's commit landed: finish it at its pinned version
                 snap, stale, committed = snap or snapshot_dataset(config, job["version"]), None, own
-            except InputError as e:
-                if "has no version" not in str(e):
-                    raise
+            except MissingVersionError:
                 # That version was cleaned up: nothing to check against; what the run left is
                 # removed (its segments, in use, are kept) and the update starts afresh.
                 snap, stale = None, f"its commit landed, and its pinned version {job['version']} no longer exists"
@@ -210,9 +216,7 @@ def _resumable_snapshot(config: BuildConfig, job: dict, latest) -> tuple[Optiona
     version = job["version"]
     try:
         snap = snapshot_dataset(config, version)
-    except InputError as e:
-        if "has no version" not in str(e):
-            raise  # the store is unreachable, say: keep the state for a later rerun
+    except MissingVersionError:  # (the store unreachable, say, raises on: the state is kept for a rerun)
         return None, f"its pinned version {version} no longer exists"
     planned_ids = {f for g in job["groups"] for f in g["fragment_ids"]}
     planned = [f for f in snap.fragments if f.fragment_id in planned_ids]

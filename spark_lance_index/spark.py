@@ -13,10 +13,12 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional
 
 from .errors import JobError
 from .preflight import node_versions
+from .transport import is_connect, transport_for
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +28,6 @@ QUIET_INTERRUPTS = False
 
 # Faster JVM start for short local runs (measured: ~10 s -> ~6 s on 2 cores).
 _LOCAL_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-
-
-def is_connect(spark) -> bool:
-    """True for a Spark Connect session (no RDD API, no SparkContext).
-
-    Told from the session's class, never by importing `pyspark.sql.connect`: that import
-    calls sys.exit(0) when the Connect client's dependencies are missing and `__main__` has
-    no `__file__` (`python -c`, some notebook and job runners), which ended the job as a
-    silent success."""
-    return any(c.__module__.startswith("pyspark.sql.connect") for c in type(spark).__mro__)
 
 
 def find_java() -> tuple[Optional[str], str]:
@@ -86,7 +78,7 @@ def check_master(master: str) -> None:
     import time
 
     addresses = [a.strip() for a in master[len("spark://"):].split(",") if a.strip()]
-    reasons = []
+    reasons: list[str] = []
     for attempt in range(MASTER_ATTEMPTS):
         reasons = []
         for address in addresses:
@@ -193,7 +185,8 @@ def _launch_jvm_apart(builder) -> None:
     if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
         return
     conf = SparkConf(loadDefaults=False)
-    conf.setAll(list(getattr(builder, "_options", {}).items()))  # what the JVM must start with (the driver's Java options)
+    # what the JVM must start with (the driver's Java options)
+    conf.setAll(list(getattr(builder, "_options", {}).items()))
     try:
         gateway = launch_gateway(conf, popen_kwargs={"start_new_session": True})
     except Exception as e:
@@ -280,7 +273,7 @@ def job_group(spark, group_id: str, description: str) -> Iterator[None]:
     try:
         yield
     finally:
-        sc.setJobGroup(None, None)  # type: ignore[arg-type]
+        sc.setJobGroup(None, None)
 
 
 def failure_reason(error: BaseException) -> str:
@@ -326,7 +319,5 @@ def default_parallelism(spark) -> int:
 
 def run_preflight(spark) -> list:
     """NodeVersions from one tiny task per executor slot (deduplicated by process)."""
-    from .transport import transport_for
-
     found = transport_for(spark).map(list(range(default_parallelism(spark))), lambda i, _: node_versions())
     return list({v.host: v for v in found}.values())

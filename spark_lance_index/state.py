@@ -13,7 +13,9 @@ root shared by many jobs (or holding a user's files) is safe. Layout:
                              it can reference the directory)
     created-root             this job created --job-dir: it removes it once empty
     index.json               the dataset, column and index name (what `discard` matches), last to go
-    segments/<group>.pkl     one finished segment per group, written by the task that built it
+    segments/<group>.json    one finished segment per group, written by the task that built it
+                             (records.py: JSON, no pickled engine objects; a `.pkl` of an older
+                             version of the job is removed, never read)
     merges/<batch>.json      a merge about to run: its sources and the `_indices` it started from
     commit.json              the segments about to be committed, written before the commit
     shared/<digest>.pkl      a value shipped to Spark Connect tasks, too large for the plan
@@ -35,17 +37,18 @@ from __future__ import annotations
 import io
 import json
 import logging
-import pickle
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Mapping, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
-from .build import SegmentResult
 from . import lease as lease_module
+from .build import SegmentResult
 from .errors import JobError
 from .plan import FragmentGroup
+from .records import segment_from_json, segment_to_json
 from .storage import Files, Location
 from .train import SharedArtifacts
 
@@ -58,7 +61,7 @@ _MARKER = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 ROOT_CREATED = "created-root"
 INDEX_KEY = "index.json"  # the dataset, column and index the job is for: `discard` matches on it
 _FOLDERS = ("attempts", "segments", "merges", "artifacts", "shared")
-_SEGMENT = re.compile(r"^\d+\.pkl$")
+_SEGMENT = re.compile(r"^\d+\.(json|pkl)$")  # .pkl: written by versions before records.py
 _MERGE = re.compile(r"^[0-9a-f]{16}\.json$")
 _SHARED = re.compile(r"^[0-9a-f]{32}\.pkl$")  # transport.py: a value too large for a Connect plan
 
@@ -80,7 +83,7 @@ class JobState:
         self.storage_options = dict(storage_options)
         self._files: Optional[Files] = None
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict:
         return {**self.__dict__, "_files": None}
 
     @property
@@ -128,7 +131,8 @@ class JobState:
         try:
             job = json.loads(self.files.read("job.json"))
         except (ValueError, OSError) as e:
-            raise JobError(f"the job directory {self.uri} is damaged ({e}): `spark-lance-index discard` with this command's flags starts afresh") from None
+            raise JobError(f"the job directory {self.uri} is damaged ({e}): `spark-lance-index discard` with this "
+                           "command's flags starts afresh") from None
         if job.get("identity") != json.loads(json.dumps(identity, default=str)):
             raise JobError(
                 f"the job directory {self.uri} holds the state of another job "
@@ -151,7 +155,8 @@ class JobState:
                 options=self.files.read("artifacts/options.json").decode() if "options.json" in names else None,
             )
         except (ValueError, KeyError, OSError) as e:
-            raise JobError(f"the job directory {self.uri} is damaged ({e}): `spark-lance-index discard` with this command's flags starts afresh") from None
+            raise JobError(f"the job directory {self.uri} is damaged ({e}): `spark-lance-index discard` with this "
+                           "command's flags starts afresh") from None
         if artifacts.fingerprints() != job["fingerprints"]:
             raise JobError(f"the artifacts in {self.uri} do not match its job.json: `spark-lance-index discard` with "
                            "this command's flags starts afresh")
@@ -164,7 +169,7 @@ class JobState:
         self.files.write(f"attempts/{index_uuid}@{pinned_version}", b"")
 
     def save_segment(self, result: SegmentResult) -> None:
-        self.files.write(f"segments/{result.group_id}.pkl", pickle.dumps(result))
+        self.files.write(f"segments/{result.group_id}.json", segment_to_json(result))
 
     def record_merge(self, key: str, record: Mapping) -> None:
         self.files.write(f"merges/{key}.json", json.dumps(record).encode())
@@ -174,8 +179,14 @@ class JobState:
     def finished_segments(self) -> dict[int, SegmentResult]:
         out = {}
         for name in self.files.list("segments"):
-            if _SEGMENT.match(name):
-                result = pickle.loads(self.files.read(f"segments/{name}"))
+            if _SEGMENT.match(name) and name.endswith(".json"):
+                data = self.files.read(f"segments/{name}")
+                try:
+                    result = segment_from_json(data)
+                except Exception as e:  # not a record this version wrote, whatever is wrong with it: rebuilt
+                    log.warning("segments/%s of job %s is not a segment record (%s): its group is built again",
+                                name, self.job_id, e)
+                    continue
                 out[result.group_id] = result
         return out
 

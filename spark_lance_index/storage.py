@@ -10,9 +10,10 @@ writes `/d/f`, and the plain path `/d/c%20d.lance` writes `/d/c%20d.lance`.
 
 from __future__ import annotations
 
+import builtins
 import os
 import uuid
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
@@ -32,17 +33,17 @@ class Location:
     bucket: str
     path: str
 
-    def child(self, name: str) -> "Location":
+    def child(self, name: str) -> Location:
         name = name.strip("/")
         if not name:
             return self
         return replace(self, path=f"{self.path.rstrip('/')}/{name}" if self.path else name)
 
-    def sibling(self, suffix: str) -> "Location":
+    def sibling(self, suffix: str) -> Location:
         """The same place with `suffix` appended to its last component ("<ds>.index-jobs")."""
         return replace(self, path=self.path.rstrip("/") + suffix)
 
-    def contains(self, other: "Location") -> bool:
+    def contains(self, other: Location) -> bool:
         """True if `other` is this place or lies inside it, however either is spelled: the
         schemes one store answers to (s3/s3a/s3n, gs/gcs, az/abfs/abfss), and on local disk
         the real path (a symlink into the dataset is inside it)."""
@@ -137,7 +138,7 @@ def write_file(uri: str, storage_options: Mapping[str, str], data: bytes) -> Non
     Files(folder, storage_options).write(name, data)
 
 
-def index_dirs(dataset: Location, storage_options: Mapping[str, str]) -> "Files":
+def index_dirs(dataset: Location, storage_options: Mapping[str, str]) -> Files:
     """The dataset's `_indices` folder: one directory per index segment."""
     return Files(dataset.child("_indices"), storage_options)
 
@@ -240,7 +241,7 @@ class Files:
             if info.type == pafs.FileType.File and not info.base_name.endswith(".tmp")
         )
 
-    def entries(self, folder: str = "") -> list[str]:
+    def entries(self, folder: str = "") -> builtins.list[str]:
         """Names of everything directly in `folder`, files and directories."""
         selector = pafs.FileSelector(self._path(folder), allow_not_found=True)
         return sorted(info.base_name for info in self.fs.get_file_info(selector))

@@ -6,7 +6,8 @@ import contextvars
 import functools
 import logging
 import time
-from typing import Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Optional, TypeVar
 
 log = logging.getLogger("spark_lance_index")
 
@@ -22,14 +23,15 @@ class PhaseClock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self._token = None
+        self._token: Optional[contextvars.Token[Optional[dict[str, float]]]] = None
 
-    def __enter__(self) -> "PhaseClock":
+    def __enter__(self) -> PhaseClock:
         self._token = _current.set(self.seconds)
         return self
 
-    def __exit__(self, *exc) -> None:
-        _current.reset(self._token)
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
 
 
 def phase(name: str) -> Callable[[F], F]:

@@ -1,4 +1,4 @@
-"""Phase 2 (train): the artifacts every segment must share, made once on the driver.
+"""The train phase: the artifacts every segment must share, made once on the driver.
 
 Segments built independently fit together only if they partition and encode vectors the
 same way: the same IVF centroids, the same PQ codebook (IVF_PQ), the same RaBitQ rotation
@@ -19,8 +19,8 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
-from .dataset import DatasetSnapshot, IndexParams, open_dataset
 from .config import BuildConfig
+from .dataset import DatasetSnapshot, IndexParams, open_dataset
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class SharedArtifacts:
         return json.loads(self.rq_model)["fast_rotation_signs"] if self.rq_model else None
 
     def centroids_arrow(self) -> pa.FixedSizeListArray:
+        assert self.centroids is not None, "a scalar or text index has no centroids"
         return to_fixed_size_list(self.centroids)
 
     def codebook_arrow(self) -> Optional[pa.FixedSizeListArray]:
@@ -88,30 +89,40 @@ MIN_ROWS_PER_CENTROID = 40  # fewer sample rows per partition than this: k-means
 FLAT_MAX_PARTITIONS = 256  # above this, k-means runs in two levels (Lance: hierarchical past 256)
 
 
-def capped_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vector: int) -> int:
+def capped_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vector: int,
+                       table_rows: Optional[int] = None) -> int:
     """Sample rows for IVF training: sample_rate x partitions, as one-node Lance draws, capped
-    by --max-sample-rows and by --max-sample-bytes (1M x 768 float32 would be 3 GiB)."""
+    by --max-sample-rows and by --max-sample-bytes (1M x 768 float32 would be 3 GiB), and by
+    the rows the table has (`table_rows`, when known): a sample is never larger than its table."""
     cap = min(config.max_sample_rows, config.max_sample_bytes // max(1, bytes_per_vector))
+    if table_rows is not None:
+        cap = min(cap, table_rows)
     return max(1, min(params.sample_rate * params.num_partitions, cap))
 
 
-def training_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vector: int) -> int:
+def training_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vector: int,
+                         table_rows: Optional[int] = None) -> int:
     """capped_sample_rows, saying when it was capped and when it is too thin to train on."""
     wanted = params.sample_rate * params.num_partitions
-    rows = capped_sample_rows(params, config, bytes_per_vector)
-    if rows < wanted:
+    rows = capped_sample_rows(params, config, bytes_per_vector, table_rows)
+    if table_rows is not None and rows == table_rows and rows < wanted:
+        log.info("training on every row of the table: %d rows (%d per partition; --sample-rate asks for %d)",
+                 rows, rows // params.num_partitions, params.sample_rate)
+    elif rows < wanted:
         log.info("training sample capped at %d rows (%d per partition instead of %d): --max-sample-rows %d, "
                  "--max-sample-bytes %d", rows, rows // params.num_partitions, params.sample_rate,
                  config.max_sample_rows, config.max_sample_bytes)
     if rows < MIN_ROWS_PER_CENTROID * params.num_partitions:
         log.warning("the training sample has %.0f rows per partition (%d rows for %d partitions), under %d: "
                     "the centroids fit noise. %s, or use fewer --num-partitions", rows / params.num_partitions,
-                    rows, params.num_partitions, MIN_ROWS_PER_CENTROID, _what_limits(params, config, rows))
+                    rows, params.num_partitions, MIN_ROWS_PER_CENTROID, _what_limits(params, config, rows, table_rows))
     return rows
 
 
-def _what_limits(params: IndexParams, config: BuildConfig, rows: int) -> str:
+def _what_limits(params: IndexParams, config: BuildConfig, rows: int, table_rows: Optional[int] = None) -> str:
     """The advice for a thin sample names the setting that bounded it."""
+    if rows == table_rows:
+        return f"The table has only {rows} rows"
     if rows >= params.sample_rate * params.num_partitions:
         return f"Raise --sample-rate (now {params.sample_rate} rows per partition)"
     if rows >= config.max_sample_rows:
@@ -147,7 +158,8 @@ def trains_on_driver(config: BuildConfig, snap: DatasetSnapshot, params: IndexPa
     """A vector index trained by Lance's trainer: it needs no Spark, so it can start at once."""
     if not params.kind.is_vector:
         return False
-    return pick_trainer(config, params, capped_sample_rows(params, config, sample_bytes(snap, 1)), snap) == "lance"
+    rows = capped_sample_rows(params, config, sample_bytes(snap, 1), snap.num_rows)
+    return pick_trainer(config, params, rows, snap) == "lance"
 
 
 class TrainingInBackground:
@@ -159,7 +171,9 @@ class TrainingInBackground:
         import threading
 
         self.seconds = 0.0
-        self._done, self._artifacts, self._error = threading.Event(), None, None
+        self._done = threading.Event()
+        self._artifacts: Optional[SharedArtifacts] = None
+        self._error: Optional[BaseException] = None
         threading.Thread(target=self._run, args=(config, snap, params), name="train", daemon=True).start()
 
     def _run(self, config, snap, params) -> None:
@@ -181,6 +195,7 @@ class TrainingInBackground:
         self._done.wait()
         if self._error is not None:
             raise self._error
+        assert self._artifacts is not None
         return self._artifacts
 
 
@@ -199,7 +214,7 @@ def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexPar
         return SharedArtifacts(options=params.options or None)
     from lance.lance import indices as lance_indices
 
-    rows = training_sample_rows(params, config, sample_bytes(snap, 1))
+    rows = training_sample_rows(params, config, sample_bytes(snap, 1), snap.num_rows)
     trainer = pick_trainer(config, params, rows, snap, getattr(transport, "connect", False))
     log.info("training %d partitions on a sample of %d rows with the %s trainer", params.num_partitions, rows, trainer)
     if trainer == "distributed":
@@ -218,7 +233,8 @@ def train_with_lance(config: BuildConfig, snap: DatasetSnapshot, params: IndexPa
     from lance.lance import indices as lance_indices
 
     ds = open_dataset(snap.uri, config.storage_options, snap.version)
-    rate = max(1, rows // params.num_partitions)
+    # the whole table: Lance's own rate, so that it takes every row as a one-node build would
+    rate = params.sample_rate if rows >= snap.num_rows else max(1, rows // params.num_partitions)
     centroids = lance_indices.train_ivf_model(
         ds._ds, snap.column, snap.dim, params.num_partitions, params.metric, rate, config.max_iters, None)
     codebook = None
@@ -264,16 +280,20 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
             quota = kmeans.quotas(k, sizes)
             grouped = transport.derive(cached, kmeans.with_groups, first)
             derived.append(grouped)
-            offsets = np.concatenate([[0], np.cumsum(quota)])
-            init = _draw(transport, grouped, quota, seed + 1)
-            top, _ = kmeans.lloyd(run(grouped), init[None], metric, config.max_iters,
-                                  f"IVF k-means, second level ({k} centroids in {top_k} clusters)", offsets)
+            # The clusters are independent: one shuffle brings each cluster's rows to one task,
+            # which trains its codes to convergence (instead of a Spark job per round).
+            trained = dict(transport.group_map(grouped, kmeans.split_by_group, kmeans.train_cluster,
+                                               kmeans.ClusterJob(quota, metric, config.max_iters, seed + 1)))
+            top = np.concatenate([trained[g] for g in range(top_k) if quota[g] > 0])[None]
+            log.info("IVF k-means, second level: %d centroids in %d clusters, each trained in one task",
+                     top.shape[1], int((quota > 0).sum()))
         centroids = top[0]
         codebook = None
         if params.kind.codebook:
             m = params.num_sub_vectors
             fraction = min(1.0, 256 * params.sample_rate / n)  # Lance trains PQ on 256 x sample_rate rows
-            residual = transport.derive(cached, kmeans.residual_block, (None if metric == "dot" else centroids, fraction))
+            residual = transport.derive(cached, kmeans.residual_block,
+                                        (None if metric == "dot" else centroids, fraction))
             derived.append(residual)
             init = _draw(transport, residual, np.array([256]), seed + 2)
             sub = snap.dim // m

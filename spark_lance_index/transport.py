@@ -27,8 +27,9 @@ import contextlib
 import hashlib
 import logging
 import pickle
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 from .progress import DEFAULT_INTERVAL, Progress, Ticker
 from .storage import Files
@@ -48,7 +49,7 @@ def task_attempt() -> int:
     return ctx.attemptNumber() if ctx is not None else 0
 
 
-def _rows(item) -> int:
+def _rows(item: Any) -> int:
     return getattr(item, "num_rows", 0)
 
 
@@ -65,25 +66,32 @@ class Transport:
 
     connect = False  # Spark Connect: no RDDs, and on serverless no DataFrame cache
 
-    def __init__(self, spark, scratch: Optional[Files] = None, progress_interval: float = DEFAULT_INTERVAL):
+    def __init__(self, spark: Any, scratch: Optional[Files] = None,
+                 progress_interval: float = DEFAULT_INTERVAL) -> None:
         self.spark, self.scratch, self.progress_interval = spark, scratch, progress_interval
 
     def map(self, items: Sequence, fn: Callable, shared: Any = None, *, label: str = "") -> list:
         raise NotImplementedError
 
     def map_reduce(self, items: Sequence, fn: Callable, combine: Callable, shared: Any = None, *,
-                   label: str = ""):
+                   label: str = "") -> Any:
         raise NotImplementedError
 
     def cache(self, items: Sequence, fn: Callable, shared: Any = None) -> Cached:
         """fn(item, shared) yields records; all of them stay on the executors."""
         raise NotImplementedError
 
-    def map_reduce_cached(self, cached: Cached, fn: Callable, combine: Callable, shared: Any = None):
+    def map_reduce_cached(self, cached: Cached, fn: Callable, combine: Callable, shared: Any = None) -> Any:
         raise NotImplementedError
 
     def derive(self, cached: Cached, fn: Callable, shared: Any = None) -> Cached:
         """fn(record, shared) of each cached record, cached in turn (the source stays cached)."""
+        raise NotImplementedError
+
+    def group_map(self, cached: Cached, split: Callable, fn: Callable, shared: Any = None) -> list:
+        """One shuffle: split(record, shared) yields (key, piece) pairs from each cached record;
+        fn(key, pieces, shared) runs once per key on an executor, over all of its pieces. ->
+        fn's results, in no particular order."""
         raise NotImplementedError
 
     def release(self, cached: Cached) -> None:
@@ -95,11 +103,20 @@ class Transport:
         return Progress(label, len(items), sum(_rows(i) for i in items), interval=self.progress_interval)
 
 
-def transport_for(spark, scratch: Optional[Files] = None, progress_interval: float = DEFAULT_INTERVAL) -> Transport:
+def is_connect(spark: Any) -> bool:
+    """True for a Spark Connect session (no RDD API, no SparkContext).
+
+    Told from the session's class, never by importing `pyspark.sql.connect`: that import
+    calls sys.exit(0) when the Connect client's dependencies are missing and `__main__` has
+    no `__file__` (`python -c`, some notebook and job runners), which ended the job as a
+    silent success."""
+    return any(c.__module__.startswith("pyspark.sql.connect") for c in type(spark).__mro__)
+
+
+def transport_for(spark: Any, scratch: Optional[Files] = None,
+                  progress_interval: float = DEFAULT_INTERVAL) -> Transport:
     """The transport of this session. `scratch` is a folder of the job directory where Connect
     puts shared values too large for its plan (None: they ride in the plan)."""
-    from .spark import is_connect
-
     kind = ConnectTransport if is_connect(spark) else ClassicTransport
     return kind(spark, scratch, progress_interval)
 
@@ -107,16 +124,16 @@ def transport_for(spark, scratch: Optional[Files] = None, progress_interval: flo
 # --- classic Spark ------------------------------------------------------------------------
 
 class ClassicTransport(Transport):
-    def _parallelize(self, items: Sequence):
+    def _parallelize(self, items: Sequence) -> Any:
         return self.spark.sparkContext.parallelize(list(items), numSlices=max(1, len(items)))
 
-    def _run(self, items, fn, shared, label, action):
+    def _run(self, items: Sequence, fn: Callable, shared: Any, label: str, action: Callable) -> Any:
         """fn over a broadcast, one task per item, counting finished tasks and rows in
         accumulators for the progress bar."""
         sc = self.spark.sparkContext
         bc, done, rows = sc.broadcast(shared), sc.accumulator(0), sc.accumulator(0)
 
-        def one(item):
+        def one(item: Any) -> Any:
             out = fn(item, bc.value)
             done.add(1)
             rows.add(_rows(item))
@@ -129,16 +146,17 @@ class ClassicTransport(Transport):
         finally:
             bc.unpersist()
 
-    def map(self, items, fn, shared=None, *, label=""):
+    def map(self, items: Sequence, fn: Callable, shared: Any = None, *, label: str = "") -> list:
         return self._run(items, fn, shared, label, lambda rdd: rdd.collect())
 
-    def map_reduce(self, items, fn, combine, shared=None, *, label=""):
+    def map_reduce(self, items: Sequence, fn: Callable, combine: Callable, shared: Any = None, *,
+                   label: str = "") -> Any:
         return self._run(items, fn, shared, label, lambda rdd: _tree_reduce(rdd, combine))
 
-    def cache(self, items, fn, shared=None):
+    def cache(self, items: Sequence, fn: Callable, shared: Any = None) -> Cached:
         return self._persist(self._parallelize(items).flatMap, fn, shared)
 
-    def _persist(self, method, fn, shared) -> Cached:
+    def _persist(self, method: Callable, fn: Callable, shared: Any) -> Cached:
         from pyspark import StorageLevel
 
         bc = self.spark.sparkContext.broadcast(shared)
@@ -152,10 +170,10 @@ class ClassicTransport(Transport):
             bc.unpersist()  # a recompute fetches it again; destroy() would forbid that
         return Cached(rdd)
 
-    def map_reduce_cached(self, cached, fn, combine, shared=None):
+    def map_reduce_cached(self, cached: Cached, fn: Callable, combine: Callable, shared: Any = None) -> Any:
         bc = self.spark.sparkContext.broadcast(shared)
 
-        def fold(records):
+        def fold(records: Iterator[Any]) -> list:
             total = None
             for record in records:
                 out = fn(record, bc.value)
@@ -167,14 +185,23 @@ class ClassicTransport(Transport):
         finally:
             bc.unpersist()
 
-    def derive(self, cached, fn, shared=None):
+    def derive(self, cached: Cached, fn: Callable, shared: Any = None) -> Cached:
         return self._persist(cached.handle.map, fn, shared)
 
-    def release(self, cached):
+    def group_map(self, cached: Cached, split: Callable, fn: Callable, shared: Any = None) -> list:
+        bc = self.spark.sparkContext.broadcast(shared)
+        try:
+            pairs = cached.handle.flatMap(lambda record: split(record, bc.value))
+            grouped = pairs.groupByKey(numPartitions=max(1, cached.handle.getNumPartitions()))
+            return grouped.map(lambda kv: fn(kv[0], list(kv[1]), bc.value)).collect()
+        finally:
+            bc.unpersist()
+
+    def release(self, cached: Cached) -> None:
         cached.handle.unpersist()
 
 
-def _tree_reduce(rdd, combine):
+def _tree_reduce(rdd: Any, combine: Callable) -> Any:
     """Combine on the executors, in as many levels as it takes for the driver to receive at most
     about 16 results (a k-means partial is k x d float64: 25 MiB at 4,096 x 768; every level is
     one more shuffle per round); None when there is nothing to combine."""
@@ -194,7 +221,7 @@ def _tree_reduce(rdd, combine):
 RESULT_PIECE_BYTES = 32 * 1024 * 1024  # a result travels in pieces under Connect's 128 MiB message limit
 
 
-def _pieces(i: int, value):
+def _pieces(i: int, value: Any) -> Iterator[Any]:
     """Arrow batches (i, piece, pieces, bytes) of one pickled result."""
     import pyarrow as pa
 
@@ -208,7 +235,7 @@ def _pieces(i: int, value):
 _PIECES_SCHEMA = "i long, piece long, pieces long, result binary"
 
 
-def _assembled(rows) -> Iterator[tuple[int, Any]]:
+def _assembled(rows: Iterable[Any]) -> Iterator[tuple[int, Any]]:
     """(i, result) from the rows of `_pieces`, as each result's last piece arrives."""
     partial: dict[int, list] = {}
     for row in rows:
@@ -231,10 +258,11 @@ class _Shared:
     name: str = ""
     digest: str = ""
 
-    def value(self):
+    def value(self) -> Any:
         if self.data is not None:
             return pickle.loads(self.data)
         if self.digest not in _READ:
+            assert self.files is not None, "a shared value is either inline or written"
             data = self.files.read(self.name)
             if hashlib.sha256(data).hexdigest() != self.digest:
                 raise RuntimeError(f"{self.files}/{self.name} is not the value the driver shared")
@@ -245,7 +273,7 @@ class _Shared:
 
 class ConnectTransport(Transport):
     connect = True
-    def _share(self, shared) -> _Shared:
+    def _share(self, shared: Any) -> _Shared:
         data = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
         if len(data) <= INLINE_SHARED_BYTES or self.scratch is None:
             return _Shared(data)
@@ -258,11 +286,11 @@ class ConnectTransport(Transport):
         if handle.files is not None:
             handle.files.delete_file(handle.name)
 
-    def _stream(self, items, fn, handle: _Shared) -> Iterator[tuple[int, Any]]:
+    def _stream(self, items: Sequence, fn: Callable, handle: _Shared) -> Iterator[tuple[int, Any]]:
         """(index, fn(item, shared)) as results arrive, one partition per item."""
         items = list(items)
 
-        def run_partition(batches):
+        def run_partition(batches: Iterator[Any]) -> Iterator[Any]:
             for batch in batches:
                 for i in batch.column(0).to_pylist():
                     yield from _pieces(i, fn(items[i], handle.value()))
@@ -270,7 +298,7 @@ class ConnectTransport(Transport):
         frame = self.spark.range(0, len(items), 1, max(1, len(items))).mapInArrow(run_partition, _PIECES_SCHEMA)
         yield from _assembled(frame.toLocalIterator())
 
-    def _consume(self, items, fn, shared, label, fold):
+    def _consume(self, items: Sequence, fn: Callable, shared: Any, label: str, fold: Callable) -> None:
         handle = self._share(shared)
         bar = self._bar(label, items)
         done = rows = 0
@@ -285,29 +313,30 @@ class ConnectTransport(Transport):
         finally:
             self._unshare(handle)
 
-    def map(self, items, fn, shared=None, *, label=""):
+    def map(self, items: Sequence, fn: Callable, shared: Any = None, *, label: str = "") -> list:
         found: dict[int, Any] = {}
         self._consume(items, fn, shared, label, found.__setitem__)
         return [found[i] for i in range(len(items))]
 
-    def map_reduce(self, items, fn, combine, shared=None, *, label=""):
+    def map_reduce(self, items: Sequence, fn: Callable, combine: Callable, shared: Any = None, *,
+                   label: str = "") -> Any:
         total: list = []
 
-        def fold(_, out):  # the driver holds two results at most
+        def fold(_: int, out: Any) -> None:  # the driver holds two results at most
             total[:] = [out if not total else combine(total[0], out)]
 
         self._consume(items, fn, shared, label, fold)
         return total[0] if total else None
 
-    def cache(self, items, fn, shared=None):
+    def cache(self, items: Sequence, fn: Callable, shared: Any = None) -> Cached:
         items = list(items)
         frame = self.spark.range(0, len(items), 1, max(1, len(items)))
         return self._persist(frame, lambda i, shared_value: fn(items[i], shared_value), shared)
 
-    def map_reduce_cached(self, cached, fn, combine, shared=None):
+    def map_reduce_cached(self, cached: Cached, fn: Callable, combine: Callable, shared: Any = None) -> Any:
         handle = self._share(shared)
 
-        def one_round(batches):
+        def one_round(batches: Iterator[Any]) -> Iterator[Any]:
             from pyspark import TaskContext
 
             total = None
@@ -316,7 +345,10 @@ class ConnectTransport(Transport):
                     out = fn(pickle.loads(value), handle.value())
                     total = out if total is None else combine(total, out)
             if total is not None:  # one result per task: folded here, not on the driver
-                yield from _pieces(TaskContext.get().partitionId(), total)
+                ctx = TaskContext.get()
+                if ctx is None:  # results are keyed by task: never guess one
+                    raise RuntimeError("a map-reduce round ran outside a Spark task")
+                yield from _pieces(ctx.partitionId(), total)
 
         total = None
         try:
@@ -326,18 +358,18 @@ class ConnectTransport(Transport):
             self._unshare(handle)
         return total
 
-    def derive(self, cached, fn, shared=None):
+    def derive(self, cached: Cached, fn: Callable, shared: Any = None) -> Cached:
         return self._persist(cached.handle, lambda record, shared_value: [fn(pickle.loads(record), shared_value)],
                              shared)
 
-    def _persist(self, frame, records: Callable, shared) -> Cached:
+    def _persist(self, frame: Any, records: Callable, shared: Any) -> Cached:
         """Each row of `frame` (column 0) becomes the records `records(row value, shared)`
         yields, kept on the executors' disks; the shared value stays until release."""
         from pyspark import StorageLevel
 
         handle = self._share(shared)
 
-        def make(batches):
+        def make(batches: Iterator[Any]) -> Iterator[Any]:
             import pyarrow as pa
 
             for batch in batches:
@@ -354,7 +386,32 @@ class ConnectTransport(Transport):
             raise
         return Cached(persisted, handle)
 
-    def release(self, cached):
+    def group_map(self, cached: Cached, split: Callable, fn: Callable, shared: Any = None) -> list:
+        handle = self._share(shared)
+
+        def pieces(batches: Iterator[Any]) -> Iterator[Any]:
+            import pyarrow as pa
+
+            for batch in batches:
+                for value in batch.column(0).to_pylist():
+                    for key, piece in split(pickle.loads(value), handle.value()):
+                        yield pa.RecordBatch.from_pydict({"key": [int(key)], "value": [pickle.dumps(piece)]})
+
+        def apply(table: Any) -> Any:  # every piece of one key, as one Arrow table
+            import pyarrow as pa
+
+            key = table.column("key")[0].as_py()
+            out = fn(key, [pickle.loads(v) for v in table.column("value").to_pylist()], handle.value())
+            return pa.table({"result": [pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)]})
+
+        try:
+            frame = cached.handle.mapInArrow(pieces, "key long, value binary")
+            rows = frame.groupBy("key").applyInArrow(apply, "result binary").collect()
+        finally:
+            self._unshare(handle)
+        return [pickle.loads(row["result"]) for row in rows]
+
+    def release(self, cached: Cached) -> None:
         cached.handle.unpersist()
         if cached.shared is not None:
             self._unshare(cached.shared)

@@ -20,8 +20,9 @@ update re-encodes a small multiple of its new rows on average (docs/benchmarks.m
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -143,7 +144,8 @@ class SegmentPolicy:
         tail = sorted((s for s in segments if not self.is_full(s)), key=lambda s: (s.num_rows, s.uuid))
         merged, chosen = new_rows, []
         for segment in tail:
-            if segment.num_rows >= self.ratio * merged or merged + segment.num_rows > max(self.max_segment_rows, new_rows):
+            if (segment.num_rows >= self.ratio * merged
+                    or merged + segment.num_rows > max(self.max_segment_rows, new_rows)):
                 break
             merged += segment.num_rows
             chosen.append(segment)
@@ -196,7 +198,7 @@ def plan_update(model: IndexModel, snap: DatasetSnapshot, policy: SegmentPolicy)
     return UpdatePlan(new, reencoded, kept, fragments)
 
 
-def pinned_segments(plan: "UpdatePlan") -> dict[str, list[int]]:
+def pinned_segments(plan: UpdatePlan) -> dict[str, list[int]]:
     """The segments an update pinned, with the fragments each covered then: what must still be
     there, unchanged, when it commits (job.json keeps it as `index_segments`)."""
     return {s.uuid: sorted(s.fragment_ids) for s in (*plan.kept, *plan.reencoded)}

@@ -1,7 +1,8 @@
 """`update`'s own steps around the shared pipeline: the no-op, the report entry, the drift check.
 
 What the update encodes and which segments it replaces is decided in `update.py` (no Spark);
-the build, check, merge, commit and verify phases are the build's (`pipeline.py`).
+the build, check, merge, commit and read-back phases are the build's (`phases.py`), run in
+their order by `pipeline.update_pipeline`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from .cleanup import discard_own_work
 from .report import JobResult
 from .resume import Inspection
 from .timing import phase
-from .update import DriftFigures, UpdatePlan, partition_sizes, partition_shift
+from .update import DriftFigures, UpdatePlan, partition_shift, partition_sizes
 
 log = logging.getLogger("spark_lance_index")
 
@@ -54,7 +55,8 @@ def measure_drift(config, plan: UpdatePlan, committed_ds, by_origin) -> DriftFig
     if by_origin is not None:
         new, old = by_origin
         recall = dict(recall_new_rows=new.recall, recall_old_rows=old.recall,
-                      recall_setting=f"nprobes {new.nprobes}" + (f", refine {new.refine_factor}" if new.refine_factor else ""),
+                      recall_setting=f"nprobes {new.nprobes}"
+                      + (f", refine {new.refine_factor}" if new.refine_factor else ""),
                       recall_samples=min(new.queries, old.queries) * new.k)
     figures = DriftFigures(shift, rows, uncertainty, **recall)
     if figures.advice:

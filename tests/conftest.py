@@ -21,6 +21,18 @@ import pytest
 
 from spark_lance_index.recall import clustered_vectors
 
+# The fast tier (`make test-fast`) runs every test that needs no JVM: a test that asks for the
+# `spark` fixture is marked `jvm` here, one that starts Spark otherwise (a CLI run, spark-submit,
+# a Connect or standalone server, `pipeline.run`) carries `@pytest.mark.jvm` itself. The fast tier
+# runs with no Java on PATH, so a test marked wrongly fails there instead of passing unseen.
+JVM_FIXTURES = {"spark"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if JVM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.jvm)
+
 
 @pytest.fixture(scope="session")
 def spark():

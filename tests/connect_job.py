@@ -7,6 +7,8 @@ Connect session. The local server listens on Spark Connect's default port, 15002
 import os
 import sys
 
+import numpy as np
+
 os.environ["PYSPARK_PYTHON"] = sys.executable  # Connect's local server ignores the conf key
 
 from pyspark.sql import SparkSession
@@ -43,5 +45,16 @@ print(f"best recall {max(f.recall for f in result.recall):.3f}; {sum(through_fil
 # and its check scans through the Connect path of map_reduce
 scalar = run(make_config({}, {"uri": uri, "column": "id", "index_type": "BTREE", "rows_per_task": 2000}), spark=spark)
 print(scalar.summary())
+# the distributed trainer's second level (past 256 partitions) through Connect: one shuffle,
+# each first-level cluster trained in one task (transport.group_map)
+from spark_lance_index.dataset import resolve_params, snapshot_dataset  # noqa: E402
+from spark_lance_index.train import train_artifacts  # noqa: E402
+
+deep = make_config({}, {"uri": uri, "column": "vector", "num_partitions": 300, "trainer": "distributed",
+                        "index_type": "IVF_FLAT"})
+snap = snapshot_dataset(deep)
+trained = train_artifacts(deep, snap, resolve_params(deep, snap), transport.transport_for(spark), 2)
+print(f"second level through Connect: {len(trained.centroids)} centroids, "
+      f"{len(np.unique(trained.centroids, axis=0))} distinct")
 print("CONNECT" if spark_layer.is_connect(spark) else "CLASSIC")
 spark.stop()

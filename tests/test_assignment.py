@@ -17,11 +17,15 @@ import lance
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import fsl
 
 from spark_lance_index import pipeline
 from spark_lance_index.assign import (
-    AssignmentLost, assign_fragments, check_segment, nearest, prepare_centroids, segment_partition_lengths,
+    AssignmentLost,
+    assign_fragments,
+    check_segment,
+    nearest,
+    prepare_centroids,
+    segment_partition_lengths,
 )
 from spark_lance_index.build import build_segment
 from spark_lance_index.config import make_config

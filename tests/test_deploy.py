@@ -45,6 +45,7 @@ def call_wheel_task(python, style, uri, *extra):
     return proc, re.search(r"^EXIT (\S+)$", proc.stdout, re.M)
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_wheel_entry_point_called_like_a_databricks_wheel_task(wheel_python, tmp_path):
     data = write_vectors(tmp_path / "ds", 8000, 32, rows_per_fragment=1000)
     version = lance.dataset(data.uri).version
@@ -81,6 +82,7 @@ def test_wheel_entry_point_called_like_a_databricks_wheel_task(wheel_python, tmp
     assert (stats["index_type"], stats["num_unindexed_rows"], stats["num_indexed_rows"]) == ("IVF_PQ", 0, 10_000)
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_whole_job_on_a_spark_connect_session(tmp_path):
     data = write_vectors(tmp_path / "ds", 8000, 32, rows_per_fragment=1000)
     np.save(data.uri + ".queries.npy", data.queries)
@@ -89,6 +91,7 @@ def test_whole_job_on_a_spark_connect_session(tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("CONNECT")
+    assert "second level through Connect: 300 centroids, 300 distinct" in proc.stdout
     assert "4 tasks, 4 segments merged into 1" in proc.stdout
     # trained on the executors (k-means rounds through Connect), values too large for the plan
     # (lowered to 1 KiB here) read from the job directory, which is gone afterwards
@@ -144,6 +147,7 @@ def cli(*args, env=None, timeout=300):
                           timeout=timeout, env={**clean_env(), **(env or {})})
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_the_cli_runs_through_spark_connect_by_spark_remote_and_by_master(tmp_path, connect_server):
     """Without --verbose: SPARK_REMOTE=sc://..., and --master sc://... ."""
     data = write_vectors(tmp_path / "ds", 8000, 32, rows_per_fragment=1000)
@@ -159,6 +163,7 @@ def test_the_cli_runs_through_spark_connect_by_spark_remote_and_by_master(tmp_pa
     assert not os.path.exists(data.uri + ".index-jobs")
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_a_killed_connect_client_s_tasks_never_race_the_rerun(tmp_path, connect_server):
     """A Spark Connect client killed mid-build leaves its tasks running on the server. The
     rerun never races them: while they run it is told so; a task that starts after its driver

@@ -73,7 +73,7 @@ def test_a_deferred_remap_compaction_during_update_never_gives_a_wrong_verdict(s
     import lance
     from test_update import Table, build_config, recall_against_exact, update_config
 
-    from spark_lance_index import pipeline
+    from spark_lance_index import phases, pipeline
     from spark_lance_index.errors import CommitCheckError, DatasetChangedError
 
     table = Table(tmp_path / "t", 40_000, rows_per_fragment=5000)
@@ -82,15 +82,15 @@ def test_a_deferred_remap_compaction_during_update_never_gives_a_wrong_verdict(s
     versions_before = lance.dataset(table.uri).version
     done = []
     if when == "before the last check":
-        real_merge = pipeline.merge
+        real_merge = phases.merge
 
         def compact_then_merge(*args, **kwargs):
             _compact_deferred(table.uri)
             return real_merge(*args, **kwargs)
 
-        monkeypatch.setattr(pipeline, "merge", compact_then_merge)
+        monkeypatch.setattr(phases, "merge", compact_then_merge)
     else:
-        real_check = pipeline.index_changed
+        real_check = phases.index_changed
 
         def check_then_compact(*args, **kwargs):
             verdict = real_check(*args, **kwargs)
@@ -99,7 +99,7 @@ def test_a_deferred_remap_compaction_during_update_never_gives_a_wrong_verdict(s
                 _compact_deferred(table.uri)
             return verdict
 
-        monkeypatch.setattr(pipeline, "index_changed", check_then_compact)
+        monkeypatch.setattr(phases, "index_changed", check_then_compact)
     try:
         first = pipeline.run(update_config(table.uri), spark=spark)
         outcome = "committed"
@@ -209,9 +209,8 @@ def _store_kinds():
 
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
-    from test_object_store import KEY_ID, SECRET, start_moto, stop
-
     import boto3
+    from test_object_store import KEY_ID, SECRET, start_moto, stop
 
     proc, port = start_moto(tmp_path_factory.mktemp("moto"))
     endpoint = f"http://127.0.0.1:{port}"
@@ -386,7 +385,7 @@ def test_two_runs_never_both_hold_the_lease_whatever_step_of_either_is_delayed(t
         outcome = [None, None]
         start = threading.Barrier(2)
 
-        def contend(i):
+        def contend(i, start=start, leases=leases, outcome=outcome):
             start.wait()
             try:
                 leases[i].acquire()
@@ -508,6 +507,7 @@ def _cli(*args, **kw):
                           timeout=kw.pop("timeout", 300), env=env, **kw)
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_ctrl_c_ends_in_one_line_and_discard_removes_what_the_run_left(tmp_path):
     """Ctrl-C mid-build: exit 130 and one line that says what to do, no traceback. The discard
     command it names removes the interrupted run's state and its segment directories (no version
@@ -592,9 +592,9 @@ def test_update_and_verify_on_a_scalar_column_say_they_are_for_vector_indexes(tm
     import lance
     from conftest import dataset_state, write_vectors
 
+    from spark_lance_index.checks import run_verify
     from spark_lance_index.errors import InputError
     from spark_lance_index.resume import inspect_update
-    from spark_lance_index.verify_job import run_verify
 
     data = write_vectors(tmp_path / "ds", 2000, 32)
     lance.dataset(data.uri).create_scalar_index("id", "BTREE", name="id_idx")

@@ -59,6 +59,7 @@ def test_missing_pyspark_or_java_is_one_line_and_writes_nothing(dataset, tmp_pat
     assert not os.path.exists(dataset + ".index-jobs")
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_an_unreachable_master_is_one_line_and_writes_nothing(dataset):
     import socket
     import time
@@ -96,6 +97,7 @@ def executor_python(tmp_path, lance_init: str) -> str:
     ("executor with another pylance", "__version__ = '13.0.1'\n",
      r"executor \S+ has pylance 13\.0\.1 and the driver 14\.0\.2: segments built by two engine versions"),
 ])
+@pytest.mark.jvm  # starts Spark itself
 def test_executors_with_other_libraries_stop_the_job_before_training(dataset, tmp_path, case, lance_init, message):
     import re
 

@@ -17,7 +17,7 @@ import lance
 import pytest
 from conftest import committed_uuids, dataset_state, index_dirs, recall, spark_job_count, write_vectors
 
-from spark_lance_index import pipeline
+from spark_lance_index import phases, pipeline
 from spark_lance_index.config import make_config
 from spark_lance_index.errors import IndexConflictError, InputError, JobBusyError, JobError
 from spark_lance_index.state import JobState, default_jobs_root
@@ -119,7 +119,7 @@ def test_verify_refuses_to_measure_when_two_vector_indexes_share_the_column(spar
     ds = lance.dataset(data.uri)
     ds.create_index("vector", "IVF_FLAT", name="vector_idx", num_partitions=4)
     ds.create_index("vector", "IVF_PQ", name="other_idx", metric="dot", num_partitions=4, num_sub_vectors=4)
-    from spark_lance_index.verify_job import run_verify
+    from spark_lance_index.checks import run_verify
 
     jobs = spark_job_count(spark)
     with pytest.raises(InputError, match=r"has the vector indexes \['other_idx', 'vector_idx'\]"):
@@ -326,6 +326,7 @@ def test_a_merge_output_the_job_did_not_mark_is_reported_not_deleted(spark, tmp_
 
 # --- 8. a dependency's sys.exit is never a success -----------------------------------------
 
+@pytest.mark.jvm  # starts Spark itself
 def test_connect_detection_does_not_let_a_dependency_exit_the_job(tmp_path):
     data = write_vectors(tmp_path / "ds", 4000, DIM, rows_per_fragment=1000)
     # `python -c` has no __main__.__file__: importing pyspark.sql.connect without grpc then
@@ -362,7 +363,7 @@ def test_the_post_commit_check_catches_an_index_that_covers_other_fragments(tmp_
     coverage when a fragment is rewritten between the last check and the commit) is an error."""
     from lance.lance import indices
 
-    from spark_lance_index.commit import verify_commit
+    from spark_lance_index.commit import read_back_index
     from spark_lance_index.dataset import fragment_infos
     from spark_lance_index.errors import CommitCheckError
 
@@ -374,8 +375,8 @@ def test_the_post_commit_check_catches_an_index_that_covers_other_fragments(tmp_
                                           ivf_centroids=centroids, fragment_ids=[0, 1, 2])
     ds = ds.commit_existing_index_segments("vector_idx", "vector", [segment])
     with pytest.raises(CommitCheckError, match=r"covers fragments \[0, 1, 2\] instead of the planned ones \(missing \[3\]"):
-        verify_commit(ds, "vector_idx", "IVF_FLAT", [str(segment.uuid)], planned)
-    report = verify_commit(ds, "vector_idx", "IVF_FLAT", [str(segment.uuid)], planned[:3])
+        read_back_index(ds, "vector_idx", "IVF_FLAT", [str(segment.uuid)], planned)
+    report = read_back_index(ds, "vector_idx", "IVF_FLAT", [str(segment.uuid)], planned[:3])
     assert (report.num_indexed_rows, report.num_deleted_rows) == (3000, 0)
 
 
@@ -395,9 +396,10 @@ def test_a_segment_directory_the_job_did_not_write_survives(spark, tmp_path):
 def test_the_reported_recall_is_the_index_s_own_when_rows_are_unindexed(spark, tmp_path):
     """Rows appended after the build are not in the index: Lance would search them exactly and
     the truth would include them, inflating the figure. The recall is over what the index covers."""
-    from spark_lance_index.recall import exact_topk, recall_at_k
-    from spark_lance_index.verify_job import run_verify
     from conftest import fsl
+
+    from spark_lance_index.checks import run_verify
+    from spark_lance_index.recall import exact_topk, recall_at_k
 
     data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=2000)
     np_queries = tmp_path / "q.npy"
@@ -434,7 +436,7 @@ def test_a_commit_found_wrong_is_rebuilt_by_a_rerun_with_replace(spark, tmp_path
         raise CommitCheckError("index 'vector_idx' was committed but is wrong: injected")
 
     with monkeypatch.context() as m:
-        m.setattr(pipeline, "verify_commit", wrong)
+        m.setattr(phases, "read_back_index", wrong)  # where the read-back phase looks it up
         with pytest.raises(CommitCheckError, match="rerun with --replace"):
             pipeline.run(config_for(data.uri), spark=spark)
     version = lance.dataset(data.uri).version
@@ -482,7 +484,7 @@ def test_the_post_commit_check_catches_an_indexed_fragment_removed_before_the_co
     last check) is an error, not silently fewer rows."""
     from lance.lance import indices
 
-    from spark_lance_index.commit import verify_commit
+    from spark_lance_index.commit import read_back_index
     from spark_lance_index.dataset import fragment_infos
     from spark_lance_index.errors import CommitCheckError
 
@@ -496,4 +498,4 @@ def test_the_post_commit_check_catches_an_indexed_fragment_removed_before_the_co
     ds.delete("id >= 3000")  # the whole of fragment 3
     ds = lance.dataset(data.uri)
     with pytest.raises(CommitCheckError, match=r"fragments \[3\] it indexes were removed"):
-        verify_commit(ds, "vector_idx", "IVF_FLAT", [str(segment.uuid)], planned)
+        read_back_index(ds, "vector_idx", "IVF_FLAT", [str(segment.uuid)], planned)

@@ -68,6 +68,7 @@ def test_a_task_that_keeps_failing_fails_the_job_clearly_and_keeps_its_state(spa
     assert index_dirs(data.uri) == committed_uuids(data.uri)
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_executor_killed_mid_task_on_local_cluster(tmp_path):
     data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=1000)
     proc = subprocess.run(
@@ -82,6 +83,7 @@ def test_executor_killed_mid_task_on_local_cluster(tmp_path):
     assert recall(data.uri, data) > 0.8
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_driver_killed_then_rerun_resumes(tmp_path):
     data = write_vectors(tmp_path / "ds", 48_000, 64, rows_per_fragment=2000)
     cmd = [sys.executable, "-m", "spark_lance_index", "build", "--uri", data.uri, "--column", "vector",
@@ -89,7 +91,7 @@ def test_driver_killed_then_rerun_resumes(tmp_path):
     job_root = data.uri + ".index-jobs"
     version = lance.dataset(data.uri).version
     segments_dir = faults.kill_driver_after_segments(cmd, job_root)
-    done_before = {n for n in os.listdir(segments_dir) if n.endswith(".pkl")}
+    done_before = {n for n in os.listdir(segments_dir) if n.endswith(".json")}
     job = json.loads(open(os.path.join(os.path.dirname(segments_dir), "job.json")).read())
     assert 3 <= len(done_before) < 24
     assert lance.dataset(data.uri).version == version  # nothing was committed

@@ -2,7 +2,12 @@
 
 from spark_lance_index.plan import largest_task_bytes
 from spark_lance_index.resources import (
-    MIB, ExecutorResources, memory_advice, needed_overhead, parse_size, read_resources, session_settings,
+    MIB,
+    memory_advice,
+    needed_overhead,
+    parse_size,
+    read_resources,
+    session_settings,
     task_peak_bytes,
 )
 

@@ -13,10 +13,9 @@ import zipfile
 import lance
 import numpy as np
 import pyarrow as pa
+import pyspark
 import pytest
 from conftest import fsl, write_vectors
-
-import pyspark
 
 from spark_lance_index.recall import ann_topk, clustered_vectors, exact_topk, recall_at_k
 
@@ -101,6 +100,7 @@ def package_zip(tmp_path) -> str:
     return path
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_spark_submit_to_a_standalone_cluster(standalone_cluster, tmp_path):
     url, env = standalone_cluster
     data = write_vectors(tmp_path / "ds", 12_000, 32, rows_per_fragment=1500)

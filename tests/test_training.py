@@ -9,8 +9,8 @@ import logging
 import lance
 import numpy as np
 import pytest
-
 from conftest import recall, write_vectors
+
 from spark_lance_index import kmeans
 from spark_lance_index.config import make_config
 from spark_lance_index.errors import InputError
@@ -119,7 +119,6 @@ def test_distributed_training_reaches_lances_recall(spark, tmp_path, index_type,
 @pytest.mark.parametrize("usable", [50, 0])
 def test_a_sample_with_fewer_usable_vectors_than_partitions_is_refused(spark, tmp_path, usable):
     import pyarrow as pa
-
     from conftest import fsl
 
     vectors = np.full((600, 8), np.nan, np.float32)
@@ -194,10 +193,10 @@ def test_the_recall_checks_exact_search_skips_rows_that_cannot_enter_and_finds_t
     """The executors' exact search keeps only rows nearer than a query's k-th best so far; its
     answer is brute force's, row for row, with null and NaN rows in the table."""
     import pyarrow as pa
-
     from conftest import fsl
+
+    from spark_lance_index.exact_search import ExactSearchTask, exact_topk_of_fragments
     from spark_lance_index.recall import exact_topk
-    from spark_lance_index.verify import ExactSearchTask, exact_topk_of_fragments
 
     vectors = clustered_vectors(70_000, 16, seed=4)
     vectors[5] = np.nan
@@ -234,3 +233,24 @@ def test_distributed_training_of_a_half_or_double_column_builds_what_lances_does
         figures[trainer] = recall(data.uri, data, 4, 10)
     print(value_type, figures)
     assert figures["distributed"] >= figures["lance"] - 0.03
+
+
+def test_auto_decides_from_the_rows_the_table_has_not_the_nominal_sample(caplog):
+    """Issue 21: 100k x 768 at 1,400 partitions asks for 358,400 sample rows (1.4 GB, past the
+    distributed trainer's threshold), but the table has 100k rows (300 MB): Lance's trainer, on
+    every row, as one-node would."""
+    from spark_lance_index.dataset import DatasetSnapshot, FragmentInfo, IndexParams
+    from spark_lance_index.train import pick_trainer, training_sample_rows, trains_on_driver
+
+    params = IndexParams("IVF_FLAT", "l2", 1400, 0, 0, 256)
+    config = make_config({}, {"uri": "/x", "column": "v"})
+    frags = tuple(FragmentInfo(i, 25_000) for i in range(4))
+    snap = DatasetSnapshot("/x", 1, "v", 768, "float32", frags)
+    assert trains_on_driver(config, snap, params)
+    with caplog.at_level("INFO", logger="spark_lance_index"):
+        rows = training_sample_rows(params, config, 768 * 4, snap.num_rows)
+    assert rows == 100_000 and pick_trainer(config, params, rows, snap) == "lance"
+    assert "every row of the table" in caplog.text and "capped" not in caplog.text
+    # a table as large as the nominal sample still trains on the executors
+    big = DatasetSnapshot("/x", 1, "v", 768, "float32", tuple(FragmentInfo(i, 250_000) for i in range(4)))
+    assert not trains_on_driver(config, big, params)

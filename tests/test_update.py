@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 from conftest import committed_uuids, dataset_state, fsl, index_dirs, spark_job_count
 
-from spark_lance_index import pipeline
+from spark_lance_index import phases, pipeline
 from spark_lance_index.config import make_config
 from spark_lance_index.errors import CommitCheckError, DatasetChangedError, InputError
 from spark_lance_index.index_model import model_fingerprint, read_segment_model
@@ -204,10 +204,14 @@ def test_a_later_update_never_writes_into_a_segment_an_older_version_uses(spark,
     first = lance.dataset(table.uri)
     (small,) = committed_uuids(table.uri) - {s["uuid"] for s in first.checkout_version(first.version - 1)
                                             .stats.index_stats("vector_idx")["indices"]}
+    folder = os.path.join(table.uri, "_indices", small)
+    written = {name: os.stat(os.path.join(folder, name)).st_mtime_ns for name in os.listdir(folder)}
     table.append(2000)  # re-encodes fragments 10 and 11 (group 0 again) with 12 and 13
     result = pipeline.run(update_config(table.uri, verify_queries=0), spark=spark)
     assert result.update["segments_reencoded"] == 1 and small not in committed_uuids(table.uri)
     assert small in index_dirs(table.uri)  # the version the first update committed still has it
+    # and nothing wrote into it (cleanup's guard alone would keep a directory overwritten in place)
+    assert {name: os.stat(os.path.join(folder, name)).st_mtime_ns for name in os.listdir(folder)} == written
     older = lance.dataset(table.uri, version=first.version)
     assert older.to_table(nearest={"column": "vector", "q": POOL[0], "k": 5}, columns=["id"]).num_rows == 5
 
@@ -231,13 +235,13 @@ def test_the_index_changing_during_the_update_is_refused_and_nothing_is_committe
     table = Table(tmp_path / "t", 8000)
     pipeline.run(build_config(table.uri), spark=spark)
     table.append(2000)
-    real_merge = pipeline.merge
+    real_merge = phases.merge
 
     def rebuild_then_merge(*args, **kwargs):  # another writer replaces the index meanwhile
         lance.dataset(table.uri).create_index("vector", "IVF_FLAT", num_partitions=4, replace=True, name="vector_idx")
         return real_merge(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "merge", rebuild_then_merge)
+    monkeypatch.setattr(phases, "merge", rebuild_then_merge)
     before = index_dirs(table.uri)
     with pytest.raises(DatasetChangedError, match="segments of index 'vector_idx' changed"):
         pipeline.run(update_config(table.uri), spark=spark)
@@ -286,12 +290,13 @@ def test_an_update_whose_commit_fails_its_check_keeps_failing_until_rebuilt(spar
     table = Table(tmp_path / "t", 8000)
     pipeline.run(build_config(table.uri), spark=spark)
     table.append(2000)
-    monkeypatch.setattr(pipeline, "committed_model_mismatch", lambda *a: "segment x holds other centroids")
+    monkeypatch.setattr(phases, "committed_model_mismatch", lambda *a: "segment x holds other centroids")
     for _ in range(2):
         with pytest.raises(CommitCheckError, match="holds other centroids.*build --replace"):
             pipeline.run(update_config(table.uri), spark=spark)
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_a_driver_killed_mid_update_is_finished_by_rerunning_the_command(tmp_path):
     table = Table(tmp_path / "t", 8000)
     lance.dataset(table.uri).create_index("vector", "IVF_RQ", num_partitions=16, num_bits=1)
@@ -301,7 +306,7 @@ def test_a_driver_killed_mid_update_is_finished_by_rerunning_the_command(tmp_pat
     cmd = [sys.executable, "-m", "spark_lance_index", "update", "--uri", table.uri, "--column", "vector",
            "--rows-per-task", "2000", "--master", "local[1]", "--verify-queries", "0"]
     segments_dir = faults.kill_driver_after_segments(cmd, table.uri + ".index-jobs")
-    done_before = len([n for n in os.listdir(segments_dir) if n.endswith(".pkl")])
+    done_before = len([n for n in os.listdir(segments_dir) if n.endswith(".json")])
     assert lance.dataset(table.uri).version == version  # nothing committed
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
@@ -343,6 +348,7 @@ def test_an_index_whose_model_cannot_be_read_is_refused_in_one_line(spark, tmp_p
     assert dataset_state(other.uri) == before
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_update_runs_through_the_cli_and_reports_its_drift(tmp_path):
     table = Table(tmp_path / "t", 8000)
     lance.dataset(table.uri).create_index("vector", "IVF_RQ", num_partitions=8, num_bits=2)

@@ -17,10 +17,10 @@ from conftest import write_vectors
 from spark_lance_index import pipeline
 from spark_lance_index.cli import main
 from spark_lance_index.config import make_config
+from spark_lance_index.exact_search import ExactSearchTask, exact_topk_of_fragments, merge_topk, sample_queries
 from spark_lance_index.progress import Progress
 from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 from spark_lance_index.report import report_schema
-from spark_lance_index.verify import ExactSearchTask, exact_topk_of_fragments, merge_topk, sample_queries
 
 DIM = 32
 
@@ -167,8 +167,8 @@ def test_progress_lines_while_segments_build(spark, tmp_path, caplog):
         pipeline.run(config, spark=spark, task_fn=faults.slow(1.0))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("build segments:")]
     assert lines[-1].startswith("build segments: 8/8 tasks, 8.0k/8.0k rows")
-    assert any(" 0/8 " not in l and "8/8" not in l for l in lines), lines  # seen mid-way
-    assert all("rows/s" in l for l in lines)
+    assert any(" 0/8 " not in line and "8/8" not in line for line in lines), lines  # seen mid-way
+    assert all("rows/s" in line for line in lines)
 
 
 def test_progress_bar_in_a_terminal_and_plain_lines_elsewhere(caplog):
@@ -187,6 +187,7 @@ def test_progress_bar_in_a_terminal_and_plain_lines_elsewhere(caplog):
     assert len(lines) == 2 and lines[-1].startswith("exact search: 10/10 tasks")  # bounded rate
 
 
+@pytest.mark.jvm  # starts Spark itself
 def test_lance_warnings_are_quiet_unless_verbose(tmp_path):
     outputs = {}
     for verbose in (False, True):

@@ -1,4 +1,4 @@
-"""Phase 7 (recall): measure the committed index against exact search.
+"""Exact search, for the recall check: the true neighbours the committed index is measured against.
 
 Exact search runs where the data is: each executor scans its fragment group and keeps only
 the top-k per query; partial lists are merged pairwise (Spark's treeReduce), so the driver
@@ -9,8 +9,9 @@ queried from the driver, the way users will query it.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -305,13 +306,15 @@ def default_refine_factors(index_type: str) -> tuple[int, ...]:
     return (0,) if INDEX_TYPES[index_type].exact_ranking else (0, 10)
 
 
-def recall_advice(figures: Sequence[RecallFigure], minimum: float, index_type: str, swept: bool = False) -> Optional[str]:
+def recall_advice(figures: Sequence[RecallFigure], minimum: float, index_type: str,
+                  swept: bool = False) -> Optional[str]:
     """None if some measured setting reaches `minimum` (the index can be queried at that
     recall), else a one-line message with what to try."""
     if not figures or max(f.recall for f in figures) >= minimum:
         return None
     best = max(figures, key=lambda f: f.recall)
-    measured = f"{best.recall:.3f} at nprobes {best.nprobes}" + (f" refine {best.refine_factor}" if best.refine_factor else "")
+    measured = (f"{best.recall:.3f} at nprobes {best.nprobes}"
+                + (f" refine {best.refine_factor}" if best.refine_factor else ""))
     tips = ["query with a larger nprobes", "a refine_factor (e.g. 10)", *INDEX_TYPES[index_type].rebuild_tips()]
     tips.append("more --num-partitions with a proportionally larger nprobes")
     if not swept:

@@ -1,6 +1,6 @@
 """The recall check: after a build's commit (phase "recall"), and as `spark-lance-index verify`.
 
-Exact search runs on the executors (see verify.py); the committed index is queried from the
+Exact search runs on the executors (see exact_search.py); the committed index is queried from the
 driver at each setting the user will query with.
 """
 
@@ -10,33 +10,56 @@ import io
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from . import spark as spark_layer
 from .config import BuildConfig
 from .dataset import (
-    IndexParams, fragment_infos, index_infos, open_dataset, require_vector_column, resolve_vector_field,
+    IndexParams,
+    fragment_infos,
+    index_infos,
+    open_dataset,
+    require_vector_column,
+    resolve_vector_field,
     sampled_row_bytes,
-    snapshot_dataset, vector_shape,
-)
-from .index_check import (
-    MAX_DIGEST_ROWS, FilterScanTask, SearchCheck, add_digests, compare, filter_of, index_side, probes_for,
-    sample_values, scan_digests, search_check,
+    snapshot_dataset,
+    vector_shape,
 )
 from .errors import CommitCheckError, InputError, SparkStageError
+from .exact_search import (
+    ExactSearchTask,
+    RecallFigure,
+    RecallSetting,
+    ann_recall,
+    default_refine_factors,
+    drop_own_rows,
+    exact_topk_of_fragments,
+    merge_topk,
+    sample_multivector_queries,
+    sample_queries,
+)
+from .index_check import (
+    MAX_DIGEST_ROWS,
+    FilterScanTask,
+    SearchCheck,
+    add_digests,
+    compare,
+    filter_of,
+    index_side,
+    probes_for,
+    sample_values,
+    scan_digests,
+    search_check,
+)
 from .index_types import INDEX_TYPES
 from .plan import default_rows_per_task, plan_groups
+from .query_settings import QuerySettings, sweep
 from .report import JobResult, reporting, settings_of
 from .storage import read_file
 from .timing import PhaseClock, phase
-from .query_settings import QuerySettings, sweep
 from .transport import transport_for
-from .verify import (
-    ExactSearchTask, RecallFigure, RecallSetting, ann_recall, default_refine_factors, exact_topk_of_fragments,
-    drop_own_rows, merge_topk, sample_multivector_queries, sample_queries,
-)
 
 log = logging.getLogger("spark_lance_index")
 
@@ -83,8 +106,8 @@ def sole_vector_index(ds, column: str, index_name: str):
 
 @phase("recall")
 def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: str, metric: str,
-                   index_type: str, queries: Optional[np.ndarray], parallelism: int,
-                   index_name: str, new_fragments=None) -> "RecallCheck":
+                   index_type: str, queries: Any, parallelism: int,
+                   index_name: str, new_fragments=None) -> RecallCheck:
     """recall@k of the committed index at each query setting, against exact search.
 
     With `new_fragments` (an update) and sampled queries, half the queries come from those
@@ -94,7 +117,8 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     ds = open_dataset(uri, config.storage_options, version)
     index = sole_vector_index(ds, column, index_name)
     dim, _, multivector = vector_shape(resolve_vector_field(ds.schema, column), column)
-    split, own = None, None  # own: the row each query was drawn from, which is not counted
+    split = None
+    own: Any = None  # the row each query was drawn from, which is not counted
     if queries is None and multivector:
         queries, own = sample_multivector_queries(ds, column, config.verify_queries)
     elif queries is None and new_fragments:
@@ -246,11 +270,13 @@ def run_verify(config: BuildConfig, spark=None) -> JobResult:
                                  f"of {', '.join(INDEX_TYPES)} indexes")
             segment = (stats.get("segments") or stats.get("indices"))[0]
             result.params = IndexParams(stats["index_type"], segment["metric_type"], segment["num_partitions"],
-                                        segment.get("sub_index", {}).get("num_bits", 0) if stats["index_type"] == "IVF_RQ" else 0,
+                                        segment.get("sub_index", {}).get("num_bits", 0)
+                                        if stats["index_type"] == "IVF_RQ" else 0,
                                         0, config.sample_rate)
             result.pinned_version = result.committed_version = snap.version
             result.num_rows, result.num_fragments = stats["num_indexed_rows"], stats["num_indexed_fragments"]
-            result.unindexed_rows, result.unindexed_fragments = stats["num_unindexed_rows"], stats["num_unindexed_fragments"]
+            result.unindexed_rows = stats["num_unindexed_rows"]
+            result.unindexed_fragments = stats["num_unindexed_fragments"]
             spark, created = (spark, False) if spark is not None else spark_layer.get_session(
                 config.master, config.app_name, config.verbose)
             try:
