@@ -111,35 +111,18 @@ def plan_sample(fragments, total_rows: int, tasks: int, uri: str, version: int, 
 @dataclass
 class Partials:
     """What one task sends back per round: per sub-space and code, the sum of the rows assigned
-    to it and their count, and the task's total distance (the loss).
+    to it and their count, and the task's total distance (the loss)."""
 
-    A second-level round touches only the codes of the clusters a record holds, so its result is
-    `pieces` (first code, sums, counts) of an (1, k, ds) whole until it is added to a dense one:
-    a record never allocates k x d (256 MiB at 32,768 x 1,024)."""
-
-    sums: Optional[np.ndarray]  # (m, k, ds) float64, or None while sparse
-    counts: Optional[np.ndarray]  # (m, k) int64
+    sums: np.ndarray  # (m, k, ds) float64
+    counts: np.ndarray  # (m, k) int64
     loss: float
-    pieces: tuple = ()
-    shape: tuple = ()  # (m, k, ds) of a sparse one
-
-    def dense(self) -> Partials:
-        if self.sums is not None:
-            return self
-        out = Partials(np.zeros(self.shape, np.float64), np.zeros(self.shape[:2], np.int64), 0.0)
-        return out + self
 
     def __add__(self, other: Partials) -> Partials:
         """Adds into this one's arrays (a task's running total is its own)."""
-        out = self.dense()
-        if other.sums is not None:
-            out.sums += other.sums
-            out.counts += other.counts
-        for lo, sums, counts in other.pieces:
-            out.sums[0, lo:lo + len(counts)] += sums
-            out.counts[0, lo:lo + len(counts)] += counts
-        out.loss += other.loss
-        return out
+        self.sums += other.sums
+        self.counts += other.counts
+        self.loss += other.loss
+        return self
 
 
 @dataclass(frozen=True)
@@ -154,12 +137,10 @@ class Block:
 
 @dataclass(frozen=True)
 class Round:
-    """What a round ships to the executors: the codes, the distance, and for a second level the
-    codes of each first-level cluster (`offsets[g]:offsets[g + 1]`)."""
+    """What a round ships to the executors: the codes (per sub-space) and the distance."""
 
     codebook: np.ndarray  # (m, k, ds) float32
     metric: str  # "l2" or "dot" (cosine trains l2 on unit vectors, as Lance does)
-    offsets: Optional[np.ndarray] = None
 
 
 def assign(rows: np.ndarray, codes: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -193,33 +174,21 @@ def _sum_by_label(rows: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndar
 
 
 def round_partials(block: Block, r: Round) -> Partials:
-    """Assign every row of the block to its nearest code (per sub-space; within its own cluster
-    at a second level) and sum the rows of each code."""
+    """Assign every row of the block to its nearest code (per sub-space) and sum the rows of
+    each code."""
     m, k, ds = r.codebook.shape
     loss = 0.0
     rows = block.rows
+    sums = np.zeros((m, k, ds), np.float64)
+    counts = np.zeros((m, k), np.int64)
     if not len(rows):
-        return Partials(None, None, loss, (), (m, k, ds))
-    if r.offsets is None:
-        sums = np.zeros((m, k, ds), np.float64)
-        counts = np.zeros((m, k), np.int64)
-        for j in range(m):
-            sub = rows[:, j * ds:(j + 1) * ds] if m > 1 else rows
-            labels, dist = assign(sub, r.codebook[j], r.metric)
-            sums[j], counts[j] = _sum_by_label(sub, labels, k)
-            loss += float(dist.sum())
         return Partials(sums, counts, loss)
-    pieces = []
-    present = np.unique(block.groups)  # rows are sorted by group (with_groups): each is one slice
-    bounds = np.searchsorted(block.groups, present, side="left"), np.searchsorted(block.groups, present, side="right")
-    for g, start, stop in zip(present, *bounds):
-        lo, hi = int(r.offsets[g]), int(r.offsets[g + 1])
-        if hi == lo:
-            continue
-        local, dist = assign(rows[start:stop], r.codebook[0, lo:hi], r.metric)
-        pieces.append((lo, *_sum_by_label(rows[start:stop], local, hi - lo)))
+    for j in range(m):
+        sub = rows[:, j * ds:(j + 1) * ds] if m > 1 else rows
+        labels, dist = assign(sub, r.codebook[j], r.metric)
+        sums[j], counts[j] = _sum_by_label(sub, labels, k)
         loss += float(dist.sum())
-    return Partials(None, None, loss, tuple(pieces), (m, k, ds))
+    return Partials(sums, counts, loss)
 
 
 def count_groups(block: Block, r: Round) -> np.ndarray:
@@ -246,14 +215,18 @@ class ClusterJob:
     metric: str
     max_iters: int
     seed: int
+    first: Optional[Round] = None  # the first level, which `split_by_group` assigns rows with
 
 
-def split_by_group(block: Block, _shared: object = None) -> Iterator[tuple[int, tuple[int, np.ndarray]]]:
-    """(cluster, (the block's seed, its rows of that cluster)) for each cluster in a block whose
-    rows are sorted by cluster (`with_groups`): the pieces the shuffle brings together."""
-    present = np.unique(block.groups)
-    starts = np.searchsorted(block.groups, present, side="left")
-    stops = np.searchsorted(block.groups, present, side="right")
+def split_by_group(block: Block, job: ClusterJob) -> Iterator[tuple[int, tuple[int, np.ndarray]]]:
+    """(cluster, (the block's seed, its rows of that cluster)) for each first-level cluster with
+    rows in the block: the pieces the shuffle brings together."""
+    if job.first is not None:
+        block = with_groups(block, job.first)
+    groups = block.groups if block.groups is not None else np.zeros(len(block.rows), np.int64)
+    present = np.unique(groups)
+    starts = np.searchsorted(groups, present, side="left")
+    stops = np.searchsorted(groups, present, side="right")
     for g, start, stop in zip(present, starts, stops):
         yield int(g), (block.seed, block.rows[start:stop])
 
@@ -329,28 +302,28 @@ def quotas(k: int, sizes: np.ndarray) -> np.ndarray:
 
 # --- the driver's loop ---------------------------------------------------------------------
 
-def update_codebook(total: Partials, previous: np.ndarray, metric: str, offsets=None) -> tuple[np.ndarray, int]:
+def update_codebook(total: Partials, previous: np.ndarray, metric: str) -> tuple[np.ndarray, int]:
     """New codes = the mean of their rows (unit length for dot, as Lance's spherical k-means). An
-    empty code takes half of the largest code of its cluster: both become that code scaled by
-    1 +- 1/1024 in alternating dimensions, as Lance's `split_clusters` does. -> (codes, empty)"""
+    empty code takes half of the largest code: both become that code scaled by 1 +- 1/1024 in
+    alternating dimensions, as Lance's `split_clusters` does. (At the second level of the
+    hierarchy each cluster is trained alone, so a code is only ever split within its own
+    first-level cluster.) -> (codes, empty)"""
     counts = total.counts
     new = np.where(counts[..., None] > 0, total.sums / np.maximum(counts, 1)[..., None], previous).astype(np.float32)
     ds = new.shape[2]
     eps = np.where(np.arange(ds) % 2 == 0, 1.0, -1.0).astype(np.float32) / 1024
-    spans = [(0, new.shape[1])] if offsets is None else list(zip(offsets[:-1], offsets[1:]))
     empty = 0
     for j in range(new.shape[0]):
-        for lo, hi in spans:
-            sizes = counts[j, lo:hi].astype(np.float64).copy()
-            for e in np.flatnonzero(sizes == 0):
-                big = int(np.argmax(sizes))
-                if sizes[big] < 2:
-                    break
-                centre = new[j, lo + big].copy()
-                new[j, lo + e], new[j, lo + big] = centre * (1 + eps), centre * (1 - eps)
-                sizes[e] = sizes[big] / 2
-                sizes[big] -= sizes[e]
-                empty += 1
+        sizes = counts[j].astype(np.float64)
+        for e in np.flatnonzero(sizes == 0):
+            big = int(np.argmax(sizes))
+            if sizes[big] < 2:
+                break
+            centre = new[j, big].copy()
+            new[j, e], new[j, big] = centre * (1 + eps), centre * (1 - eps)
+            sizes[e] = sizes[big] / 2
+            sizes[big] -= sizes[e]
+            empty += 1
     if metric == "dot":
         new /= np.maximum(np.linalg.norm(new, axis=2, keepdims=True), 1e-30)
     return new, empty
@@ -360,7 +333,7 @@ TOLERANCE = 1e-4  # Lance's: stop once the loss changes by less than this fracti
 
 
 def lloyd(run_round: Callable[[Round], Partials], initial: np.ndarray, metric: str, max_iters: int,
-          label: str, offsets=None, quiet: bool = False) -> tuple[np.ndarray, list[float]]:
+          label: str, quiet: bool = False) -> tuple[np.ndarray, list[float]]:
     """Lloyd's iterations, each a round over the cached sample (`run_round` returns the summed
     partials). Stops after `max_iters` rounds or once the loss changes by less than TOLERANCE.
     -> (codebook, loss per round)"""
@@ -368,8 +341,8 @@ def lloyd(run_round: Callable[[Round], Partials], initial: np.ndarray, metric: s
     if metric == "dot":
         codebook /= np.maximum(np.linalg.norm(codebook, axis=2, keepdims=True), 1e-30)
     for it in range(max_iters):
-        total = run_round(Round(codebook, metric, offsets)).dense()
-        codebook, empty = update_codebook(total, codebook, metric, offsets)
+        total = run_round(Round(codebook, metric))
+        codebook, empty = update_codebook(total, codebook, metric)
         losses.append(total.loss)
         log.debug("%s: round %d, loss %.6g, %d empty codes split", label, it + 1, total.loss, empty)
         if len(losses) > 1 and abs(losses[-2] - losses[-1]) < TOLERANCE * abs(losses[-2]):

@@ -148,10 +148,12 @@ def pick_trainer(config: BuildConfig, params: IndexParams, sample_rows: int, sna
     return "distributed" if sample_bytes(snap, sample_rows) > AUTO_DISTRIBUTED_BYTES else "lance"
 
 
-# Lance's trainer was faster at every size measured on 2 cores, and held 0.6-1.6 GB on the driver
-# for 262k-1M x 128 samples (bench/training.py, docs/benchmarks.md): the executors take over
-# once the sample itself is this large.
-AUTO_DISTRIBUTED_BYTES = 512 * 1024**2
+# Measured on 2 cores, 2M x 128 (bench/training.py, docs/benchmarks.md): Lance's trainer holds
+# about 170 MB + 2.5x its sample on the driver (0.6 GB for a 128 MiB sample, 1.4 GB for 512 MiB);
+# the distributed one 0.2-0.3 GB whatever the sample, as fast as Lance's at 4,096 partitions
+# (21.1 s against 21.7 s), 2x slower at 1,024 (5.9 s against 2.9 s, both small) and 2.5x at
+# 16,384. Past this sample size the executors train: Lance's would need over a GB of driver.
+AUTO_DISTRIBUTED_BYTES = 384 * 1024**2
 
 
 def trains_on_driver(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> bool:
@@ -249,7 +251,6 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
                       parallelism: int):
     """k-means on the executors, as Lance trains (kmeans.py): IVF centroids, then for PQ types the
     codebook on residuals. -> (centroids in the column's float type, codebook or None)"""
-    import math
 
     from . import kmeans
     from .errors import InputError
@@ -271,22 +272,11 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
                              + (" and 256 PQ codes" if params.kind.codebook else "") + ": use fewer --num-partitions")
         run = lambda source: lambda r: transport.map_reduce_cached(source, kmeans.round_partials,  # noqa: E731
                                                                    operator.add, r)
-        top_k = k if k <= FLAT_MAX_PARTITIONS else math.ceil(math.sqrt(k))
-        init = _draw(transport, cached, np.array([top_k]), seed)
-        top, _ = kmeans.lloyd(run(cached), init[None], metric, config.max_iters, f"IVF k-means ({top_k} centroids)")
-        if top_k < k:
-            first = kmeans.Round(top, metric)
-            sizes = transport.map_reduce_cached(cached, kmeans.count_groups, operator.add, first)
-            quota = kmeans.quotas(k, sizes)
-            grouped = transport.derive(cached, kmeans.with_groups, first)
-            derived.append(grouped)
-            # The clusters are independent: one shuffle brings each cluster's rows to one task,
-            # which trains its codes to convergence (instead of a Spark job per round).
-            trained = dict(transport.group_map(grouped, kmeans.split_by_group, kmeans.train_cluster,
-                                               kmeans.ClusterJob(quota, metric, config.max_iters, seed + 1)))
-            top = np.concatenate([trained[g] for g in range(top_k) if quota[g] > 0])[None]
-            log.info("IVF k-means, second level: %d centroids in %d clusters, each trained in one task",
-                     top.shape[1], int((quota > 0).sum()))
+        if k <= FLAT_MAX_PARTITIONS:
+            init = _draw(transport, cached, np.array([k]), seed)
+            top, _ = kmeans.lloyd(run(cached), init[None], metric, config.max_iters, f"IVF k-means ({k} centroids)")
+        else:
+            top = _two_levels(transport, cached, n, k, metric, config.max_iters, seed)
         centroids = top[0]
         codebook = None
         if params.kind.codebook:
@@ -307,6 +297,39 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
     # or float64 column makes every segment build panic (measured).
     dtype = np.dtype(snap.value_type)
     return centroids.astype(dtype), None if codebook is None else codebook.astype(dtype)
+
+
+FIRST_LEVEL_ROWS_PER_CODE = 256  # the first level trains on this many sampled rows per coarse centroid
+
+
+def _two_levels(transport, cached, n: int, k: int, metric: str, max_iters: int, seed: int) -> np.ndarray:
+    """Past 256 partitions, as Lance's hierarchy: sqrt(k) coarse centroids, then each coarse
+    cluster's share of the k centroids trained on its own rows. -> (1, k, d) codebook
+
+    The first level has sqrt(k) centroids: it trains on the driver, from a uniform draw of 256
+    sample rows per centroid (a few MiB, one Spark job), instead of a Spark job per round. The
+    second level's clusters are independent: one shuffle brings each cluster's rows to one task,
+    which trains its codes to convergence there."""
+    import math
+
+    from . import kmeans
+
+    top_k = math.ceil(math.sqrt(k))
+    drawn = _draw(transport, cached, np.array([min(n, FIRST_LEVEL_ROWS_PER_CODE * top_k)]), seed)
+    _, first_level = kmeans.train_cluster(0, [(0, drawn)], kmeans.ClusterJob(np.array([top_k]), metric, max_iters,
+                                                                             seed))
+    log.info("IVF k-means, first level: %d centroids from %d sampled rows, on the driver", top_k, len(drawn))
+    first = kmeans.Round(first_level[None], metric)
+    sizes = transport.map_reduce_cached(cached, kmeans.count_groups, operator.add, first)
+    quota = kmeans.quotas(k, sizes)
+    trained = dict(transport.group_map(cached, kmeans.split_by_group, kmeans.train_cluster,
+                                       kmeans.ClusterJob(quota, metric, max_iters, seed + 1, first), keys=top_k))
+    log.info("IVF k-means, second level: %d centroids in %d clusters, each trained in one task",
+             int(quota.sum()), int((quota > 0).sum()))
+    codes = np.concatenate([trained[g] for g in range(top_k) if quota[g] > 0])
+    if len(codes) != k:  # a cluster the shuffle lost, or fewer rows than its quota: never a short codebook
+        raise RuntimeError(f"the distributed trainer produced {len(codes)} centroids for {k} partitions")
+    return codes[None]
 
 
 def _draw(transport, cached, quota: np.ndarray, seed: int) -> np.ndarray:

@@ -52,16 +52,39 @@ def test_dot_codes_are_unit_vectors_and_rows_go_to_the_largest_inner_product():
     np.testing.assert_allclose(dist, 1 - (rows * codes[0][labels]).sum(1), rtol=1e-4, atol=1e-4)
 
 
-def test_an_empty_code_takes_half_of_the_largest_code_of_its_own_cluster():
-    sums = np.zeros((1, 4, 2))
-    sums[0, 0], sums[0, 3] = [10, 10], [30, 0]
-    total = kmeans.Partials(sums, np.array([[10, 0, 0, 3]]), 0.0)
-    new, empty = kmeans.update_codebook(total, np.zeros((1, 4, 2), np.float32), "l2", offsets=np.array([0, 2, 4]))
-    assert empty == 2
-    # code 1 split from code 0 (same cluster [0, 2)); code 2 from code 3 (cluster [2, 4))
-    np.testing.assert_allclose(new[0, 1] + new[0, 0], 2 * np.array([1, 1]), rtol=1e-6)
-    np.testing.assert_allclose(new[0, 2] + new[0, 3], 2 * np.array([10, 0]), rtol=1e-6)
-    assert not np.allclose(new[0, 1], new[0, 0])
+def test_an_empty_code_takes_half_of_the_largest_code():
+    sums = np.zeros((1, 3, 2))
+    sums[0, 0], sums[0, 2] = [3, 3], [100, 0]
+    total = kmeans.Partials(sums, np.array([[3, 0, 10]]), 0.0)
+    new, empty = kmeans.update_codebook(total, np.zeros((1, 3, 2), np.float32), "l2")
+    assert empty == 1
+    np.testing.assert_allclose(new[0, 0], [1, 1], rtol=1e-6)  # a code with rows is their mean
+    # code 1 split from code 2 (10 rows), not from code 0 (3 rows): the two straddle (10, 0)
+    np.testing.assert_allclose(new[0, 1] + new[0, 2], 2 * np.array([10, 0]), rtol=1e-6)
+    assert not np.allclose(new[0, 1], new[0, 2])
+
+
+def test_the_second_level_trains_each_first_level_cluster_on_its_own_rows_only():
+    rng = np.random.default_rng(5)
+    first = np.array([[0, 0], [100, 0], [0, 100]], np.float32)
+    rows = (first[rng.integers(0, 3, 900)] + rng.normal(0, 5, (900, 2))).astype(np.float32)
+    job = kmeans.ClusterJob(np.array([4, 2, 0]), "l2", 20, 3, kmeans.Round(first[None], "l2"))
+    blocks = [kmeans.Block(rows[i::2], seed=i) for i in range(2)]
+    pieces: dict = {}
+    for b in blocks:
+        for g, piece in kmeans.split_by_group(b, job):
+            pieces.setdefault(g, []).append(piece)
+    nearest = ((rows[:, None] - first[None]) ** 2).sum(-1).argmin(1)
+    for g in range(3):  # each cluster gets exactly its rows, from every block
+        got = np.concatenate([r for _, r in pieces[g]])
+        assert sorted(map(tuple, got)) == sorted(map(tuple, rows[nearest == g]))
+    trained = dict(kmeans.train_cluster(g, pieces[g], job) for g in range(3))
+    assert [len(trained[g]) for g in range(3)] == [4, 2, 0]
+    for g in (0, 1):  # every code lies among its own cluster's rows
+        assert (((trained[g][:, None] - first[None]) ** 2).sum(-1).argmin(1) == g).all()
+    # the order the pieces arrive in does not change the codes
+    again = kmeans.train_cluster(0, pieces[0][::-1], job)[1]
+    np.testing.assert_array_equal(again, trained[0])
 
 
 def test_initial_codes_are_a_draw_without_replacement_of_each_clusters_quota():
