@@ -14,6 +14,13 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
 setup: $(STAMP)
 
+# Azurite, Microsoft's Azure Storage emulator, for the Azure tests (from npm; without npm those
+# tests are skipped and say so).
+AZURITE := .azurite/node_modules/.bin/azurite-blob
+$(AZURITE):
+	command -v npm >/dev/null && npm install --prefix .azurite --no-audit --no-fund --silent azurite@3.37.0 \
+		|| echo "npm is not on this machine: the Azure (Azurite) tests will be skipped"
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -23,7 +30,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/spark-lance-index demo --dir demo-data --rows 200000 --dim 128 --fragments 16 --master "local[2]"
 
-test: $(STAMP)
+test: $(STAMP) $(AZURITE)
 	$(BIN)/python -m pytest -q --durations=15 tests
 
 # Every test that needs no JVM, in well under a minute; JAVA_HOME points nowhere, so a test that
@@ -57,4 +64,4 @@ bench: $(BENCH_STAMP)
 	$(BENCH_PY) bench/fashion_mnist.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) demo-data demo-data.queries.npy demo-data.report.json *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .azurite demo-data demo-data.queries.npy demo-data.report.json *.egg-info

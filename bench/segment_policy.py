@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import DEFAULT_MARKDOWN, append_section, environment_lines, load_average, markdown_table
 
-from spark_lance_index.update import CommittedSegment, SegmentPolicy
+from spark_lance_index.update_plan import CommittedSegment, SegmentPolicy
 
 # (name, starting segment sizes, rows per update, updates)
 SCENARIOS = (

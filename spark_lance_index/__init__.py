@@ -1,20 +1,24 @@
 """Build and update Lance indexes (vector, multivector, scalar, full-text) across a Spark cluster.
 
+    import spark_lance_index as sli
+    run = sli.build("/data/table.lance", "embedding", spark=spark)
+
 Entry points:
+    api.py          the Python API: build, update, verify, status, discard (this package's names)
     cli.py          the `spark-lance-index` command: flags and TOML into one BuildConfig
     pipeline.py     run(config): the build and update pipelines, each a list of phases
-    discard.py, doctor.py, demo.py   the other subcommands
+    index_status.py, discard_jobs.py, doctor.py, demo.py   the other subcommands
 
 The phases (phases.py calls them in this order):
     resume.py, dataset.py   inspect: the job's identity, what to resume, a pinned version, the inputs
     plan.py                 plan: balanced groups of fragments, one task each
     train.py, kmeans.py     train: centroids, PQ codebook, RaBitQ rotation (driver or executors)
-    build.py, assign.py     build: one uncommitted segment per task (executors, no Spark)
+    segment_build.py, assign.py   build: one uncommitted segment per task (executors, no Spark)
     commit.py               check, merge, commit, read back
     cleanup.py              clean up: only what the job wrote and no version uses
     checks.py               the recall check (exact_search.py, query_settings.py) and the
                             filter check of scalar indexes (index_check.py)
-    update.py, update_job.py, index_model.py   what an update encodes, with the index's own model
+    update_plan.py, update_job.py, index_model.py   what an update encodes, with the index's own model
 
 Beside them:
     config.py, index_types.py   the settings; each index type in one place
@@ -32,3 +36,24 @@ import os
 os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 __version__ = "0.1.0"
+
+from .api import Run, build, discard, status, update, verify  # noqa: E402
+from .errors import (  # noqa: E402
+    CommitCheckError,
+    DatasetChangedError,
+    IndexConflictError,
+    InputError,
+    JobBusyError,
+    JobError,
+    PreflightError,
+    RecallTooLowError,
+    SegmentCheckError,
+    SparkStageError,
+)
+from .index_status import IndexStatus  # noqa: E402
+
+__all__ = [
+    "build", "update", "verify", "status", "discard", "Run", "IndexStatus",
+    "JobError", "InputError", "RecallTooLowError", "CommitCheckError", "DatasetChangedError", "IndexConflictError",
+    "JobBusyError", "PreflightError", "SegmentCheckError", "SparkStageError", "__version__",
+]

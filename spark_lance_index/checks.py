@@ -56,6 +56,7 @@ from .index_check import (
 from .index_types import INDEX_TYPES
 from .plan import default_rows_per_task, plan_groups
 from .query_settings import QuerySettings, sweep
+from .recall_advice import is_low, what_limits_recall, wider_nprobes
 from .report import JobResult, reporting, settings_of
 from .storage import read_file
 from .timing import PhaseClock, phase
@@ -152,19 +153,26 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     settings = [RecallSetting(n, r or None) for n in config.nprobes for r in refines]
     runs = ann_recall(ds, column, queries, truth_ids, settings, own)
     figures = [r.figure() for r in runs]
-    for f in figures:
-        log.info("recall@%d %.3f at nprobes %d refine %s (%d queries)", f.k, f.recall, f.nprobes,
-                 f.refine_factor, f.queries)
+    for f in figures:  # the summary prints them: the log has them for --verbose only
+        log.debug("recall@%d %.3f at nprobes %d refine %s (%d queries)", f.k, f.recall, f.nprobes,
+                  f.refine_factor, f.queries)
+    partitions = (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
+    diagnosis = None
+    if is_low(figures):  # what limits it: measured once more at a wider nprobes, then read off the figures
+        wider = wider_nprobes(figures, partitions)
+        extra = [r.figure() for r in ann_recall(ds, column, queries, truth_ids, [RecallSetting(wider, None)], own)] \
+            if wider else []
+        diagnosis = what_limits_recall(figures + extra, partitions, index_type)
+        log.warning("low recall (at most %.3f): %s", max(f.recall for f in figures), diagnosis)
     by_origin = None
     if split is not None and 0 < split < len(queries):  # the first setting's answers, split by origin
         by_origin = (runs[0].figure(slice(0, split)), runs[0].figure(slice(split, None)))
     swept = None
     if config.target_recall is not None and len(queries):
-        partitions = (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
         swept = sweep(ds, column, queries, truth_ids, index_type, partitions, config.target_recall, own=own)
         log.info("query settings: recommended %s", swept.recommended.describe(swept.k) if swept.recommended
                  else swept.advice(index_type))
-    return RecallCheck(figures, by_origin, swept)
+    return RecallCheck(figures, by_origin, swept, diagnosis)
 
 
 SCALAR_CHECK_VALUES = 20  # values sampled for the filter check (bounded by --verify-queries)
@@ -244,6 +252,7 @@ class RecallCheck:
     figures: list[RecallFigure]
     by_origin: Optional[tuple] = None  # update: (new-row, older-row) figures at the first setting
     query_settings: Optional[QuerySettings] = None  # --target-recall
+    diagnosis: Optional[str] = None  # recall low at every setting: what limits it (recall_advice.py)
 
 
 def run_verify(config: BuildConfig, spark=None) -> JobResult:
@@ -285,6 +294,7 @@ def run_verify(config: BuildConfig, spark=None) -> JobResult:
                                        result.params.metric, result.params.index_type, queries,
                                        spark_layer.default_parallelism(spark), config.name)
                 result.recall, result.query_settings = check.figures, check.query_settings
+                result.recall_diagnosis = check.diagnosis
             finally:
                 if created:
                     spark.stop()

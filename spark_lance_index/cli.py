@@ -10,12 +10,24 @@ import re
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Optional
+from typing import NoReturn, Optional
 
 from .config import INDEX_TYPES, METRICS, load_toml, make_config, parse_fts_options, parse_storage_options
 from .errors import JobError, RecallTooLowError
 
 log = logging.getLogger("spark_lance_index")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Subcommand parsers: no prefix matching (`--colum` is not `--column`), and a bad flag or
+    value says so in one line with the command's usage hint, not the whole usage."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_build_flags(p: argparse.ArgumentParser) -> None:
@@ -122,11 +134,15 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from . import __version__
+
+    parser = _Parser(
         prog="spark-lance-index",
-        description="Build a Lance IVF vector index across a Spark cluster.",
+        description="Build and keep current the indexes of a Lance dataset (vector, multivector, scalar, "
+                    "full-text) across a Spark cluster.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"spark-lance-index {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     build = sub.add_parser("build", help="build and commit an index on a dataset")
     _add_build_flags(build)
     update = sub.add_parser(
@@ -147,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         "discard", help="remove the state of this index's jobs (and the segment directories they wrote that no "
                         "version of the dataset uses), to start afresh; no Spark")
     _add_build_flags(discard)
+    status = sub.add_parser("status", help="every index of the dataset, one line each: segments, indexed and "
+                                           "unindexed rows, size, model, whether update extends it; no Spark")
+    status.add_argument("--uri", required=True, help="Lance dataset URI")
+    status.add_argument("--version", type=int, help="this dataset version (default: latest)")
+    status.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
+    status.add_argument("--json", action="store_true", help="a JSON list, one object per index")
+    status.add_argument("--verbose", action="store_true", default=None)
     demo = sub.add_parser("demo", help="generate a dataset, index it with local Spark, print recall")
     demo.add_argument("--dir", default="demo-data", help="where to write the demo dataset")
     demo.add_argument("--rows", type=int, default=200_000)
@@ -165,6 +188,10 @@ def config_from_args(args: argparse.Namespace):
     flags["fts_options"] = parse_fts_options(getattr(args, "fts_option", None))
     flags["mode"] = "update" if args.command == "update" else "build"  # never from a --config file
     flags["storage_options"] = parse_storage_options(args.storage_option)
+    if args.command == "update":
+        from .update_job import fill_update_target
+
+        fill_update_target(file_values, flags)
     return make_config(file_values, flags)
 
 
@@ -193,7 +220,7 @@ def _setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", message="lance is not fork-safe")
 
 
-COMMANDS = ("build", "update", "verify", "discard", "demo", "doctor")
+COMMANDS = ("build", "update", "verify", "status", "discard", "demo", "doctor")
 _BOOLEAN_FLAGS = ("--replace", "--verbose")
 _TRUE = ("1", "true", "yes", "on")
 _BARE_KEY_VALUE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*=")
@@ -246,7 +273,7 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
                 rest.append(arg)
         if command is not None:
             out = [command, *rest]
-    if not out or (out[0] not in COMMANDS and out[0] not in ("-h", "--help")):
+    if not out or (out[0] not in COMMANDS and out[0] not in ("-h", "--help", "--version")):
         out.insert(0, "build")
     return out
 
@@ -271,19 +298,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             run_demo(args.dir, rows=args.rows, dim=args.dim, fragments=args.fragments, master=args.master)
             return 0
+        if args.command == "status":
+            from .index_status import index_status, render_status
+
+            statuses = index_status(args.uri, parse_storage_options(args.storage_option), args.version)
+            print(render_status(args.uri, statuses, as_json=args.json))
+            return 0
         if args.command == "doctor":
             from .doctor import run_doctor
 
             options = parse_storage_options(args.storage_option) or {}
-            ok, lines = run_doctor(args.uri, args.master, options, args.job_dir)
-            print("\n".join(lines))
+            ok, _ = run_doctor(args.uri, args.master, options, args.job_dir, emit=lambda line: print(line, flush=True))
             return 0 if ok else 1
         from .checks import run_verify
         from .pipeline import run
 
         config = config_from_args(args)
         if args.command == "discard":
-            from .discard import run_discard
+            from .discard_jobs import run_discard
 
             print("\n".join(run_discard(config)))
             return 0

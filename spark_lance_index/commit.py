@@ -13,13 +13,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .build import SegmentResult
 from .dataset import FragmentInfo, _ids, fragment_infos, index_conflict, index_infos, open_dataset
 from .errors import CommitCheckError, DatasetChangedError, IndexConflictError, JobError, SegmentCheckError
 from .index_types import INDEX_TYPES
 from .lease import task_holds
 from .plan import FragmentGroup
 from .report import short
+from .segment_build import SegmentResult
 from .storage import Location, index_dirs
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -200,6 +200,26 @@ class BuildConfig:
                                  f"drop {'it' if len(vector_only) == 1 else 'them'}")
 
 
+# Schemes Spark and Hadoop users write that Lance has no object store for (measured on pylance
+# 14.0.2: "No object store provider found for scheme"), and what Lance reads instead.
+_OTHER_SCHEMES = {
+    "dbfs": "on Databricks use a Unity Catalog volume path (/Volumes/<catalog>/<schema>/<volume>/...) or the "
+            "object store URI under it (s3://, abfss://, gs://)",
+    "s3a": "write s3:// (Lance's S3 scheme)", "s3n": "write s3:// (Lance's S3 scheme)",
+    "wasb": "write az://<container>/<path> or abfss://<container>@<account>.dfs.core.windows.net/<path>",
+    "wasbs": "write az://<container>/<path> or abfss://<container>@<account>.dfs.core.windows.net/<path>",
+    "adl": "write abfss://<container>@<account>.dfs.core.windows.net/<path>",
+    "hdfs": "Lance does not read HDFS: copy the dataset to an object store or a local path",
+}
+
+
+def refuse_unreadable_scheme(uri: str) -> None:
+    """A URI Lance cannot open is refused in one line that says what it can open."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else uri.split(":", 1)[0].lower() if ":/" in uri else ""
+    if scheme in _OTHER_SCHEMES:
+        raise InputError(f"Lance cannot open {scheme}: paths ({uri}): {_OTHER_SCHEMES[scheme]}")
+
+
 def _positive(flag: str, value: Optional[int]) -> None:
     if value is not None and value < 1:
         raise InputError(f"{flag} must be a positive integer, got {value}")
@@ -208,6 +228,7 @@ def _positive(flag: str, value: Optional[int]) -> None:
 TRAINERS = ("auto", "lance", "distributed")
 ASSIGNMENTS = ("gemm", "lance")
 FIELD_NAMES = {f.name for f in dataclasses.fields(BuildConfig)}
+FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(BuildConfig)}
 # Settings that mean something only for a vector index (a scalar or text index refuses them when
 # they differ from their default).
 VECTOR_ONLY = ("metric", "num_partitions", "sample_rate", "max_sample_rows", "max_sample_bytes", "trainer",
@@ -235,7 +256,44 @@ def _normalise_keys(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
         if name not in FIELD_NAMES:
             raise InputError(f"unknown setting {key!r} in {source}")
         out[name] = dict(value) if name in ("storage_options", "fts_options") else value
+    check_types(out, f" in {source}")
     return out
+
+
+_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "Mapping[str, str]": ("a table of strings", lambda v: isinstance(v, Mapping)
+                          and all(isinstance(x, str) for x in v.values())),
+    "Mapping[str, Any]": ("a table", lambda v: isinstance(v, Mapping)),
+}
+_SIZES = ("merge_memory", "max_sample_bytes")  # bytes, or Spark's "16g"
+_LISTS = {"nprobes": "int", "refine_factor": "int", "custom_stop_words": "str"}  # a list, or one value
+
+
+def check_types(values: Mapping[str, Any], where: str) -> None:
+    """Each setting of the type its field holds: `num_partitions = "16"` in a file is one line
+    that says so, not a TypeError from deep inside the job."""
+    for key, value in values.items():
+        if value is None or key not in FIELD_TYPES:
+            continue
+        hint = FIELD_TYPES[key]
+        if hint.startswith("Optional["):
+            hint = hint.removeprefix("Optional[").removesuffix("]")
+        if key in _SIZES and isinstance(value, str):
+            continue
+        if key in _LISTS:
+            name, ok = _KINDS[_LISTS[key]]
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if not all(ok(v) for v in items):
+                raise InputError(f"{key}{where} must be {name} or a list of them, got {value!r}")
+            continue
+        if hint in _KINDS:
+            name, ok = _KINDS[hint]
+            if not ok(value):
+                raise InputError(f"{key}{where} must be {name}, got {value!r}")
 
 
 def make_config(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> BuildConfig:

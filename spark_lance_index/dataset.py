@@ -14,7 +14,7 @@ from typing import Optional
 
 import pyarrow as pa
 
-from .config import BuildConfig
+from .config import BuildConfig, refuse_unreadable_scheme
 from .errors import InputError, MissingVersionError
 from .index_types import (
     DEFAULT_HNSW_EF_CONSTRUCTION,
@@ -173,6 +173,7 @@ def open_dataset(uri: str, storage_options: Mapping[str, str], version: Optional
     is opened once per process and reused."""
     import lance
 
+    refuse_unreadable_scheme(uri)
     key = _handle_key(uri, storage_options, version) if version is not None else None
     if key is not None and key in _HANDLES:
         return _HANDLES[key]
@@ -206,7 +207,31 @@ def describe_storage_error(text: str) -> str:
     if "error sending request" in text:
         host = re.search(r"https?://([^/\s]+)", text)
         return f"cannot reach the object store at {host.group(1) if host else 'its endpoint'} (error sending request)"
-    return text.splitlines()[0][:300]
+    for marker, plain in _NO_CREDENTIALS:
+        if marker in text:
+            return plain
+    if re.search(r"Dataset at path .* was not found", text):
+        return "no dataset there (no _versions folder)"  # Lance's text names the path without its leading "/"
+    first = _RUST_SOURCE.sub("", text.splitlines()[0])  # Lance's own source files mean nothing to a user
+    return first[:300]
+
+
+# What Lance says (as a long debug dump) when a store's credential chain found nothing
+_NO_CREDENTIALS = (
+    ("Failed to get AWS credentials", "no AWS credentials found: give --storage-option aws_access_key_id=... and "
+     "aws_secret_access_key=... (and aws_region=...), or run where an instance profile or the AWS_* variables "
+     "provide them"),
+    ("MicrosoftAzure error: Error performing token request", "no Azure credentials found: give --storage-option "
+     "account_name=... with account_key=... (or sas_token=..., or a service principal's client_id, client_secret "
+     "and tenant_id), or run where a managed identity provides them"),
+    ("GCS error: Error performing token request", "no Google Cloud credentials found: give --storage-option "
+     "service_account=<key file> (or service_account_key=...), or run where the metadata server or "
+     "GOOGLE_APPLICATION_CREDENTIALS provides them"),
+)
+
+
+# ", /home/runner/work/lance/lance/rust/lance-table/src/io/commit.rs:653:26" in Lance's messages
+_RUST_SOURCE = re.compile(r",?\s*(/[^\s,]*)?/(rust|src)/[^\s,]*\.rs:\d+:\d+")
 
 
 def resolve_vector_field(schema: pa.Schema, column: str) -> pa.Field:

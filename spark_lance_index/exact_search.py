@@ -276,11 +276,13 @@ def query_index(ds, column: str, queries: np.ndarray, truth: np.ndarray, setting
     if setting.refine_factor:
         nearest["refine_factor"] = setting.refine_factor
     for q in queries[:warmup]:
-        ds.to_table(nearest={**nearest, "q": q}, with_row_id=True, columns=[], fast_search=True)
+        ds.to_table(nearest={**nearest, "q": q}, with_row_id=True, columns=[], fast_search=True,
+                    disable_scoring_autoprojection=True)  # no `_distance`, and no warning per query
     hits, seconds = np.zeros(len(queries), np.int64), np.zeros(len(queries))
     for i, (q, true_ids) in enumerate(zip(queries, truth)):
         started = time.perf_counter()
-        found = ds.to_table(nearest={**nearest, "q": q}, with_row_id=True, columns=[], fast_search=True)
+        found = ds.to_table(nearest={**nearest, "q": q}, with_row_id=True, columns=[], fast_search=True,
+                            disable_scoring_autoprojection=True)
         seconds[i] = time.perf_counter() - started
         ids = found.column("_rowid").to_numpy().astype(np.int64)
         if own is not None:
@@ -307,17 +309,19 @@ def default_refine_factors(index_type: str) -> tuple[int, ...]:
 
 
 def recall_advice(figures: Sequence[RecallFigure], minimum: float, index_type: str,
-                  swept: bool = False) -> Optional[str]:
+                  swept: bool = False, diagnosis: Optional[str] = None) -> Optional[str]:
     """None if some measured setting reaches `minimum` (the index can be queried at that
-    recall), else a one-line message with what to try."""
+    recall), else a one-line message with what to try: `diagnosis` when the recall check read
+    what limits recall off its figures (recall_advice.py), else the usual levers."""
     if not figures or max(f.recall for f in figures) >= minimum:
         return None
     best = max(figures, key=lambda f: f.recall)
     measured = (f"{best.recall:.3f} at nprobes {best.nprobes}"
                 + (f" refine {best.refine_factor}" if best.refine_factor else ""))
+    below = f"the best measured recall@{best.k}, {measured}, is below --min-recall {minimum}"
+    if diagnosis:
+        return f"{below}: {diagnosis}"
     tips = ["query with a larger nprobes", "a refine_factor (e.g. 10)", *INDEX_TYPES[index_type].rebuild_tips()]
-    tips.append("more --num-partitions with a proportionally larger nprobes")
     if not swept:
         tips.append("--target-recall to find the setting")
-    return (f"the best measured recall@{best.k}, {measured}, is below --min-recall {minimum}: try "
-            + ", ".join(tips))
+    return f"{below}: try " + ", ".join(tips)

@@ -16,7 +16,6 @@ from dataclasses import asdict
 from typing import Any, Optional
 
 from . import spark as spark_layer
-from .build import SegmentResult, SegmentTask, run_task
 from .cleanup import discard_own_work
 from .commit import (
     CommitReport,
@@ -42,6 +41,7 @@ from .errors import JobBusyError, JobError, SparkStageError
 from .index_model import committed_model_mismatch
 from .lease import Lease
 from .plan import (
+    FIXED_SEGMENT_ROWS,
     MANY_SEGMENTS,
     FragmentGroup,
     default_rows_per_task,
@@ -52,12 +52,13 @@ from .plan import (
 from .preflight import require_driver_libraries
 from .report import JobResult
 from .resume import Inspection
+from .segment_build import SegmentResult, SegmentTask, run_task
 from .state import JobState
 from .storage import index_dirs
 from .timing import phase, record_seconds
 from .train import SharedArtifacts, TrainingInBackground, train_artifacts
 from .transport import Transport, task_attempt, transport_for
-from .update import index_changed, pinned_segments
+from .update_plan import index_changed, pinned_segments
 
 log = logging.getLogger("spark_lance_index")
 
@@ -251,8 +252,13 @@ def merge(spark: Spark, config: BuildConfig, snap: DatasetSnapshot, params: Inde
         return [r.segment for r in results]
     limit = max_segment_rows(config, params, snap)
     batches = merge_batches(results, limit)
-    log.info("merging into segments of at most %d rows%s", limit, "" if config.max_segment_rows else
-             f" (the default, from --merge-memory {config.merge_memory / 2**30:.1f} GiB)")
+    if config.max_segment_rows:
+        why = ""
+    elif limit == FIXED_SEGMENT_ROWS:
+        why = f" (the default for {'an update' if config.mode == 'update' else params.index_type})"
+    else:
+        why = f" (the default, from --merge-memory {config.merge_memory / 2**30:.1f} GiB)"
+    log.info("merging into segments of at most %s rows%s", f"{limit:,}", why)
     tasks = [
         MergeTask(snap.uri, snap.location, snap.version, tuple(r.segment for r in b),
                   sum(r.num_rows for r in b), dict(config.storage_options), lease_owner)

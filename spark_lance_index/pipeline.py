@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import Any, Optional
 
 from . import spark as spark_layer
-from .build import run_task
 from .checks import check_index, measure_recall
 from .cleanup import cleanup, discard_own_work
 from .commit import CommitReport
@@ -49,11 +48,12 @@ from .phases import (  # some re-exported for tests that run one phase; to repla
 from .plan import largest_task_bytes, max_segment_rows, merge_peak_bytes
 from .report import JobResult, reporting, settings_of
 from .resume import Inspection, inspect_inputs, inspect_update
+from .segment_build import run_task
 from .timing import PhaseClock
 from .train import TrainingInBackground, trains_on_driver
 from .transport import Transport, transport_for
-from .update import index_changed
 from .update_job import finish_noop, measure_drift, update_summary
+from .update_plan import index_changed
 
 __all__ = ["run", "build_pipeline", "update_pipeline", "inspect_inputs", "inspect_update", "plan", "train",
            "make_tasks", "build", "merge", "cleanup", "update_summary", "index_changed"]
@@ -247,6 +247,7 @@ def _recall_check(driver: Driver, insp: Inspection, report: CommitReport) -> Any
                            params.index_type, insp.queries, driver.parallelism, config.name,
                            new_fragments=new_fragments)
     driver.result.recall, driver.result.query_settings = check.figures, check.query_settings
+    driver.result.recall_diagnosis = check.diagnosis
     return check.by_origin
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from .exact_search import RecallSetting, query_index
 from .index_types import INDEX_TYPES
+from .recall_advice import what_limits_recall
 
 NPROBES_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 # Refine factors tried: re-ranking with exact distances helps quantized codes; IVF_FLAT and
@@ -110,12 +111,8 @@ class QuerySettings:
             return None
         if not self.grid:
             return "no setting was measured"
-        tips = INDEX_TYPES[index_type].rebuild_tips() + ["more --num-partitions (each then holds fewer rows)"]
-        if index_type == "IVF_FLAT":
-            tips = ["more --num-partitions with a larger nprobes (IVF_FLAT at every partition is exact "
-                    "search: check the queries)"]
-        return (f"the best was "
-                f"{self.best.describe(self.k)}; rebuild with " + " or ".join(tips))
+        partitions = max(s.nprobes for s in self.grid)  # the ladder ends at every partition
+        return f"the best was {self.best.describe(self.k)}; {what_limits_recall(self.grid, partitions, index_type)}"
 
 
 def nprobes_ladder(num_partitions: int) -> list[int]:

@@ -51,7 +51,7 @@ def ann_topk(
         nearest = {"column": column, "q": q, "k": k, "nprobes": nprobes}
         if refine_factor:
             nearest["refine_factor"] = refine_factor
-        tbl = ds.to_table(nearest=nearest, columns=[id_column])
+        tbl = ds.to_table(nearest=nearest, columns=[id_column], disable_scoring_autoprojection=True)
         results.append(tbl.column(id_column).to_numpy())
     return results
 

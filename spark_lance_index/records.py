@@ -70,7 +70,7 @@ def segment_to_json(result: Any) -> bytes:
 
 def segment_from_json(data: bytes) -> Any:
     """The SegmentResult `segment_to_json` wrote (ValueError or KeyError if it is not one)."""
-    from .build import SegmentResult
+    from .segment_build import SegmentResult
 
     record = json.loads(data)
     if not isinstance(record, dict) or record.get("version") != RECORD_VERSION:

@@ -79,6 +79,7 @@ class JobResult:
     spark_app_id: Optional[str] = None
     spark_master: Optional[str] = None
     recall: list[RecallFigure] = field(default_factory=list)
+    recall_diagnosis: Optional[str] = None  # recall low at every setting: what limits it and what to do
     min_recall: Optional[float] = None
     outcome: str = "succeeded"
     error: Optional[str] = None
@@ -142,6 +143,7 @@ class JobResult:
             "timings_seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "spark": {"application_id": self.spark_app_id, "master": self.spark_master},
             "recall": [asdict(f) for f in self.recall],
+            "recall_diagnosis": self.recall_diagnosis,
             "min_recall": self.min_recall,
             "job_dir": self.job_dir,
             "versions": _versions(),
@@ -153,135 +155,9 @@ class JobResult:
         }
 
     def summary(self) -> str:
+        from .summary import render_summary
+
         return render_summary(self.to_report())
-
-
-def render_summary(r: dict[str, Any]) -> str:
-    """The lines printed at the end of a run, from the report document."""
-    idx, ds, c = r["index"], r["dataset"], r["counts"]
-    lines = []
-    if r["outcome"] in ("failed", "refused"):
-        lines.append(f"index {idx['name']!r} on {ds['uri']}: {r['outcome']}: {r['error']}")
-    u = r.get("update")
-    if u and r["outcome"] == "succeeded" and not u["new_rows"]:
-        lines.append(f"index {idx['name']!r} on {ds['uri']} is up to date at version {ds['pinned_version']}: "
-                     "every fragment is indexed; nothing committed")
-    if c["rows_indexed"] is not None and ds["committed_version"] is not None:
-        kind = f"{idx['type']}, {idx['metric']}, {idx['num_partitions']} partitions" if idx["metric"] else idx["type"]
-        if idx["num_bits"]:
-            kind += f", {idx['num_bits']} bit"
-        if idx["num_sub_vectors"]:
-            kind += f", {idx['num_sub_vectors']} sub-vectors"
-        if idx.get("options"):
-            kind += ", " + ", ".join(f"{k}={v}" for k, v in sorted(idx["options"].items()))
-        if idx.get("hnsw"):
-            kind += ", HNSW m={m} ef_construction={ef_construction} max_level={max_level}".format(**idx["hnsw"])
-        lines.append(f"index {idx['name']!r} ({kind}) committed on {ds['uri']} at version {ds['committed_version']}")
-        if c.get("committed_by_earlier_run"):
-            lines.append(f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments, "
-                         f"{c['segments_committed']} segments: committed by an earlier run of this job, which "
-                         f"stopped before it finished; this run finished its "
-                         + ("checks and cleanup" if c["tasks"] is not None else "cleanup")
-                         + f" (leftover segment directories removed {c['leftovers_removed'] or 0})")
-        elif c["tasks"] is not None:
-            lines.append(
-                f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments "
-                f"(pinned version {ds['pinned_version']}); {c['tasks']} tasks, "
-                + (f"{c['segments']} segments merged into {c['segments_committed']}"
-                   if c["segments"] != c["segments_committed"] or c["segments"] == 1
-                   else f"{c['segments_committed']} segments committed as built")
-            )
-            lines.append(
-                f"  segments built {c['segments_built']}, reused from an earlier run {c['segments_reused']}; "
-                f"leftover segment directories removed {c['leftovers_removed']}"
-            )
-        else:
-            lines.append(f"  rows indexed {c['rows_indexed']:,} in {c['fragments_indexed']} fragments")
-    if u and u["new_rows"] and ds["committed_version"] is not None:
-        lines.append(f"  update: {u['new_rows']:,} new rows in {u['new_fragments']} fragments, encoded with the "
-                     "index's "
-                     f"model; {u['segments_reencoded']} small segments ({u['rows_reencoded']:,} rows) re-encoded with "
-                     f"them, {u['segments_kept']} kept")
-    drift = (u or {}).get("drift")
-    if drift:
-        shift = "too few new rows to tell" if drift["partition_shift"] is None else f"{drift['partition_shift']:.3f}"
-        line = f"  drift: partition shift {shift}"
-        if drift["recall_new_rows"] is not None:
-            line += (f"; recall@k {drift['recall_new_rows']:.3f} on new rows, {drift['recall_old_rows']:.3f} on "
-                     f"older rows ({drift['recall_setting']})")
-        lines.append(line)
-        if drift["advice"]:
-            lines.append(f"  REBUILD ADVISED: {drift['advice']}")
-    if c.get("rows_deleted_since_pinned"):
-        lines.append(f"  rows deleted after the pinned version: {c['rows_deleted_since_pinned']:,} "
-                     "(the index covers their fragments; Lance skips deleted rows)")
-    if r.get("leftovers_unaccounted"):
-        lines.append(f"  left in _indices, not provably this job's: {', '.join(r['leftovers_unaccounted'][:8])}")
-    if c["rows_unindexed"]:
-        lines.append(
-            f"  not yet indexed: {c['rows_unindexed']:,} rows in {c['fragments_unindexed']} fragments "
-            "added after the pinned version (run the job again, or Lance's optimize_indices)"
-        )
-    if any(r["artifacts"].values()):
-        lines.append("  artifacts: " + ", ".join(
-            f"{k} {short(v)}" for k, v in sorted(r["artifacts"].items()) if v))
-    check = r.get("index_check")
-    if check and check["filters"]:
-        exact = sum(c["ok"] and c["same_rows"] is True for c in check["filters"])
-        counted = sum(c["ok"] and c["same_rows"] is None for c in check["filters"])
-        lines.append(f"  filter check: {exact} of {len(check['filters'])} filters on sampled values return through the "
-                     "index exactly the rows a scan without it returns"
-                     + (f", {counted} more the same number of rows (row ids not compared)" if counted else "")
-                     + f", e.g. `{check['filters'][0]['filter']}` ({check['filters'][0]['rows_index']:,} rows)")
-    if check and check.get("unchecked"):
-        lines.append(f"  filter check: NOT CHECKED: {check['unchecked']}")
-    if check and check["search"]:
-        s = check["search"]
-        lines.append(f"  full-text check: {s['found']} of {s['queries']} sampled rows are in the top {s['k']} of a "
-                     "query of their own text")
-    for f in r["recall"]:
-        refine = f"refine_factor {f['refine_factor']}" if f["refine_factor"] else "no refine"
-        lines.append(
-            f"  recall@{f['k']} {f['recall']:.3f} at nprobes {f['nprobes']}, {refine} "
-            f"({f['queries']} queries, exact search on the executors)"
-        )
-    if any(f["refine_factor"] for f in r["recall"]) and any(not f["refine_factor"] for f in r["recall"]):
-        lines.append("  (a refine_factor R re-ranks R x k candidates by exact distance, reading their vectors: "
-                     "higher recall for more work per query)")
-    q = r.get("query_settings")
-    if q:
-        split = bool(q["grid"]) and q["grid"][0].get("confirm_recall") is not None
-        lines.append(f"  query settings for recall@{q['k']} >= {q['target']} ({q['queries']} queries"
-                     + (", a setting chosen on half of them and confirmed on the other "
-                        f"{q['queries'] - q['queries'] // 2}"
-                        if split else "") + f"; on {q['where']}):")
-        lines.append("    nprobes  refine  recall" + ("  choose  confirm" if split else "") + "  p50 ms  p95 ms")
-        for s in q["grid"]:
-            mark = "  <- recommended" if s == q["recommended"] else ""
-            halves = f"  {s['select_recall']:.3f}   {s['confirm_recall']:.3f}" if split else ""
-            lines.append(f"    {s['nprobes']:>7}  {s['refine_factor'] or '-':>6}  {s['recall']:.3f}{halves}  "
-                         f"{s['latency_ms_p50']:>6.2f}  {s['latency_ms_p95']:>6.2f}{mark}")
-        if q["recommended"]:
-            s = q["recommended"]
-            refine = f"refine_factor={s['refine_factor']}" if s["refine_factor"] else "no refine"
-            if split:
-                low, high = s["confirm_interval"]
-                figure = (f"recall@{q['k']} {s['confirm_recall']:.3f} on the queries it was not chosen with "
-                          f"(95% interval {low:.3f}-{high:.3f})")
-            else:
-                figure = f"recall@{q['k']} {s['recall']:.3f}"
-            lines.append(f"  query with nprobes={s['nprobes']}, {refine}: {figure}, {s['latency_ms_p50']:.1f} ms p50")
-            if split and s["confirm_recall"] < q["target"]:
-                lines.append(f"  NOT CONFIRMED: on the queries it was not chosen with it reads under {q['target']}: "
-                             f"{q['queries'] // 2} queries a half are few; give more --verify-queries (or a "
-                             "--query-file of more queries) for a surer choice")
-        else:
-            lines.append(f"  NO SETTING REACHES recall@{q['k']} {q['target']}: {q['advice']}")
-    if r["outcome"] == "recall_below_minimum":
-        lines.append(f"  RECALL BELOW --min-recall {r['min_recall']}: {r['error']}")
-    if r["timings_seconds"]:
-        lines.append("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings_seconds"].items()))
-    return "\n".join(lines)
 
 
 def measured_figures(result: JobResult) -> list[RecallFigure]:
@@ -325,7 +201,7 @@ def reporting(config, result: JobResult):
     try:
         yield result
         advice = recall_advice(measured_figures(result), config.min_recall, result.params.index_type,
-                               swept=result.query_settings is not None) \
+                               swept=result.query_settings is not None, diagnosis=result.recall_diagnosis) \
             if config.min_recall is not None and result.params else None
         if advice:
             result.outcome, result.error = "recall_below_minimum", advice

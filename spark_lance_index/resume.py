@@ -37,9 +37,10 @@ from .errors import DatasetChangedError, InputError, MissingVersionError
 from .plan import max_segment_rows
 from .state import JobState, default_jobs_root
 from .storage import Location, locate
+from .summary import plural
 from .timing import phase
 from .train import SharedArtifacts
-from .update import SegmentPolicy, UpdatePlan, index_changed, plan_update, read_index_model
+from .update_plan import SegmentPolicy, UpdatePlan, index_changed, plan_update, read_index_model
 
 log = logging.getLogger("spark_lance_index")
 
@@ -133,10 +134,9 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
         if resuming is None:  # its plan cannot be resumed (gone or stale): only its cleanup is left
             job = None
     queries = load_queries(config, snap.dim, snap.multivector)
-    log.info(
-        "dataset %s version %d: %d rows in %d fragments, column %r %s[%d]",
-        snap.uri, snap.version, snap.num_rows, len(snap.fragments), snap.column, snap.value_type, snap.dim,
-    )
+    shape = f"{snap.value_type}[{snap.dim}]" if params.kind.is_vector else snap.value_type
+    log.info("dataset %s version %d: %s rows in %s, column %r %s", snap.uri, snap.version,
+             f"{snap.num_rows:,}", plural(len(snap.fragments), "fragment"), snap.column, shape)
     return Inspection(snap, params, queries, state, identity, resuming if job is not None else None, stale, committed,
                       job_file_seen=seen)
 

@@ -36,7 +36,7 @@ def find_java() -> tuple[Optional[str], str]:
     if home:
         java = os.path.join(home, "bin", "java")
         return (java if os.access(java, os.X_OK) else None), f"JAVA_HOME={home}"
-    return shutil.which("java"), "PATH (JAVA_HOME is not set)"
+    return shutil.which("java"), "PATH; JAVA_HOME is not set"
 
 
 def java_major(java: str) -> Optional[int]:

@@ -45,10 +45,10 @@ from typing import Optional
 import numpy as np
 
 from . import lease as lease_module
-from .build import SegmentResult
 from .errors import JobError
 from .plan import FragmentGroup
 from .records import segment_from_json, segment_to_json
+from .segment_build import SegmentResult
 from .storage import Files, Location
 from .train import SharedArtifacts
 

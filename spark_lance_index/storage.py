@@ -15,6 +15,7 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Optional
 from urllib.parse import unquote, urlsplit
 
 import pyarrow.fs as pafs
@@ -114,10 +115,46 @@ def filesystem_for(where: Location, storage_options: Mapping[str, str]) -> tuple
     if where.scheme in _STORE_ALIASES["gs"]:
         return pafs.GcsFileSystem(), path
     if where.scheme in _STORE_ALIASES["az"]:
-        account = opts.get("azure_storage_account_name") or opts.get("account_name")
-        key = opts.get("azure_storage_account_key") or opts.get("account_key")
-        return pafs.AzureFileSystem(account_name=account, account_key=key), path
+        return _azure_filesystem(where, opts)
     raise ValueError(f"unsupported storage scheme {where.scheme!r}")
+
+
+def _option(opts: Mapping[str, str], *names: str) -> Optional[str]:
+    return next((opts[n] for n in names if opts.get(n)), None)
+
+
+def _azure_filesystem(where: Location, opts: Mapping[str, str]) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's Azure filesystem for the storage options Lance's object store takes: the
+    account (or the one an abfss:// host names), its key or SAS token, and an endpoint (a
+    private endpoint, or Azurite: "http://127.0.0.1:10000/devstoreaccount1", or
+    use_emulator=true)."""
+    container, _, host = where.bucket.partition("@")
+    account = _option(opts, "azure_storage_account_name", "account_name") or (host.split(".")[0] if host else None)
+    if account is None and _option(opts, "azure_storage_use_emulator", "use_emulator", "azure_use_emulator"):
+        account = "devstoreaccount1"
+    kwargs: dict[str, str] = {}
+    key = _option(opts, "azure_storage_account_key", "azure_storage_access_key", "azure_storage_master_key",
+                  "account_key", "access_key", "master_key")
+    sas = _option(opts, "azure_storage_sas_key", "azure_storage_sas_token", "sas_key", "sas_token")
+    if key:
+        kwargs["account_key"] = key
+    elif sas:
+        kwargs["sas_token"] = sas
+    for name, option in (("client_id", ("azure_storage_client_id", "azure_client_id", "client_id")),
+                         ("client_secret", ("azure_storage_client_secret", "azure_client_secret", "client_secret")),
+                         ("tenant_id", ("azure_storage_tenant_id", "azure_tenant_id", "tenant_id"))):
+        value = _option(opts, *option)
+        if value and not (key or sas):
+            kwargs[name] = value
+    endpoint = _option(opts, "azure_storage_endpoint", "azure_endpoint", "endpoint")
+    if endpoint is None and (_option(opts, "azure_storage_use_emulator", "use_emulator", "azure_use_emulator")
+                             or "").lower() in _TRUE:
+        endpoint = "http://127.0.0.1:10000"
+    if endpoint:
+        parsed = urlsplit(endpoint)
+        kwargs.update(blob_storage_authority=parsed.netloc, blob_storage_scheme=parsed.scheme or "https",
+                      dfs_storage_authority=parsed.netloc, dfs_storage_scheme=parsed.scheme or "https")
+    return pafs.AzureFileSystem(account_name=account, **kwargs), f"{container}/{where.path}".rstrip("/")
 
 
 def _folder_and_name(uri: str) -> tuple[Location, str]:

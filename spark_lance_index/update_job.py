@@ -8,12 +8,15 @@ their order by `pipeline.update_pipeline`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from .cleanup import discard_own_work
+from .errors import InputError
 from .report import JobResult
 from .resume import Inspection
 from .timing import phase
-from .update import DriftFigures, UpdatePlan, partition_shift, partition_sizes
+from .update_plan import DriftFigures, UpdatePlan, partition_shift, partition_sizes
 
 log = logging.getLogger("spark_lance_index")
 
@@ -39,6 +42,7 @@ def finish_noop(config, insp: Inspection, result: JobResult) -> None:
         finally:
             lease.release()
     result.committed_version = None
+    assert insp.update is not None
     result.num_rows = sum(s.num_rows for s in insp.update.kept)
     result.segments_committed = 0
 
@@ -51,7 +55,7 @@ def measure_drift(config, plan: UpdatePlan, committed_ds, by_origin) -> DriftFig
     shift, uncertainty, rows = partition_shift(
         before, partition_sizes(committed_ds.stats.index_stats(config.name)),
         [s.uuid for s in plan.kept], {s.uuid: s.num_rows for s in plan.reencoded})
-    recall = {}
+    recall: dict[str, Any] = {}
     if by_origin is not None:
         new, old = by_origin
         recall = dict(recall_new_rows=new.recall, recall_old_rows=old.recall,
@@ -62,3 +66,38 @@ def measure_drift(config, plan: UpdatePlan, committed_ds, by_origin) -> DriftFig
     if figures.advice:
         log.warning("%s", figures.advice)
     return figures
+
+
+def update_target(uri: str, column: Optional[str], index_name: Optional[str],
+                  storage_options: Mapping[str, str]) -> tuple[str, Optional[str]]:
+    """(column, index name) for an `update` that did not name its column: the column of the
+    index `index_name`, or of the table's only vector index. InputError otherwise."""
+    if column:
+        return column, index_name
+    if not uri:
+        raise InputError("--uri is required: the Lance dataset whose index to update")
+    from .dataset import index_infos, open_dataset
+
+    indexes = index_infos(open_dataset(uri, storage_options))
+    vector = [i for i in indexes if i.is_vector]
+    if index_name is not None:
+        found = next((i for i in indexes if i.name == index_name), None)
+        if found is None:
+            names = ", ".join(i.name for i in indexes) or "none"
+            raise InputError(f"no index named {index_name!r} on {uri} (its indexes: {names})")
+        return found.columns[0], index_name
+    if len(vector) == 1:
+        return vector[0].columns[0], vector[0].name
+    if not vector:
+        raise InputError(f"{uri} has no vector index to update: build one first (spark-lance-index build)")
+    listed = ", ".join(f"{i.name} on {i.columns[0]}" for i in vector)
+    raise InputError(f"{uri} has {len(vector)} vector indexes ({listed}): give --column or --index-name")
+
+
+def fill_update_target(file_values: Mapping[str, object], flags: dict) -> None:
+    """Put the column (and index name) an update without --column extends into `flags`."""
+    given = {**file_values, **{k: v for k, v in flags.items() if v is not None}}
+    if not given.get("column"):
+        column, name = update_target(str(given.get("uri") or ""), None, given.get("index_name"),
+                                     given.get("storage_options") or {})
+        flags["column"], flags["index_name"] = column, name

@@ -2,7 +2,7 @@
 
 Each entry replaces one line of a check, runs its test, restores the file and prints RED (caught) or GREEN
 (not caught). A developer aid, not part of the suite; every entry printed RED on 2026-11-25;
-the entries of issue 20 (trust at the edges) were added and run on 2026-12-02; the entries for the other vector types, multivectors, scalar and
+the entries of issue 20 (trust at the edges) were added and run on 2026-12-02, those of issue 23 (the API, messages, advice) on 2026-12-03; the entries for the other vector types, multivectors, scalar and
 full-text indexes (and the entries their changes touched) were run on 2026-11-30 and printed RED, and so were
 the entries for distributed training, executor resources and task sizes (issue 14) the same day.
 """
@@ -32,16 +32,16 @@ B = [
  ("lease", "spark_lance_index/pipeline.py", "        self.lease = state.acquire_lease()", "        self.lease = state.acquire_lease(); self.lease.release(); self.lease.check = lambda: None", "tests/test_promises.py -k waits_its_turn"),
  ("coverage check after commit", "spark_lance_index/commit.py", "    if covered != planned_ids:", "    if False:", "tests/test_promises.py -k other_fragments"),
  ("indexed fragments still exist after commit", "spark_lance_index/commit.py", "    if removed:\n        problems", "    if False:\n        problems", "tests/test_promises.py -k removed_before"),
- ("update: the index unchanged since the pin (segments and their fragments)", "spark_lance_index/update.py", "    if set(info.segments) != set(pinned):", "    return None\n    if set(info.segments) != set(pinned):", "tests/test_update.py -k changing"),
- ("update: one model in every segment", "spark_lance_index/update.py", "        if differ:\n", "        if False:\n", "tests/test_update.py -k cannot_be_read"),
- ("update: types whose model is read", "spark_lance_index/update.py", "    if index_type not in INDEX_TYPES or not INDEX_TYPES[index_type].updatable:", "    if False:", "tests/test_update.py -k cannot_be_read"),
+ ("update: the index unchanged since the pin (segments and their fragments)", "spark_lance_index/update_plan.py", "    if set(info.segments) != set(pinned):", "    return None\n    if set(info.segments) != set(pinned):", "tests/test_update.py -k changing"),
+ ("update: one model in every segment", "spark_lance_index/update_plan.py", "        if differ:\n", "        if False:\n", "tests/test_update.py -k cannot_be_read"),
+ ("update: types whose model is read", "spark_lance_index/update_plan.py", "    if index_type not in INDEX_TYPES or not INDEX_TYPES[index_type].updatable:", "    if False:", "tests/test_update.py -k cannot_be_read"),
  ("committed model read back", "spark_lance_index/index_model.py", "                return f\"segment {entry.get('uuid')} holds other {what} than the job encoded with\"", "                pass", "tests/test_update.py -k read_back"),
  ("committed model checked after every commit", "spark_lance_index/commit.py", "    if mismatch:\n        problems.append(mismatch)", "    if False:\n        problems.append(mismatch)", "tests/test_update.py -k keeps_failing"),
  ("update: --version refused", "spark_lance_index/resume.py", "    if config.version is not None:\n        raise InputError(\"update always", "    if False:\n        raise InputError(\"update always", "tests/test_bad_input.py -k version"),
- ("update: the index must exist on the column", "spark_lance_index/update.py", "    if snap.column not in info.columns:", "    if False:", "tests/test_bad_input.py -k another"),
+ ("update: the index must exist on the column", "spark_lance_index/update_plan.py", "    if snap.column not in info.columns:", "    if False:", "tests/test_bad_input.py -k another"),
  ("run id in segment uuids", "spark_lance_index/phases.py", 'f"{insp.job_id}:{insp.run}"', "insp.job_id", "tests/test_update.py -k older_version"),
  ("update: nothing new commits nothing", "spark_lance_index/pipeline.py", "        if insp.update.is_noop and insp.committed is None:", "        if False:", "tests/test_update.py -k nothing_new"),
- ("update: drift advice", "spark_lance_index/update.py", "        if self.partition_shift is not None and self.partition_shift - self.shift_uncertainty > PARTITION_SHIFT:", "        if False:", "tests/test_update.py -k drift"),
+ ("update: drift advice", "spark_lance_index/update_plan.py", "        if self.partition_shift is not None and self.partition_shift - self.shift_uncertainty > PARTITION_SHIFT:", "        if False:", "tests/test_update.py -k drift"),
  ("deletions accounted", "spark_lance_index/commit.py", "    expected_rows = sum(live_now.get(f, 0) for f in planned_ids)", "    expected_rows = sum(f.num_rows for f in planned)", "tests/test_promises.py -k deletes"),
  ("is_connect without import", "spark_lance_index/transport.py", '    return any(c.__module__.startswith("pyspark.sql.connect") for c in type(spark).__mro__)', '    from pyspark.sql.connect.session import SparkSession as C\n    return isinstance(spark, C)', "tests/test_promises.py -k dependency_exit"),
  ("URI mapping", "spark_lance_index/storage.py", "    path = unquote(parsed.path)", "    path = parsed.path", "tests/test_promises.py -k escaped"),
@@ -55,8 +55,8 @@ B = [
  ("update: a commit found wrong is not forgotten", "spark_lance_index/pipeline.py", "    if driver.insp.update is None:\n        # A rerun with --replace", "    if True:\n        # A rerun with --replace", "tests/test_update.py -k keeps_failing"),
  ("update: a landed commit whose pinned version is gone", "spark_lance_index/resume.py", "            except MissingVersionError:", "            except KeyError:", "tests/test_update.py -k moved_on"),
  ("finishing a landed commit: fragments removed since are fine", "spark_lance_index/phases.py", "        encoded = []  # an earlier run", "        pass  # an earlier run", "tests/test_update.py -k moved_on"),
- ("drift: deleted rows only widen the shift's uncertainty", "spark_lance_index/update.py", "self.partition_shift - self.shift_uncertainty > PARTITION_SHIFT", "self.partition_shift > PARTITION_SHIFT", "tests/test_update.py -k partition_shift"),
- ("update: one update encodes at most max-segment-rows", "spark_lance_index/update.py", "\n                    or merged + segment.num_rows > max(self.max_segment_rows, new_rows)):", "):", "tests/test_update.py -k policy"),
+ ("drift: deleted rows only widen the shift's uncertainty", "spark_lance_index/update_plan.py", "self.partition_shift - self.shift_uncertainty > PARTITION_SHIFT", "self.partition_shift > PARTITION_SHIFT", "tests/test_update.py -k partition_shift"),
+ ("update: one update encodes at most max-segment-rows", "spark_lance_index/update_plan.py", "\n                    or merged + segment.num_rows > max(self.max_segment_rows, new_rows)):", "):", "tests/test_update.py -k policy"),
  ("update: 4-bit PQ refused before Spark", "spark_lance_index/index_model.py", "            if int(storage.get(\"nbits\", 8)) != 8:", "            if False:", "tests/test_update.py -k cannot_be_read"),
  ("SQ segments are never merged (their bounds are their own)", "spark_lance_index/index_types.py", 'IndexType("IVF_SQ", 8192, mergeable=False,', 'IndexType("IVF_SQ", 8192, mergeable=True,', "tests/test_index_types.py -k own_bounds"),
  ("HNSW flags reach every segment", "spark_lance_index/index_types.py", "            kwargs.update(m=params.m, ef_construction=params.ef_construction, max_level=params.max_level)", "            pass", "tests/test_index_types.py -k 'unmerged and HNSW_FLAT'"),
@@ -67,7 +67,7 @@ B = [
  ("multivector exact search is MaxSim", "spark_lance_index/exact_search.py", "        best = np.maximum.reduceat(", "        best = np.add.reduceat(", "tests/test_index_types.py -k 'multivector_columns and IVF_FLAT'"),
  ("scalar: a filter that differs from the scan fails the job", "spark_lance_index/index_check.py", "        return self.rows_index == self.rows_scan and self.same_rows is not False and self.index_used", "        return True", "tests/test_scalar_indexes.py -k answers_wrong"),
  ("scalar: the plan must name this index", "spark_lance_index/index_check.py", '    used = "ScalarIndexQuery" in plan and f"]@{index_name}({stats_name})" in plan', "    used = True", "tests/test_scalar_indexes.py -k sees_which"),
- ("scalar: a Lance-picked uuid is announced before the write", "spark_lance_index/build.py", '        state.record_merge(key, {"sources": [], "group": task.group.group_id, "attempt": attempt,', '        (lambda *a: None)(key, {"sources": [], "group": task.group.group_id, "attempt": attempt,', "tests/test_scalar_indexes.py -k lance_picked"),
+ ("scalar: a Lance-picked uuid is announced before the write", "spark_lance_index/segment_build.py", '        state.record_merge(key, {"sources": [], "group": task.group.group_id, "attempt": attempt,', '        (lambda *a: None)(key, {"sources": [], "group": task.group.group_id, "attempt": attempt,', "tests/test_scalar_indexes.py -k lance_picked"),
  ("scalar: the column's type is Lance's", "spark_lance_index/dataset.py", "        if kind.accepts is not None and not kind.accepts(field.type):", "        if False:", "tests/test_bad_input.py -k 'list or integer or struct'"),
  ("scalar: vector flags refused", "spark_lance_index/config.py", "            if vector_only:\n", "            if False:\n", "tests/test_bad_input.py -k 'flag or metric or scalar'"),
  ("full text: options probed before Spark", "spark_lance_index/dataset.py", "    if not options:\n        return\n    import shutil", "    if True:\n        return\n    import shutil", "tests/test_bad_input.py -k 'tokenizer or posting'"),
@@ -104,7 +104,7 @@ B = [
  ("config: unknown trainer refused", "spark_lance_index/config.py", "        if self.trainer not in TRAINERS:", "        if False:", "tests/test_bad_input.py -k 'refused_before_spark_and_untouched and trainer'"),
  ("config: merge memory must be positive", "spark_lance_index/config.py", "        _positive(\"--merge-memory\", self.merge_memory)", "        pass", "tests/test_bad_input.py -k 'refused_before_spark_and_untouched and memory'"),
  ("plan: a task's centroid copy stays under a tenth of it", "spark_lance_index/plan.py", "    return max(rows, ROWS_PER_CENTROID_COPY * num_partitions)", "    return rows", "tests/test_resources.py -k centroid"),
- ("update: a kept segment that covers other fragments (deferred remap) is a change", "spark_lance_index/update.py", "        if moved:", "        if False:", "tests/test_edges.py -k 'deferred and before'"),
+ ("update: a kept segment that covers other fragments (deferred remap) is a change", "spark_lance_index/update_plan.py", "        if moved:", "        if False:", "tests/test_edges.py -k 'deferred and before'"),
  ("update: kept segments checked by what they cover now", "spark_lance_index/phases.py", "        in_kept = {f for u in kept for f in now.get(u, ())}", "        in_kept = {f for s in insp.update.kept for f in s.fragment_ids}", "tests/test_edges.py -k 'deferred and between'"),
  ("cleanup: never a directory any version references", "spark_lance_index/cleanup.py", "    removed = sorted(set(marked) - in_use)", "    removed = sorted(set(marked) - set(keep))", "tests/test_edges.py -k 'kill_at_any and disk'"),
  ("cleanup: the record of the commit goes last", "spark_lance_index/state.py", "        f = self.files\n        marked = [n for n in f.list(\"attempts\") if _MARKER.match(n)]", "        f = self.files\n        f.delete_file(\"commit.json\")\n        marked = [n for n in f.list(\"attempts\") if _MARKER.match(n)]", "tests/test_edges.py -k 'kill_at_any and disk'"),
@@ -125,8 +125,14 @@ B = [
  ("a thin sample names the setting that limited it", "spark_lance_index/train.py", "    if rows >= params.sample_rate * params.num_partitions:", "    if False:", "tests/test_edges.py -k thin"),
  ("update/verify on a scalar column: one line that says what they are for", "spark_lance_index/resume.py", "    require_vector_column(config, \"update\")", "    pass", "tests/test_edges.py -k scalar_column"),
  ("Spark Connect from the CLI", "spark_lance_index/spark.py", "    if remote:  # Spark Connect", "    if False:  # Spark Connect", "tests/test_deploy.py -k by_spark_remote"),
- ("a segment build writes only while its run holds the job", "spark_lance_index/build.py", "    with task_holds(state.files, task.lease_owner, f\"segment build of group {task.group.group_id}\"):", "    with __import__(\"contextlib\").nullcontext():", "tests/test_edges.py -k does_not_hold"),
+ ("a segment build writes only while its run holds the job", "spark_lance_index/segment_build.py", "    with task_holds(state.files, task.lease_owner, f\"segment build of group {task.group.group_id}\"):", "    with __import__(\"contextlib\").nullcontext():", "tests/test_edges.py -k does_not_hold"),
  ("a merge writes only while its run holds the job", "spark_lance_index/commit.py", "    with task_holds(state.files, task.lease_owner, f\"merge of {len(task.segments)} segments\"):", "    with __import__(\"contextlib\").nullcontext():", "tests/test_edges.py -k does_not_hold"),
+ ("settings: a value of the wrong type is one line", "spark_lance_index/config.py", "            if not ok(value):\n                raise InputError(f\"{key}{where} must be {name}, got {value!r}\")", "            if False:\n                raise InputError(f\"{key}{where} must be {name}, got {value!r}\")", "tests/test_messages.py -k wrong_type"),
+ ("API: an unknown keyword is refused with the one it resembles", "spark_lance_index/api.py", "    if unknown:", "    if False:", "tests/test_api.py -k fresh_process"),
+ ("API: Lance's per-query warning is not raised", "spark_lance_index/exact_search.py", "        found = ds.to_table(nearest={**nearest, \"q\": q}, with_row_id=True, columns=[], fast_search=True,\n                            disable_scoring_autoprojection=True)", "        found = ds.to_table(nearest={**nearest, \"q\": q}, with_row_id=True, columns=[], fast_search=True)", "tests/test_api.py -k fresh_process"),
+ ("update without a column: several vector indexes ask which", "spark_lance_index/update_job.py", "    if len(vector) == 1:", "    if len(vector) >= 1:", "tests/test_messages.py -k update_without"),
+ ("low recall: rising and flat grids get different advice", "spark_lance_index/recall_advice.py", "        if high.recall - low.recall >= RISES:", "        if True:", "tests/test_messages.py -k low_recall"),
+ ("low recall: measured once more at a wider nprobes", "spark_lance_index/checks.py", "        wider = wider_nprobes(figures, partitions)", "        wider = None", "tests/test_messages.py -k low_recall"),
 ]
 only = sys.argv[1:]
 for name, f, old, new, tests in B:

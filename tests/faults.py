@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from spark_lance_index.build import run_task
+from spark_lance_index.segment_build import run_task
 
 
 def ship():
@@ -73,7 +73,7 @@ def kill_executor_mid_task(group_id: int):
 
     def task_fn(task, artifacts, state, attempt):
         if task.group.group_id == group_id and attempt == 0:
-            from spark_lance_index.build import segment_uuid
+            from spark_lance_index.segment_build import segment_uuid
 
             state.mark_attempt(segment_uuid(task.job_id, task.group, attempt, artifacts.describe()), task.version)
             os.kill(_executor_jvm_pid(), signal.SIGKILL)

@@ -27,9 +27,9 @@ from spark_lance_index.assign import (
     prepare_centroids,
     segment_partition_lengths,
 )
-from spark_lance_index.build import build_segment
 from spark_lance_index.config import make_config
 from spark_lance_index.recall import clustered_vectors, exact_topk, recall_at_k
+from spark_lance_index.segment_build import build_segment
 from spark_lance_index.storage import locate
 
 DIM, ROWS = 32, 6000

@@ -77,7 +77,7 @@ def test_wheel_entry_point_called_like_a_databricks_wheel_task(wheel_python, tmp
     lance.write_dataset(lance.dataset(data.uri).to_table(columns=["id", "vector"], limit=2000), data.uri, mode="append")
     proc, code = call_wheel_task(wheel_python, "named", data.uri, "command=update")
     assert code and code.group(1) == "0", proc.stderr[-3000:]
-    assert "update: 2,000 new rows in 1 fragments" in proc.stdout
+    assert "update: 2,000 new rows in 1 fragment," in proc.stdout
     stats = lance.dataset(data.uri).stats.index_stats("vector_idx")
     assert (stats["index_type"], stats["num_unindexed_rows"], stats["num_indexed_rows"]) == ("IVF_PQ", 0, 10_000)
 

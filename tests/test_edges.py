@@ -313,7 +313,7 @@ def test_a_kill_at_any_step_of_cleanup_is_finished_by_the_rerun_and_never_delete
         finished = point > steps.index(("delete_file", "commit.json"))
         if finished:  # the job was done: a rerun is refused as after any finished build, and
             # what is left (a dead run's lease file, empty folders) goes with `discard`
-            from spark_lance_index.discard import run_discard
+            from spark_lance_index.discard_jobs import run_discard
             from spark_lance_index.errors import InputError
 
             with pytest.raises(InputError, match="already exists"):
@@ -614,9 +614,9 @@ def test_tasks_of_a_run_that_does_not_hold_the_job_write_nothing(tmp_path):
     from conftest import index_dirs, write_vectors
 
     from spark_lance_index import pipeline
-    from spark_lance_index.build import run_task
     from spark_lance_index.commit import MergeTask, merge_segments
     from spark_lance_index.lease import LeaseLostError
+    from spark_lance_index.segment_build import run_task
 
     data = write_vectors(tmp_path / "ds", 4000, 32, rows_per_fragment=1000)
     config = make_config({}, {"uri": data.uri, "column": "vector", "num_partitions": 8, "rows_per_task": 2000})

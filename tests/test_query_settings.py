@@ -133,7 +133,8 @@ def test_one_half_chooses_by_a_margin_and_the_other_only_reports():
     assert recommend([lucky, solid, thin], 0.93) == lucky  # the other half never chooses (its figure stays unbiased)
     assert recommend([thin], 0.93) is None  # under the target by its margin
     from spark_lance_index.query_settings import QuerySettings
-    from spark_lance_index.report import query_settings_doc, render_summary
+    from spark_lance_index.report import query_settings_doc
+    from spark_lance_index.summary import render_summary
 
     doc = {"query_settings": query_settings_doc(QuerySettings(0.93, 10, 100, "here", (lucky, solid), lucky), "IVF_FLAT")}
     lines = render_summary({**_empty_report(), **doc})

@@ -115,7 +115,7 @@ def test_rows_appended_during_the_build_are_reported_unindexed(spark, tmp_path):
     result = pipeline.run(config_for(data.uri), spark=spark,
                           task_fn=faults.change_dataset_during_build(0, "append"))
     assert (result.num_rows, result.unindexed_rows, result.unindexed_fragments) == (8000, 100, 1)
-    assert "not yet indexed: 100 rows in 1 fragments" in result.summary()
+    assert "not yet indexed: 100 rows in 1 fragment added" in result.summary()
     assert index_dirs(data.uri) == committed_uuids(data.uri)
     assert recall(data.uri, data) > 0.8
 

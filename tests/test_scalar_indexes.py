@@ -15,11 +15,11 @@ import pytest
 from conftest import committed_uuids, index_dirs
 
 from spark_lance_index import pipeline
-from spark_lance_index.build import run_task
 from spark_lance_index.config import make_config
 from spark_lance_index.errors import CommitCheckError, DatasetChangedError, IndexConflictError, JobError
 from spark_lance_index.index_check import search_check
 from spark_lance_index.index_types import INDEX_TYPES
+from spark_lance_index.segment_build import run_task
 
 ROWS = 20_000
 VOCAB = [f"w{i}" for i in range(3000)]
@@ -278,7 +278,7 @@ def test_the_filter_check_sees_which_index_a_plan_uses(tmp_path):
 def test_a_task_killed_after_lance_picked_its_uuid_leaves_a_directory_that_is_named_not_deleted(spark, tmp_path):
     """BTREE segments take the uuid Lance picks, so the job marks the directory only once written;
     a task that dies in between leaves one the job cannot prove is its own: reported, kept."""
-    from spark_lance_index.build import build_segment
+    from spark_lance_index.segment_build import build_segment
 
     uri = write_table(tmp_path / "ds")
     before = index_dirs(uri)

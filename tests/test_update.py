@@ -26,7 +26,7 @@ from spark_lance_index.errors import CommitCheckError, DatasetChangedError, Inpu
 from spark_lance_index.index_model import model_fingerprint, read_segment_model
 from spark_lance_index.recall import clustered_vectors
 from spark_lance_index.storage import locate
-from spark_lance_index.update import CommittedSegment, SegmentPolicy
+from spark_lance_index.update_plan import CommittedSegment, SegmentPolicy
 
 DIM = 32
 POOL = clustered_vectors(60_000, DIM, seed=7)  # one distribution: every append is drawn from it
@@ -398,7 +398,7 @@ def test_the_committed_model_is_read_back_and_a_foreign_one_is_named(tmp_path):
 def test_the_partition_shift_of_the_new_rows_allows_for_rows_deleted_from_re_encoded_segments():
     """The new rows are the segments not kept minus what the re-encoded ones held; rows deleted
     from a re-encoded segment (Lance counted them) only widen the uncertainty, never warn."""
-    from spark_lance_index.update import DriftFigures, partition_shift
+    from spark_lance_index.update_plan import DriftFigures, partition_shift
 
     before = {"base": [1000] * 4, "tail": [1000, 0, 0, 0]}
     same = {"base": [1000] * 4, "new": [2000, 1000, 1000, 1000]}  # the tail + 4,000 like the base

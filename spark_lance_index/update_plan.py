@@ -106,9 +106,10 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
     if first.num_partitions != entries[0].get("num_partitions", first.num_partitions):
         raise ModelUnreadable(f"cannot update the index {name!r}: its files hold {first.num_partitions} "
                               f"centroids for {entries[0]['num_partitions']} partitions")
-    if first.artifacts.centroids.shape[1] != snap.dim:
+    centroids = first.artifacts.centroids
+    if centroids is None or centroids.shape[1] != snap.dim:
         raise ModelUnreadable(f"cannot update the index {name!r}: its centroids have dimension "
-                              f"{first.artifacts.centroids.shape[1]}, the column {snap.dim}")
+                              f"{'(none read)' if centroids is None else centroids.shape[1]}, the column {snap.dim}")
     params = IndexParams(index_type, first.metric, first.num_partitions, first.num_bits,
                          first.num_sub_vectors, DEFAULT_SAMPLE_RATE)
     return IndexModel(name, params, first.artifacts, committed_segments(info, snap, partition_sizes(stats)))
