@@ -188,7 +188,7 @@ def _time(r: dict[str, Any]) -> list[str]:
     parts = []
     for k, v in t.items():
         parts.append(f"{k} {v:.1f}s" + (f" (+{early:.1f}s on the driver while Spark started)"
-                                         if k == "train" and early else ""))
+                                         if k == "train" and early and early >= 0.05 else ""))
     lines = ["  time: " + ", ".join(parts)]
     if tasks:
         share = f", {assigning:.1f}s ({assigning / tasks:.0%}) of it assigning rows to partitions" if assigning else ""

@@ -119,6 +119,7 @@ def test_spark_submit_to_a_standalone_cluster(standalone_cluster, tmp_path):
     logged = proc.stdout + proc.stderr  # spark-submit sends the driver's stderr to stdout
     assert "setting spark.executorEnv.LANCE_CPU_THREADS=1" in logged
     assert "memoryOverhead" not in logged
+    assert " INFO SparkContext: " in logged  # Spark's start-up lines, without conf/log4j2.properties
 
     ds = lance.dataset(data.uri)
     stats = ds.stats.index_stats("vector_idx")
@@ -134,11 +135,14 @@ def test_spark_submit_to_a_standalone_cluster(standalone_cluster, tmp_path):
     lance.write_dataset(pa.table({"id": pa.array(np.arange(12_000, 15_000)), "vector": fsl(more)}), data.uri,
                         mode="append", max_rows_per_file=1500)
     update = [*cmd[:cmd.index("--master")], "--conf", "spark.executorEnv.LANCE_CPU_THREADS=2",
+              "--conf", f"spark.driver.extraJavaOptions=-Dlog4j2.configurationFile={ROOT}/conf/log4j2.properties",
               *cmd[cmd.index("--master"):cmd.index("--uri")],
               "update", "--uri", data.uri, "--column", "vector", "--rows-per-task", "3000"]
     proc = subprocess.run(update, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "setting spark.executorEnv.LANCE_CPU_THREADS" not in proc.stdout + proc.stderr  # the user's is kept
+    assert " INFO " not in "\n".join(line for line in (proc.stdout + proc.stderr).splitlines()
+                                   if "spark-lance-index" not in line)  # the README's log4j2 recipe
     assert "update: 3,000 new rows in 2 fragments" in proc.stdout
     stats = lance.dataset(data.uri).stats.index_stats("vector_idx")
     assert (stats["num_indexed_rows"], stats["num_unindexed_rows"]) == (15_000, 0)
