@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .config import FIELD_NAMES, BuildConfig, check_types, load_toml, make_config
+from .config import SETTING_NAMES, BuildConfig, check_types, load_toml, make_config
 from .errors import InputError, RecallTooLowError
 from .index_status import IndexStatus, index_status
 from .report import JobResult
@@ -115,9 +115,9 @@ def _config(command: str, uri: str, column: Optional[str], options: dict[str, An
     options = dict(options)
     file_values = load_toml(options.pop("config")) if options.get("config") else {}
     options.pop("config", None)
-    unknown = sorted(set(options) - FIELD_NAMES - {"mode"}) + sorted({"mode"} & set(options))
+    unknown = sorted(set(options) - SETTING_NAMES - {"mode"}) + sorted({"mode"} & set(options))
     if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(FIELD_NAMES - {"mode"}), n=1)
+        close = difflib.get_close_matches(unknown[0], sorted(SETTING_NAMES - {"mode"}), n=1)
         raise InputError(f"unknown option {unknown[0]}= for {command}"
                          + (f": did you mean {close[0]}=?" if close else ""))
     check_types(options, "=")

@@ -25,6 +25,7 @@ from .index_types import (
     DEFAULT_SAMPLE_RATE,
     INDEX_TYPES,
     MIN_HNSW_M,
+    TEXT_OPTION_TYPES,
     TEXT_OPTIONS,
 )
 
@@ -47,22 +48,9 @@ class BuildConfig:
     m: Optional[int] = None  # IVF_HNSW_*: graph edges per node; default 20, as one-node Lance
     ef_construction: Optional[int] = None  # IVF_HNSW_*: candidate list while building; default 150
     max_level: Optional[int] = None  # IVF_HNSW_*: graph levels; default 7
-    # INVERTED (full-text) tokenizer options, as one-node create_scalar_index takes them; None:
-    # Lance's default. fts_options holds any other option Lance has (--fts-option KEY=VALUE).
-    with_position: Optional[bool] = None
-    base_tokenizer: Optional[str] = None
-    language: Optional[str] = None
-    stem: Optional[bool] = None
-    remove_stop_words: Optional[bool] = None
-    custom_stop_words: Optional[tuple[str, ...]] = None
-    lower_case: Optional[bool] = None
-    ascii_folding: Optional[bool] = None
-    max_token_length: Optional[int] = None
-    min_ngram_length: Optional[int] = None
-    max_ngram_length: Optional[int] = None
-    prefix_only: Optional[bool] = None
-    block_size: Optional[int] = None
-    fts_options: Mapping[str, Any] = field(default_factory=dict)
+    # INVERTED (full-text) options, passed to Lance's create_scalar_index as they are: the named
+    # flags (--with-position, ..., TEXT_OPTIONS) and any other (--fts-option KEY=VALUE), one mapping.
+    text_options: Mapping[str, Any] = field(default_factory=dict)
     rows_per_task: Optional[int] = None  # default: ~512 MiB of vectors, and >= 2 tasks per core
     fragments_per_task: Optional[int] = None
     max_segment_rows: Optional[int] = None  # merged segment size; default: what a merge holds in merge_memory
@@ -166,13 +154,6 @@ class BuildConfig:
             raise InputError(f"--version {self.version} is not a dataset version (they start at 1)")
 
 
-    def text_options(self) -> dict[str, Any]:
-        """The INVERTED options given, as Lance's keyword arguments."""
-        given = {o: getattr(self, o) for o in TEXT_OPTIONS if getattr(self, o) is not None}
-        if given.get("custom_stop_words") is not None:
-            given["custom_stop_words"] = list(given["custom_stop_words"])
-        return {**dict(self.fts_options), **given}
-
     def _check_type_flags(self) -> None:
         """A flag of another index type is refused, not ignored: one-node Lance ignores
         `num_bits` on IVF_SQ (its codes are always 8-bit), HNSW flags on IVF types and tokenizer
@@ -183,8 +164,7 @@ class BuildConfig:
         kind = INDEX_TYPES[self.index_type]
         given = {"--num-bits": self.num_bits, "--num-sub-vectors": self.num_sub_vectors, "--m": self.m,
                  "--ef-construction": self.ef_construction, "--max-level": self.max_level,
-                 **{"--" + o.replace("_", "-"): getattr(self, o) for o in TEXT_OPTIONS},
-                 "--fts-option": self.fts_options or None}
+                 **{text_flag(o): True for o in self.text_options}}
         for flag, value in given.items():
             if value is not None and flag not in kind.flags:
                 users = [t.name for t in INDEX_TYPES.values() if flag in t.flags]
@@ -220,6 +200,11 @@ def refuse_unreadable_scheme(uri: str) -> None:
         raise InputError(f"Lance cannot open {scheme}: paths ({uri}): {_OTHER_SCHEMES[scheme]}")
 
 
+def text_flag(option: str) -> str:
+    """The flag that gives a text option: its own (--with-position), or --fts-option."""
+    return "--" + option.replace("_", "-") if option in TEXT_OPTIONS else "--fts-option"
+
+
 def _positive(flag: str, value: Optional[int]) -> None:
     if value is not None and value < 1:
         raise InputError(f"{flag} must be a positive integer, got {value}")
@@ -228,7 +213,10 @@ def _positive(flag: str, value: Optional[int]) -> None:
 TRAINERS = ("auto", "lance", "distributed")
 ASSIGNMENTS = ("gemm", "lance")
 FIELD_NAMES = {f.name for f in dataclasses.fields(BuildConfig)}
-FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(BuildConfig)}
+# what a file, a flag or a keyword may set: the fields, and the text options they fold into one
+SETTING_NAMES = FIELD_NAMES | set(TEXT_OPTIONS) | {"fts_options"}
+FIELD_TYPES = {**{f.name: str(f.type) for f in dataclasses.fields(BuildConfig)}, **TEXT_OPTION_TYPES,
+               "fts_options": "Mapping[str, Any]"}
 # Settings that mean something only for a vector index (a scalar or text index refuses them when
 # they differ from their default).
 VECTOR_ONLY = ("metric", "num_partitions", "sample_rate", "max_sample_rows", "max_sample_bytes", "trainer",
@@ -253,9 +241,9 @@ def _normalise_keys(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
-        if name not in FIELD_NAMES:
+        if name not in SETTING_NAMES:
             raise InputError(f"unknown setting {key!r} in {source}")
-        out[name] = dict(value) if name in ("storage_options", "fts_options") else value
+        out[name] = dict(value) if name in ("storage_options", "fts_options", "text_options") else value
     check_types(out, f" in {source}")
     return out
 
@@ -302,14 +290,13 @@ def make_config(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) 
     for key, value in flag_values.items():
         if value is None:
             continue
-        if key in ("storage_options", "fts_options"):
+        if key in ("storage_options", "fts_options", "text_options"):
             merged[key] = {**merged.get(key, {}), **value}
         else:
             merged[key] = value
     for key in ("uri", "column"):
         merged.setdefault(key, "")
-    if isinstance(merged.get("custom_stop_words"), list):
-        merged["custom_stop_words"] = tuple(merged["custom_stop_words"])
+    _fold_text_options(merged)
     for key in ("merge_memory", "max_sample_bytes"):  # sizes: bytes, or Spark's "16g" in a file too
         if isinstance(merged.get(key), str):
             from .resources import size_in_bytes
@@ -333,6 +320,16 @@ def make_config(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) 
         config = dataclasses.replace(config, metric=config.metric.lower())
     config.validate()
     return config
+
+
+def _fold_text_options(merged: dict[str, Any]) -> None:
+    """The named text options and --fts-option's into the one mapping Lance is given (a named
+    option wins over the same key given through --fts-option)."""
+    named = {k: merged.pop(k) for k in TEXT_OPTIONS if k in merged and merged[k] is not None}
+    if isinstance(named.get("custom_stop_words"), (tuple, str)):
+        words = named["custom_stop_words"]
+        named["custom_stop_words"] = [words] if isinstance(words, str) else list(words)
+    merged["text_options"] = {**merged.pop("fts_options", {}), **merged.get("text_options", {}), **named}
 
 
 def parse_fts_options(pairs: Optional[list[str]]) -> Optional[dict[str, Any]]:

@@ -444,7 +444,7 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
         raise InputError(f"dataset {snap.uri} (version {snap.version}) has no rows to index")
     kind = INDEX_TYPES[config.index_type]
     if not kind.is_vector:
-        options = config.text_options() if kind.family == "text" else {}
+        options = config.text_options if kind.family == "text" else {}
         probe_build_options(kind.name, options)
         return IndexParams(index_type=kind.name, metric="", num_partitions=0, num_bits=0, num_sub_vectors=0,
                            sample_rate=0, options=json.dumps(options, sort_keys=True) if options else "")

@@ -126,9 +126,12 @@ class IndexType:
 # The full-text flags: INVERTED's tokenizer options, as one-node `create_scalar_index` takes them.
 # --fts-option KEY=VALUE passes any other option Lance has; every option is tried on a one-row
 # table before Spark starts (dataset.probe_build_options), so Lance itself refuses bad ones.
-TEXT_OPTIONS = ("with_position", "base_tokenizer", "language", "stem", "remove_stop_words", "custom_stop_words",
-                "lower_case", "ascii_folding", "max_token_length", "min_ngram_length", "max_ngram_length",
-                "prefix_only", "block_size")
+# the type of each (what a TOML file or a keyword must give)
+TEXT_OPTION_TYPES = {"with_position": "bool", "base_tokenizer": "str", "language": "str", "stem": "bool",
+                     "remove_stop_words": "bool", "custom_stop_words": "list[str]", "lower_case": "bool",
+                     "ascii_folding": "bool", "max_token_length": "int", "min_ngram_length": "int",
+                     "max_ngram_length": "int", "prefix_only": "bool", "block_size": "int"}
+TEXT_OPTIONS = tuple(TEXT_OPTION_TYPES)
 TEXT_FLAGS = tuple("--" + o.replace("_", "-") for o in TEXT_OPTIONS) + ("--fts-option",)
 
 

@@ -58,8 +58,8 @@ def job_identity(config: BuildConfig, dataset: Location) -> dict:
     # the HNSW flags join the identity only when given, so the ids of other jobs stay as they were
     hnsw = {"m": config.m, "ef_construction": config.ef_construction, "max_level": config.max_level}
     identity.update({k: v for k, v in hnsw.items() if v is not None})
-    if config.text_options():  # likewise the tokenizer options of a full-text index
-        identity["text_options"] = config.text_options()
+    if config.text_options:  # likewise the tokenizer options of a full-text index
+        identity["text_options"] = config.text_options
     return identity
 
 

@@ -117,3 +117,25 @@ def test_sizes_in_a_config_file_read_as_the_flags_do(tmp_path):
     cfg.write_text('uri = "/d"\ncolumn = "v"\nmerge_memory = "lots"\n')
     with pytest.raises(InputError, match="merge-memory 'lots' is not a size"):
         config_from_args(build_parser().parse_args(["build", "--config", str(cfg)]))
+
+
+def test_text_options_reach_lance_as_one_mapping_from_flags_file_and_keywords(tmp_path):
+    from spark_lance_index.api import _config
+
+    cfg = tmp_path / "job.toml"
+    cfg.write_text('uri = "/d/t"\ncolumn = "title"\nindex_type = "INVERTED"\nstem = true\n'
+                   '[fts_options]\nnum_workers = 2\nlower_case = true\n')
+    args = build_parser().parse_args(["build", "--config", str(cfg), "--no-lower-case", "--custom-stop-words", "a",
+                                      "b", "--fts-option", "memory_limit=512"])
+    from_cli = config_from_args(args)
+    # a named option wins over the same key through --fts-option or [fts_options]
+    assert dict(from_cli.text_options) == {"stem": True, "num_workers": 2, "lower_case": False,
+                                           "custom_stop_words": ["a", "b"], "memory_limit": 512}
+    from_api = _config("build", "/d/t", "title", {"index_type": "INVERTED", "stem": True, "lower_case": False,
+                                                  "custom_stop_words": ["a", "b"],
+                                                  "fts_options": {"num_workers": 2, "memory_limit": 512}})
+    assert dict(from_api.text_options) == dict(from_cli.text_options)
+    cfg.write_text('uri = "/d/t"\ncolumn = "title"\nindex_type = "INVERTED"\nstem = "yes"\n')
+    with pytest.raises(InputError, match="stem in .* must be true or false, got 'yes'"):
+        load_toml(str(cfg))
+    assert len(dataclasses.fields(BuildConfig)) == 40  # the tokenizer's 14 fields are one mapping (53 before)
