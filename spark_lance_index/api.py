@@ -67,45 +67,47 @@ class Run:
                 f"committed_version={r.committed_version!r})")
 
 
-def build(uri: str, column: str, *, spark: Any = None, print_summary: bool = True, **options: Any) -> Run:
+def build(uri: str | os.PathLike[str], column: str, *, spark: Any = None, print_summary: bool = True,
+          **options: Any) -> Run:
     """Build and commit an index on `column` (`spark-lance-index build`). Options: the build
     flags as keywords, e.g. `index_type="IVF_PQ", num_partitions=1024, replace=True`."""
-    config = _config("build", uri, column, options)
+    config = _config("build", os.fspath(uri), column, options)
     return _run(config, spark, print_summary)
 
 
-def update(uri: str, column: Optional[str] = None, *, spark: Any = None, print_summary: bool = True,
-           **options: Any) -> Run:
+def update(uri: str | os.PathLike[str], column: Optional[str] = None, *, spark: Any = None,
+           print_summary: bool = True, **options: Any) -> Run:
     """Extend an index with the rows it does not cover yet, with its own model
     (`spark-lance-index update`). `column` may be left out when `index_name` names the index or
     the table has one vector index."""
-    config = _config("update", uri, column, options)
+    config = _config("update", os.fspath(uri), column, options)
     return _run(config, spark, print_summary)
 
 
-def verify(uri: str, column: str, *, spark: Any = None, print_summary: bool = True, **options: Any) -> Run:
+def verify(uri: str | os.PathLike[str], column: str, *, spark: Any = None, print_summary: bool = True,
+           **options: Any) -> Run:
     """Measure recall@k of the committed index against exact search (`spark-lance-index verify`)."""
     from .checks import run_verify
 
-    config = _config("verify", uri, column, options)
+    config = _config("verify", os.fspath(uri), column, options)
     with job_logging(config.verbose):
         result = run_verify(config, spark)
     return _finish(result, print_summary)
 
 
-def status(uri: str, *, storage_options: Optional[Mapping[str, str]] = None,
+def status(uri: str | os.PathLike[str], *, storage_options: Optional[Mapping[str, str]] = None,
            version: Optional[int] = None) -> list[IndexStatus]:
     """Every index of the table (`spark-lance-index status`): segments, indexed and unindexed
     rows, size, model, and whether `update` can extend it. No Spark."""
-    return index_status(uri, storage_options, version)
+    return index_status(os.fspath(uri), storage_options, version)
 
 
-def discard(uri: str, column: str, **options: Any) -> list[str]:
+def discard(uri: str | os.PathLike[str], column: str, **options: Any) -> list[str]:
     """Remove the state of this index's jobs and the segment directories they wrote that no
     version uses (`spark-lance-index discard`). -> the lines the CLI prints. No Spark."""
     from .discard_jobs import run_discard
 
-    config = _config("discard", uri, column, options)
+    config = _config("discard", os.fspath(uri), column, options)
     with job_logging(config.verbose):
         return run_discard(config)
 
@@ -115,9 +117,16 @@ def _config(command: str, uri: str, column: Optional[str], options: dict[str, An
     options = dict(options)
     file_values = load_toml(options.pop("config")) if options.get("config") else {}
     options.pop("config", None)
-    unknown = sorted(set(options) - SETTING_NAMES - {"mode"}) + sorted({"mode"} & set(options))
+    from .cli import command_settings
+
+    takes = command_settings(command) - {"uri", "column", "config"}
+    unknown = sorted(set(options) - takes)
     if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(SETTING_NAMES - {"mode"}), n=1)
+        if unknown[0] in SETTING_NAMES:  # a setting of another command: update takes the index's own
+            raise InputError(f"{unknown[0]}= does not apply to {command}"
+                             + (": it extends the index with its own type, metric and model" if command == "update"
+                                else ""))
+        close = difflib.get_close_matches(unknown[0], sorted(takes), n=1)
         raise InputError(f"unknown option {unknown[0]}= for {command}"
                          + (f": did you mean {close[0]}=?" if close else ""))
     check_types(options, "=")
@@ -156,15 +165,15 @@ def job_logging(verbose: bool = False) -> Iterator[None]:
     """While a call runs: the job's log shown (on stderr) unless logging is configured to show
     it already, Lance's Rust log quiet unless verbose, and no fork-safety warning."""
     os.environ.setdefault("LANCE_LOG", "info" if verbose else "error")  # read when lance is first imported
-    level = logging.DEBUG if verbose else logging.INFO
     handler: Optional[logging.Handler] = None
     old_level = log.level
-    if log.level == logging.NOTSET or verbose:  # a level the user set stays
-        log.setLevel(level)
-    if not log.hasHandlers():  # nothing would show it (a notebook's default)
+    if not log.hasHandlers():  # logging is not set up at all (a notebook's default): show INFO on stderr
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         log.addHandler(handler)
+        log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    elif verbose:  # set up by the user: their levels stand, unless they ask for the debug log
+        log.setLevel(logging.DEBUG)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="lance is not fork-safe")

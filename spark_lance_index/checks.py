@@ -158,7 +158,7 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
                   f.refine_factor, f.queries)
     partitions = (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
     diagnosis = None
-    if is_low(figures):  # what limits it: measured once more at a wider nprobes, then read off the figures
+    if is_low(figures, config.min_recall):  # what limits it: measured once more at a wider nprobes, read off
         wider = wider_nprobes(figures, partitions)
         extra = [r.figure() for r in ann_recall(ds, column, queries, truth_ids, [RecallSetting(wider, None)], own)] \
             if wider else []

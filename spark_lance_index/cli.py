@@ -179,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_settings(command: str) -> set[str]:
+    """The settings a command takes, as BuildConfig keywords: its flags (the Python API refuses
+    any other keyword, as the command line refuses any other flag)."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    dests = {a.dest for a in sub.choices[command]._actions if a.dest != "help"}
+    renamed = {"storage_option": "storage_options", "fts_option": "fts_options"}
+    return {renamed.get(d, d) for d in dests}
+
+
 def config_from_args(args: argparse.Namespace):
     """The BuildConfig for parsed `build` flags (with --config underneath)."""
     file_values = load_toml(args.config) if args.config else {}
@@ -273,7 +282,8 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
                 rest.append(arg)
         if command is not None:
             out = [command, *rest]
-    if not out or (out[0] not in COMMANDS and out[0] not in ("-h", "--help", "--version")):
+    program_flag = out[0] in ("-h", "--help") or out == ["--version"]  # else --version is a dataset version
+    if not out or (out[0] not in COMMANDS and not program_flag):
         out.insert(0, "build")
     return out
 

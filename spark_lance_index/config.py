@@ -28,6 +28,7 @@ from .index_types import (
     TEXT_OPTION_TYPES,
     TEXT_OPTIONS,
 )
+from .store_errors import refuse_unwritable_place
 
 METRICS = ("l2", "cosine", "dot")
 RQ_NUM_BITS = range(1, 10)  # what Lance's IVF_RQ accepts: "num_bits must be in 1..=9"
@@ -92,6 +93,10 @@ class BuildConfig:
             raise InputError("--uri is required: the Lance dataset to index")
         if not self.column:
             raise InputError("--column is required: the vector column to index")
+        for flag, place in (("--job-dir", self.job_dir), ("--report", self.report),
+                            ("--query-file", self.query_file)):  # the dataset's URI is checked as it opens
+            if place:
+                refuse_unwritable_place(flag, place)
         if self.index_type not in INDEX_TYPES:
             raise InputError(
                 f"unknown index type {self.index_type!r}: use one of {', '.join(INDEX_TYPES)}"
@@ -136,6 +141,8 @@ class BuildConfig:
         if self.verify_queries < 0:
             raise InputError(f"--verify-queries must be 0 (skip) or more, got {self.verify_queries}")
         _positive("--recall-k", self.recall_k)
+        if not self.nprobes:
+            raise InputError("--nprobes needs at least one value (the default is 20)")
         for n in self.nprobes:
             _positive("--nprobes", n)
         if any(r < 0 for r in self.refine_factor):
@@ -178,26 +185,6 @@ class BuildConfig:
                 raise InputError(f"{', '.join(vector_only)} {'applies' if len(vector_only) == 1 else 'apply'} to "
                                  f"vector indexes, not to {self.index_type}: "
                                  f"drop {'it' if len(vector_only) == 1 else 'them'}")
-
-
-# Schemes Spark and Hadoop users write that Lance has no object store for (measured on pylance
-# 14.0.2: "No object store provider found for scheme"), and what Lance reads instead.
-_OTHER_SCHEMES = {
-    "dbfs": "on Databricks use a Unity Catalog volume path (/Volumes/<catalog>/<schema>/<volume>/...) or the "
-            "object store URI under it (s3://, abfss://, gs://)",
-    "s3a": "write s3:// (Lance's S3 scheme)", "s3n": "write s3:// (Lance's S3 scheme)",
-    "wasb": "write az://<container>/<path> or abfss://<container>@<account>.dfs.core.windows.net/<path>",
-    "wasbs": "write az://<container>/<path> or abfss://<container>@<account>.dfs.core.windows.net/<path>",
-    "adl": "write abfss://<container>@<account>.dfs.core.windows.net/<path>",
-    "hdfs": "Lance does not read HDFS: copy the dataset to an object store or a local path",
-}
-
-
-def refuse_unreadable_scheme(uri: str) -> None:
-    """A URI Lance cannot open is refused in one line that says what it can open."""
-    scheme = uri.split("://", 1)[0].lower() if "://" in uri else uri.split(":", 1)[0].lower() if ":/" in uri else ""
-    if scheme in _OTHER_SCHEMES:
-        raise InputError(f"Lance cannot open {scheme}: paths ({uri}): {_OTHER_SCHEMES[scheme]}")
 
 
 def text_flag(option: str) -> str:
@@ -243,8 +230,11 @@ def _normalise_keys(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name not in SETTING_NAMES:
             raise InputError(f"unknown setting {key!r} in {source}")
-        out[name] = dict(value) if name in ("storage_options", "fts_options", "text_options") else value
+        out[name] = value
     check_types(out, f" in {source}")
+    for name in ("storage_options", "fts_options", "text_options"):
+        if name in out:
+            out[name] = dict(out[name])
     return out
 
 

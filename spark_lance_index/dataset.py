@@ -14,7 +14,7 @@ from typing import Optional
 
 import pyarrow as pa
 
-from .config import BuildConfig, refuse_unreadable_scheme
+from .config import BuildConfig
 from .errors import InputError, MissingVersionError
 from .index_types import (
     DEFAULT_HNSW_EF_CONSTRUCTION,
@@ -24,6 +24,7 @@ from .index_types import (
     IndexType,
 )
 from .storage import Location, locate
+from .store_errors import describe_storage_error, refuse_unreadable_scheme
 
 
 @dataclass(frozen=True)
@@ -192,46 +193,6 @@ def open_dataset(uri: str, storage_options: Mapping[str, str], version: Optional
             f"cannot open a Lance dataset at {uri}: {reason} "
             "(check --uri and, for object stores, --storage-option)"
         ) from None
-
-
-def describe_storage_error(text: str) -> str:
-    """One short line from a Lance/object-store error: the HTTP status and the store's own
-    error code and message when there are any (they say "bucket does not exist", "access key
-    unknown"), else the start of the first line. Request URLs carry no credentials."""
-    status = re.search(r"\b([45]\d\d [A-Z][A-Za-z ]+?)(?=[:<,]|$)", text)
-    code = re.search(r"<Code>([^<]+)</Code>", text)
-    message = re.search(r"<Message>([^<]+)</Message>", text)
-    if code:
-        parts = [status.group(1) if status else None, code.group(1), message.group(1) if message else None]
-        return ": ".join(p for p in parts if p)
-    if "error sending request" in text:
-        host = re.search(r"https?://([^/\s]+)", text)
-        return f"cannot reach the object store at {host.group(1) if host else 'its endpoint'} (error sending request)"
-    for marker, plain in _NO_CREDENTIALS:
-        if marker in text:
-            return plain
-    if re.search(r"Dataset at path .* was not found", text):
-        return "no dataset there (no _versions folder)"  # Lance's text names the path without its leading "/"
-    first = _RUST_SOURCE.sub("", text.splitlines()[0])  # Lance's own source files mean nothing to a user
-    return first[:300]
-
-
-# What Lance says (as a long debug dump) when a store's credential chain found nothing
-_NO_CREDENTIALS = (
-    ("Failed to get AWS credentials", "no AWS credentials found: give --storage-option aws_access_key_id=... and "
-     "aws_secret_access_key=... (and aws_region=...), or run where an instance profile or the AWS_* variables "
-     "provide them"),
-    ("MicrosoftAzure error: Error performing token request", "no Azure credentials found: give --storage-option "
-     "account_name=... with account_key=... (or sas_token=..., or a service principal's client_id, client_secret "
-     "and tenant_id), or run where a managed identity provides them"),
-    ("GCS error: Error performing token request", "no Google Cloud credentials found: give --storage-option "
-     "service_account=<key file> (or service_account_key=...), or run where the metadata server or "
-     "GOOGLE_APPLICATION_CREDENTIALS provides them"),
-)
-
-
-# ", /home/runner/work/lance/lance/rust/lance-table/src/io/commit.rs:653:26" in Lance's messages
-_RUST_SOURCE = re.compile(r",?\s*(/[^\s,]*)?/(rust|src)/[^\s,]*\.rs:\d+:\d+")
 
 
 def resolve_vector_field(schema: pa.Schema, column: str) -> pa.Field:

@@ -43,40 +43,53 @@ def _check(name: str, fn: Callable[[], str], lines: list[str]) -> bool:
 def run_doctor(uri: Optional[str], master: Optional[str], storage_options: Mapping[str, str],
                job_dir: Optional[str], spark=None,
                emit: Optional[Callable[[str], None]] = None) -> tuple[bool, list[str]]:
-    """(all passed, the report lines; each also given to `emit` as it is known). Checks: the
-    dataset, write access to the job directory, pyspark, Java, the master, the executors'
-    libraries."""
-    from . import spark as spark_layer
+    """(all passed, the report lines; each also given to `emit` as it is known). The dataset and
+    the job directory first: they need no Spark, and a wrong URI or missing credentials are the
+    commonest first failure (no 16 s session start before saying so). Then pyspark, Java, the
+    master and the executors' libraries."""
+    lines = _Lines(emit)
+    stored = _storage_checks(uri, storage_options, job_dir, lines)
+    sparked = _spark_checks(master, spark, lines)
+    return stored and sparked, lines
+
+
+def _storage_checks(uri: Optional[str], storage_options: Mapping[str, str], job_dir: Optional[str],
+                    lines: list[str]) -> bool:
     from .dataset import open_dataset
-    from .preflight import require_driver_libraries
     from .state import default_jobs_root
     from .storage import Files, locate
 
-    lines = _Lines(emit)
-    ok = True
-    # The dataset and the job directory first: they need no Spark, and a wrong URI or missing
-    # credentials are the commonest first failure (no 16 s session start before saying so).
-    if uri:
-        def dataset() -> str:
-            ds = open_dataset(uri, storage_options)
-            return f"{uri} version {ds.version}, {ds.count_rows():,} rows, {len(ds.get_fragments())} fragments"
-
-        ok &= _check("dataset readable", dataset, lines)
-
-        def writable() -> str:
-            root = locate(job_dir) if job_dir else default_jobs_root(locate(uri))
-            files, probe = Files(root, storage_options), f".doctor-{uuid.uuid4().hex}"
-            existed = files.exists()
-            files.write(probe, b"spark-lance-index doctor probe")
-            files.delete_file(probe)  # only the probe: nothing else in the folder is touched
-            if not existed and not job_dir:
-                files.remove_if_empty()
-            return f"{root} (wrote and deleted one probe file)"
-
-        ok &= _check("job directory writable", writable, lines)
-    else:
+    if not uri:
         lines.append("skip dataset readable: give --uri")
         lines.append("skip job directory writable: give --uri (and --job-dir)")
+        return True
+
+    def dataset() -> str:
+        ds = open_dataset(uri, storage_options)
+        return f"{uri} version {ds.version}, {ds.count_rows():,} rows, {len(ds.get_fragments())} fragments"
+
+    def writable() -> str:
+        root = locate(job_dir) if job_dir else default_jobs_root(locate(uri))
+        files, probe = Files(root, storage_options), f".doctor-{uuid.uuid4().hex}"
+        existed = files.exists()
+        files.write(probe, b"spark-lance-index doctor probe")
+        files.delete_file(probe)  # only the probe: nothing else in the folder is touched
+        if not existed and not job_dir:
+            files.remove_if_empty()
+        return f"{root} (wrote and deleted one probe file)"
+
+    readable = _check("dataset readable", dataset, lines)
+    if readable or job_dir:
+        return _check("job directory writable", writable, lines) and readable
+    # its default place is beside a dataset that is not there: no folders made for a typo
+    lines.append("skip job directory writable: fix the dataset first (or give --job-dir)")
+    return False
+
+
+def _spark_checks(master: Optional[str], spark, lines: list[str]) -> bool:
+    """pyspark, Java, the master, the executors' libraries: each needs the ones before it."""
+    from . import spark as spark_layer
+    from .preflight import require_driver_libraries
 
     def pyspark_version() -> str:
         try:
@@ -86,38 +99,35 @@ def run_doctor(uri: Optional[str], master: Optional[str], storage_options: Mappi
                            "environment") from None
         return pyspark.__version__
 
-    runs = _check("pyspark", pyspark_version, lines)  # each Spark check needs the ones before it
+    def java() -> str:
+        spark_layer.check_java()
+        path, where = spark_layer.find_java()
+        return f"Java {spark_layer.java_major(path)} at {path} (from {where})"
+
     session = {"spark": spark, "created": False}
-    if runs:
-        if spark is None:
-            def java() -> str:
-                spark_layer.check_java()
-                path, where = spark_layer.find_java()
-                return f"Java {spark_layer.java_major(path)} at {path} (from {where})"
 
-            runs &= _check("java", java, lines)
+    def start() -> str:
+        session["spark"], session["created"] = spark_layer.get_session(master, "spark-lance-index-doctor")
+        app = spark_layer.application_id(session["spark"])
+        return f"{spark_layer.master(session['spark'])} (application {app})"
 
-            def start() -> str:
-                session["spark"], session["created"] = spark_layer.get_session(master, "spark-lance-index-doctor")
-                app = spark_layer.application_id(session["spark"])
-                return f"{spark_layer.master(session['spark'])} (application {app})"
+    def executors() -> str:
+        found = spark_layer.run_preflight(session["spark"])
+        return f"{len(found)} executor processes, all with {require_driver_libraries(found).describe()}"
 
-            if runs:
-                runs &= _check("spark master", start, lines)
-            else:
-                lines.append("skip spark master: fix the checks above first")
+    runs = _check("pyspark", pyspark_version, lines)
+    if runs and spark is None:
+        runs = _check("java", java, lines)
+        if runs:
+            runs = _check("spark master", start, lines)
         else:
-            lines.append(f"ok   spark master: {spark_layer.master(spark)} (the active session)")
-    if session["spark"] is not None:
-        def executors() -> str:
-            found = spark_layer.run_preflight(session["spark"])
-            driver = require_driver_libraries(found)
-            return f"{len(found)} executor processes, all with {driver.describe()}"
-
-        runs &= _check("executors' libraries", executors, lines)
-        if session["created"]:
-            session["spark"].stop()
-    else:
+            lines.append("skip spark master: fix the checks above first")
+    elif runs:
+        lines.append(f"ok   spark master: {spark_layer.master(spark)} (the active session)")
+    if session["spark"] is None:
         lines.append("skip executors' libraries: no Spark session")
-    ok &= runs
-    return bool(ok), lines
+        return False
+    runs = _check("executors' libraries", executors, lines) and runs
+    if session["created"]:
+        session["spark"].stop()
+    return runs

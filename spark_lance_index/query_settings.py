@@ -100,6 +100,7 @@ class QuerySettings:
     where: str
     grid: tuple[QuerySetting, ...]
     recommended: Optional[QuerySetting]
+    num_partitions: int = 0  # of the index (the sweep may stop before it probes them all)
 
     @property
     def best(self) -> QuerySetting:
@@ -111,7 +112,7 @@ class QuerySettings:
             return None
         if not self.grid:
             return "no setting was measured"
-        partitions = max(s.nprobes for s in self.grid)  # the ladder ends at every partition
+        partitions = self.num_partitions or max(s.nprobes for s in self.grid)
         return f"the best was {self.best.describe(self.k)}; {what_limits_recall(self.grid, partitions, index_type)}"
 
 
@@ -202,7 +203,8 @@ def sweep(ds, column: str, queries: np.ndarray, truth: np.ndarray, index_type: s
         if stopped:
             break
     where = where_queries_ran() + (f"; {stopped}" if stopped else "")
-    return QuerySettings(target, truth.shape[1], len(queries), where, tuple(grid), recommend(grid, target))
+    return QuerySettings(target, truth.shape[1], len(queries), where, tuple(grid), recommend(grid, target),
+                         num_partitions)
 
 
 def recommend(grid: Sequence[QuerySetting], target: float) -> Optional[QuerySetting]:

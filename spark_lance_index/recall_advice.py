@@ -30,8 +30,9 @@ class Measured(Protocol):
     def recall(self) -> float: ...
 
 
-def is_low(figures: Sequence[Measured]) -> bool:
-    return bool(figures) and max(f.recall for f in figures) < LOW_RECALL
+def is_low(figures: Sequence[Measured], minimum: Optional[float] = None) -> bool:
+    """Under LOW_RECALL (or the run's --min-recall) at every measured setting."""
+    return bool(figures) and max(f.recall for f in figures) < max(LOW_RECALL, minimum or 0.0)
 
 
 def wider_nprobes(figures: Sequence[Measured], num_partitions: int) -> Optional[int]:
@@ -46,7 +47,9 @@ def what_limits_recall(figures: Sequence[Measured], num_partitions: int, index_t
     plain = sorted((f for f in figures if not f.refine_factor), key=lambda f: f.nprobes)
     refined = max((f for f in figures if f.refine_factor), key=lambda f: f.recall, default=None)
     if len({f.nprobes for f in plain}) >= 2:
-        low, high = plain[0], plain[-1]
+        # the last step measured: what more probes still bring (a sweep stops once a row flattens)
+        high = plain[-1]
+        low = next(f for f in reversed(plain) if f.nprobes < high.nprobes)
         every = " (every partition)" if high.nprobes >= num_partitions else f" of {num_partitions} partitions"
         if high.recall - low.recall >= RISES:
             return (f"recall rises with nprobes ({low.recall:.3f} at {low.nprobes}, {high.recall:.3f} at "
@@ -68,11 +71,15 @@ def _encoding_tips(index_type: str, refined: Optional[Measured]) -> str:
         return ("an IVF_FLAT index that searches every partition it needs is exact search, so a low figure "
                 "means the queries or the metric (--metric) do not match how the vectors are compared")
     tips = []
-    if refined is None:
-        tips.append("query with a refine_factor (e.g. 10: re-rank by exact distance)")
-    elif refined.recall >= LOW_RECALL:
-        tips.append(f"query with refine_factor {refined.refine_factor} ({refined.recall:.3f})")
-    else:
-        tips.append(f"query with a refine_factor above {refined.refine_factor}")
+    if kind is not None and kind.graph:
+        tips.append("query with a larger ef (Lance's nearest={..., \"ef\": ...}: more graph candidates)")
+    if kind is None or not kind.exact_ranking:  # a type that ranks by exact distance gains nothing from refine
+        if refined is None:
+            tips.append("query with a refine_factor (e.g. 10: re-rank by exact distance)")
+        elif refined.recall >= LOW_RECALL:
+            tips.append(f"query with refine_factor {refined.refine_factor} ({refined.recall:.3f})")
+        else:
+            tips.append(f"query with a refine_factor above {refined.refine_factor}")
     tips += [f"rebuild with {t}" for t in (kind.rebuild_tips() if kind is not None else [])]
-    return "the encoding is the limit: " + ", or ".join(tips)
+    limit = "the graph search or the encoding" if kind is not None and kind.graph else "the encoding"
+    return f"{limit} is the limit: " + ", or ".join(tips)

@@ -117,6 +117,16 @@ def check_can_start(master: Optional[str]) -> None:
         check_master(master)
 
 
+def _running_context() -> bool:
+    """Whether this process already runs a classic SparkContext (started by the user)."""
+    try:
+        from pyspark import SparkContext
+    except ImportError:
+        return False
+    sc = SparkContext._active_spark_context
+    return sc is not None and getattr(sc, "_jsc", None) is not None
+
+
 def get_session(master: Optional[str], app_name: str, verbose: bool = False, task_bytes: int = 0):
     """Return (session, created). An active session (Databricks, a notebook, a test) is
     reused and never stopped by the job; otherwise one is created and the caller stops it.
@@ -130,6 +140,10 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False, tas
     active = SparkSession.getActiveSession()
     if active is not None:
         return active, False
+    if _running_context():
+        # A session of this process's running SparkContext, made on another thread (a notebook's
+        # thread pool): the user's, never stopped by the job. getActiveSession is per thread.
+        return SparkSession.builder.getOrCreate(), False
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         # A Databricks job owns its session: take it, never configure or stop it.
         return SparkSession.builder.getOrCreate(), False

@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow.fs as pafs
 
+from .errors import InputError
+
 _TRUE = {"1", "true", "yes", "on"}
 # URI schemes that reach the same store (what Lance's object_store and pyarrow map them to).
 _STORE_ALIASES = {"s3": ("s3", "s3a", "s3n"), "gs": ("gs", "gcs"), "az": ("az", "abfs", "abfss", "adl", "azure")}
@@ -129,9 +131,14 @@ def _azure_filesystem(where: Location, opts: Mapping[str, str]) -> tuple[pafs.Fi
     private endpoint, or Azurite: "http://127.0.0.1:10000/devstoreaccount1", or
     use_emulator=true)."""
     container, _, host = where.bucket.partition("@")
-    account = _option(opts, "azure_storage_account_name", "account_name") or (host.split(".")[0] if host else None)
-    if account is None and _option(opts, "azure_storage_use_emulator", "use_emulator", "azure_use_emulator"):
-        account = "devstoreaccount1"
+    emulator_flag = _option(opts, "azure_storage_use_emulator", "use_emulator", "azure_use_emulator") or ""
+    emulator = emulator_flag.lower() in _TRUE
+    # the account an abfss:// host names wins, as in Lance's object store: both must see one account
+    account = (host.split(".")[0] if host else None) or _option(opts, "azure_storage_account_name", "account_name") \
+        or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or ("devstoreaccount1" if emulator else None)
+    if not account:
+        raise InputError("no Azure storage account: give --storage-option account_name=... (or an abfss:// URI "
+                         "that names it)")
     kwargs: dict[str, str] = {}
     key = _option(opts, "azure_storage_account_key", "azure_storage_access_key", "azure_storage_master_key",
                   "account_key", "access_key", "master_key")
@@ -147,8 +154,7 @@ def _azure_filesystem(where: Location, opts: Mapping[str, str]) -> tuple[pafs.Fi
         if value and not (key or sas):
             kwargs[name] = value
     endpoint = _option(opts, "azure_storage_endpoint", "azure_endpoint", "endpoint")
-    if endpoint is None and (_option(opts, "azure_storage_use_emulator", "use_emulator", "azure_use_emulator")
-                             or "").lower() in _TRUE:
+    if endpoint is None and emulator:
         endpoint = "http://127.0.0.1:10000"
     if endpoint:
         parsed = urlsplit(endpoint)

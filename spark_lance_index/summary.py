@@ -41,7 +41,9 @@ def _outcome(r: dict[str, Any]) -> list[str]:
         lines.append(f"index {idx['name']!r} on {ds['uri']} is up to date at version {ds['pinned_version']}: "
                      "every fragment is indexed; nothing committed")
     if r["counts"]["rows_indexed"] is not None and ds["committed_version"] is not None:
-        lines.append(f"index {idx['name']!r} ({_describe_index(idx)}) committed on {ds['uri']} "
+        # `verify` measures an index it did not build: no job, no tasks
+        done = "measured" if r["job_id"] is None and r["counts"]["tasks"] is None else "committed"
+        lines.append(f"index {idx['name']!r} ({_describe_index(idx)}) {done} on {ds['uri']} "
                      f"at version {ds['committed_version']}")
     return lines
 

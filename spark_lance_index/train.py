@@ -326,8 +326,9 @@ def _two_levels(transport, cached, n: int, k: int, metric: str, max_iters: int, 
                                        kmeans.ClusterJob(quota, metric, max_iters, seed + 1, first), keys=top_k))
     log.info("IVF k-means, second level: %d centroids in %d clusters, each trained in one task",
              int(quota.sum()), int((quota > 0).sum()))
-    codes = np.concatenate([trained[g] for g in range(top_k) if quota[g] > 0])
-    if len(codes) != k:  # a cluster the shuffle lost, or fewer rows than its quota: never a short codebook
+    missing = [g for g in range(top_k) if quota[g] > 0 and g not in trained]
+    codes = np.concatenate([trained[g] for g in range(top_k) if quota[g] > 0 and g not in missing])
+    if missing or len(codes) != k:  # a cluster the shuffle lost, or fewer rows than its quota: never a short codebook
         raise RuntimeError(f"the distributed trainer produced {len(codes)} centroids for {k} partitions")
     return codes[None]
 

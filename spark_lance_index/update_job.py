@@ -94,10 +94,10 @@ def update_target(uri: str, column: Optional[str], index_name: Optional[str],
     raise InputError(f"{uri} has {len(vector)} vector indexes ({listed}): give --column or --index-name")
 
 
-def fill_update_target(file_values: Mapping[str, object], flags: dict) -> None:
+def fill_update_target(file_values: Mapping[str, Any], flags: dict) -> None:
     """Put the column (and index name) an update without --column extends into `flags`."""
     given = {**file_values, **{k: v for k, v in flags.items() if v is not None}}
+    storage = {**(file_values.get("storage_options") or {}), **(flags.get("storage_options") or {})}  # as make_config
     if not given.get("column"):
-        column, name = update_target(str(given.get("uri") or ""), None, given.get("index_name"),
-                                     given.get("storage_options") or {})
+        column, name = update_target(str(given.get("uri") or ""), None, given.get("index_name"), storage)
         flags["column"], flags["index_name"] = column, name

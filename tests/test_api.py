@@ -52,6 +52,12 @@ NOTEBOOK = textwrap.dedent("""
     up = sli.update(uri, spark=spark, verify_queries=0)  # no column: the table's only vector index
     seen["update"] = {"outcome": up.outcome, "new_rows": up.report["update"]["new_rows"]}
     seen["status"] = [s.to_json() for s in sli.status(uri)]
+    # from a worker thread, with no session given: the process's session is used, and left running
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as pool:
+        v = pool.submit(lambda: sli.verify(uri, "vector", verify_queries=10, print_summary=False)).result()
+    seen["verify_in_a_thread"] = {"outcome": v.outcome, "first": v.summary.splitlines()[0],
+                                  "alive": spark.range(2).count() == 2}
     seen["session_alive"] = spark.range(3).count() == 3
     print("SEEN " + json.dumps(seen))
 """)
@@ -84,7 +90,11 @@ def test_the_api_in_a_fresh_process_with_its_own_session(tmp_path):
     assert seen["untouched"]
 
     assert seen["update"] == {"outcome": "succeeded", "new_rows": 500}
+    assert "merging into segments of at most 10,000,000 rows (the default for an update)" in proc.stderr
     assert seen["session_alive"]  # the user's session is never stopped
+    in_thread = seen["verify_in_a_thread"]
+    assert in_thread["outcome"] == "succeeded" and in_thread["alive"], in_thread
+    assert in_thread["first"].startswith("index 'vector_idx' (IVF_PQ") and " measured on " in in_thread["first"]
     (status,) = seen["status"]
     assert status["name"] == "vector_idx" and status["indexed_rows"] == 4500 and status["unindexed_rows"] == 0
 

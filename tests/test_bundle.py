@@ -12,8 +12,8 @@ import yaml
 from conftest import write_vectors
 
 from spark_lance_index.cli import build_parser, config_from_args, normalise_argv
-from spark_lance_index.config import refuse_unreadable_scheme
 from spark_lance_index.errors import InputError
+from spark_lance_index.store_errors import refuse_unreadable_scheme
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(ROOT, "conf", "databricks")

@@ -80,7 +80,8 @@ def test_a_missing_dataset_names_the_path_as_given_without_lances_sources(tmp_pa
     assert proc.returncode == 2 and ".rs:" not in one_line(proc.stderr)
 
 
-def test_update_without_a_column_takes_the_only_vector_index_or_asks(tmp_path):
+def test_update_without_a_column_asks_which_index_when_the_table_has_several(tmp_path):
+    """(With one vector index it takes that one: tests/test_api.py.)"""
     uri = str(tmp_path / "ds")
     rng = np.random.default_rng(0)
     table = pa.table({"a": fsl(rng.normal(size=(600, 8)).astype(np.float32)),
@@ -136,3 +137,72 @@ def test_a_low_recall_build_says_so_with_advice_from_what_it_measured(spark, tmp
     assert "LOW RECALL:" in summary and "more --num-sub-vectors" in summary
     assert ("probing more partitions will not help" in summary or "already searches all 64" in summary), summary
     assert "num-partitions" not in result.recall_diagnosis
+
+
+def test_the_advice_of_a_sweep_that_stopped_early_reads_its_last_step():
+    from spark_lance_index.query_settings import QuerySetting, QuerySettings
+
+    def row(*points):
+        return tuple(QuerySetting(n, None, r, 1.0, 2.0) for n, r in points)
+
+    # stopped at nprobes 32 of 4096 because the last steps gained nothing: flat, not "every partition"
+    flat = QuerySettings(0.95, 10, 100, "here", row((1, 0.04), (8, 0.55), (16, 0.60), (32, 0.60)), None, 4096)
+    text = flat.advice("IVF_PQ")
+    assert "flat from nprobes 16 to 32" in text and "every partition" not in text and "larger nprobes" not in text
+    # stopped by its time budget while still rising
+    rising = QuerySettings(0.95, 10, 100, "here", row((1, 0.04), (8, 0.30), (16, 0.50)), None, 4096)
+    assert "rises with nprobes (0.300 at 8, 0.500 at 16 of 4096 partitions)" in rising.advice("IVF_PQ")
+    # a graph type: its own query knob, and no refine for a type that ranks exactly
+    text = what_limits_recall(figures((20, None, 0.5)), 16, "IVF_HNSW_FLAT")
+    assert "larger ef" in text and "refine" not in text and "--ef-construction" in text
+
+
+def test_settings_a_command_does_not_take_are_refused_not_ignored(tmp_path, dataset):
+    import spark_lance_index as sli
+
+    before = dataset_state(dataset)
+    with pytest.raises(sli.InputError, match="num_bits= does not apply to update: it extends the index with its own"):
+        sli.update(dataset, "vector", num_bits=4)
+    with pytest.raises(sli.InputError, match="segment_ratio= does not apply to build"):
+        sli.build(dataset, "vector", segment_ratio=2)
+    with pytest.raises(sli.InputError, match="--nprobes needs at least one value"):
+        sli.build(dataset, "vector", nprobes=[])
+    with pytest.raises(sli.InputError, match="--job-dir dbfs:/jobs: the job cannot write dbfs: paths: .*/Volumes/"):
+        sli.build(dataset, "vector", job_dir="dbfs:/jobs")
+    assert dataset_state(dataset) == before and not os.path.exists("dbfs:")
+
+
+def test_a_dataset_version_flag_before_the_options_is_not_the_program_version(tmp_path):
+    missing = str(tmp_path / "nope.lance")
+    proc = cli("--version", "3", "--uri", missing, "--column", "vector")  # a scheduler's style: build implied
+    assert proc.returncode == 2 and f"cannot open a Lance dataset at {missing}" in one_line(proc.stderr)
+
+
+def test_an_s3_dataset_with_no_credentials_is_one_line_not_a_rust_dump(tmp_path):
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}  # no AWS_* variables, no ~/.aws
+    proc = subprocess.run([sys.executable, "-m", "spark_lance_index", "status", "--uri", "s3://some-bucket/t.lance",
+                           "--storage-option", "aws_region=eu-west-1"], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert proc.returncode == 2
+    line = one_line(proc.stderr)
+    assert "no AWS credentials found: give --storage-option aws_access_key_id=" in line
+    assert "ProviderError" not in line and ".rs:" not in line
+
+
+def test_the_summary_says_what_happened_in_plain_words():
+    from spark_lance_index.dataset import IndexParams
+    from spark_lance_index.report import JobResult
+
+    r = JobResult(job_id="j", uri="/d/t", index_name="v_idx", column="v", pinned_version=1, committed_version=2,
+                  params=IndexParams("IVF_RQ", "l2", 16, 5, 0, 256), num_rows=4000, num_fragments=1, num_tasks=1,
+                  num_segments=1, segments_built=1, segments_reused=0, segments_committed=1, leftovers_removed=4,
+                  unindexed_rows=100, unindexed_fragments=1,
+                  seconds={"train (background)": 0.5, "train": 0.0, "build tasks (sum)": 2.0,
+                           "build tasks assigning (sum)": 1.0, "build": 1.2, "total": 6.0})
+    text = r.summary()
+    assert "rows indexed 4,000 in 1 fragment (pinned version 1); 1 task, 1 segment\n" in text
+    assert "cleanup removed 4 segment directories of this job's that no version uses" in text
+    assert "leftover" not in text and "1 tasks" not in text and "1 segments" not in text
+    assert "not yet indexed: 100 rows in 1 fragment added" in text
+    assert "time: train 0.0s (+0.5s on the driver while Spark started), build 1.2s, total 6.0s" in text
+    assert "build tasks: 2.0s of task time in all, 1.0s (50%) of it assigning rows to partitions" in text
