@@ -50,7 +50,7 @@ def one(rows: int, dim: int, partitions: int, root: str) -> list:
     import pyarrow as pa
 
     from spark_lance_index.assign import assign_fragments, segment_partition_lengths, write_partition_table
-    from spark_lance_index.recall import clustered_vectors
+    from spark_lance_index.demo import clustered_vectors
     from spark_lance_index.storage import locate
 
     vectors = clustered_vectors(rows, dim, clusters=max(64, partitions // 4), seed=dim + partitions)
@@ -104,7 +104,7 @@ def threads_rows(root: str, rows: int, dim: int, partitions: int, repeats: int) 
     import lance
     import pyarrow as pa
 
-    from spark_lance_index.recall import clustered_vectors
+    from spark_lance_index.demo import clustered_vectors
 
     cores = os.cpu_count() or 1
     uri = os.path.join(root, "threads")

@@ -187,7 +187,7 @@ def write_vectors(path: Path, vectors: np.ndarray, fragments: int) -> None:
 def write_clustered(path: Path, rows: int, dim: int, fragments: int, queries: int, seed: int = 0):
     """Clustered float32 vectors (the package's own generator) and held-out queries from the
     same distribution. Returns (vectors written, queries)."""
-    from spark_lance_index.recall import clustered_vectors
+    from spark_lance_index.demo import clustered_vectors
 
     everything = clustered_vectors(rows + queries, dim, seed=seed)
     vectors, held_out = everything[:rows], everything[rows:]
@@ -308,7 +308,7 @@ def measure_recall(uri: Path, queries: np.ndarray, truth: np.ndarray,
 
     import lance
 
-    from spark_lance_index.recall import ann_topk, recall_at_k
+    from spark_lance_index.testing import ann_topk, recall_at_k
 
     ds = lance.dataset(str(uri))
     k = truth.shape[1]

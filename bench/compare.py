@@ -112,7 +112,7 @@ def section(args, settings: Settings, outcomes, started_load: str) -> tuple[str,
 def main(argv=None) -> int:
     args = parse_args(argv)
     started_load = load_average()
-    from spark_lance_index.recall import exact_topk
+    from spark_lance_index.testing import exact_topk
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-compare-", dir=args.workdir_root))
     source = workdir / "source.lance"

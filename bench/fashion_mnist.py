@@ -145,7 +145,7 @@ def section(args, base, queries, settings: Settings, outcomes, started_load: str
 def main(argv=None) -> int:
     args = parse_args(argv)
     started_load = load_average()
-    from spark_lance_index.recall import exact_topk
+    from spark_lance_index.testing import exact_topk
 
     base, queries = load(args)
     say(f"fashion-mnist: {base.shape[0]:,} base x {base.shape[1]}, {len(queries):,} queries")

@@ -107,7 +107,8 @@ def measure(index_type: str, source: Path, workdir: Path, vectors, queries, trut
 def main(argv=None) -> int:
     args = parse_args(argv)
     started_load = load_average()
-    from spark_lance_index.recall import clustered_vectors, exact_topk
+    from spark_lance_index.demo import clustered_vectors
+    from spark_lance_index.testing import exact_topk
 
     everything = clustered_vectors(args.rows + args.queries, args.dim, seed=args.seed)
     vectors, queries = everything[:args.rows].copy(), everything[args.rows:]

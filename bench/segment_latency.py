@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     started_load = load_average()
     from spark_lance_index.config import make_config
     from spark_lance_index.pipeline import run
-    from spark_lance_index.recall import exact_topk
     from spark_lance_index.spark import get_session
+    from spark_lance_index.testing import exact_topk
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-segments-", dir="/tmp"))
     uri = workdir / "d.lance"

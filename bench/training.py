@@ -101,8 +101,8 @@ def child_quality(args) -> dict:
 
     from spark_lance_index.config import make_config
     from spark_lance_index.pipeline import run
-    from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
     from spark_lance_index.spark import get_session
+    from spark_lance_index.testing import ann_topk, exact_topk, recall_at_k
 
     data = np.load(args.uri + ".base.npy")
     queries = np.load(args.uri + ".queries.npy")
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
                    f"{args.fragments} fragments, sample_rate 256 capped at 1,048,576 rows and 1 GiB; one process "
                    f"per figure, master `{args.master}`:", cost_part(args, workdir)]
     sys.path.insert(0, str(HERE))
-    from spark_lance_index.recall import clustered_vectors
+    from spark_lance_index.demo import clustered_vectors
 
     everything = clustered_vectors(200_000 + args.queries, args.dim, seed=7)
     blocks += [] if args.skip_quality else [f"Quality, clustered 200,000 x {args.dim}, {args.quality_partitions} partitions (two levels in the "

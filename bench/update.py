@@ -77,7 +77,7 @@ class Table:
     """The base rows, the rows to append, the held-out queries: one clustered distribution."""
 
     def __init__(self, rows: int, extra: int, dim: int, queries: int):
-        from spark_lance_index.recall import clustered_vectors
+        from spark_lance_index.demo import clustered_vectors
 
         everything = clustered_vectors(rows + extra + queries, dim, seed=0)
         self.vectors, self.queries, self.base_rows = everything[:rows + extra], everything[rows + extra:], rows

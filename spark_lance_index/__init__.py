@@ -7,7 +7,7 @@ Entry points:
     api.py          the Python API: build, update, verify, status, discard (this package's names)
     cli.py          the `spark-lance-index` command: flags and TOML into one BuildConfig
     pipeline.py     run(config): the build and update pipelines, each a list of phases
-    index_status.py, discard_jobs.py, doctor.py, demo.py   the other subcommands
+    index_status.py, discard_jobs.py, doctor.py, demo.py   the other subcommands (demo.py: its data too)
 
 The phases (phases.py calls them in this order):
     resume.py, dataset.py   inspect: the job's identity, what to resume, a pinned version, the inputs
@@ -26,7 +26,7 @@ Beside them:
     storage.py                  local disk and object stores behind one Files
     spark.py, transport.py      the session; the only code that runs things on the cluster
     report.py, progress.py, timing.py, errors.py, preflight.py, resources.py
-    recall.py                   recall@k and the clustered data of the demo and the benchmarks
+    testing.py                  brute-force top-k and recall@k: the yardstick of the tests and benchmarks
 """
 
 import os

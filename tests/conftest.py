@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from spark_lance_index.recall import clustered_vectors
+from spark_lance_index.demo import clustered_vectors
 
 # The fast tier (`make test-fast`) runs every test that needs no JVM: a test that asks for the
 # `spark` fixture is marked `jvm` here, one that starts Spark otherwise (a CLI run, spark-submit,
@@ -124,7 +124,7 @@ def committed_uuids(uri: str, name: str = "vector_idx") -> set:
 
 def recall(uri: str, data: VectorData, nprobes: int = 4, refine: Optional[int] = 10) -> float:
     """recall@10 of the index on `uri` for the held-out queries, against brute force."""
-    from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
+    from spark_lance_index.testing import ann_topk, exact_topk, recall_at_k
 
     truth = exact_topk(data.vectors, data.queries, 10)
     return recall_at_k(truth, ann_topk(lance.dataset(uri), "vector", data.queries, 10, nprobes, refine))

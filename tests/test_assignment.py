@@ -28,9 +28,10 @@ from spark_lance_index.assign import (
     segment_partition_lengths,
 )
 from spark_lance_index.config import make_config
-from spark_lance_index.recall import clustered_vectors, exact_topk, recall_at_k
+from spark_lance_index.demo import clustered_vectors
 from spark_lance_index.segment_build import build_segment
 from spark_lance_index.storage import locate
+from spark_lance_index.testing import exact_topk, recall_at_k
 
 DIM, ROWS = 32, 6000
 BAD = {"null": [3, 1500], "nan": [10, 2999], "inf": [4001]}

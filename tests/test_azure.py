@@ -22,9 +22,10 @@ from test_object_store import free_port
 
 from spark_lance_index import pipeline
 from spark_lance_index.config import make_config
+from spark_lance_index.demo import clustered_vectors
 from spark_lance_index.errors import SparkStageError
-from spark_lance_index.recall import ann_topk, clustered_vectors, exact_topk, recall_at_k
 from spark_lance_index.report import report_schema
+from spark_lance_index.testing import ann_topk, exact_topk, recall_at_k
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AZURITE = os.path.join(ROOT, ".azurite", "node_modules", ".bin", "azurite-blob")

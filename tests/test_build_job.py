@@ -13,10 +13,10 @@ from spark_lance_index import pipeline
 from spark_lance_index.commit import check_segments
 from spark_lance_index.config import make_config
 from spark_lance_index.errors import InputError, SegmentCheckError
-from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 from spark_lance_index.segment_build import SegmentResult
 from spark_lance_index.state import JobState
 from spark_lance_index.storage import locate
+from spark_lance_index.testing import ann_topk, exact_topk, recall_at_k
 
 ROWS, DIM, PARTITIONS, NPROBES = 20_000, 32, 32, 8
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import committed_uuids, write_vectors
 
-from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
+from spark_lance_index.testing import ann_topk, exact_topk, recall_at_k
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -226,7 +226,7 @@ def _write_table(store, rows=4000, per_fragment=1000):
     import pyarrow as pa
     from conftest import fsl
 
-    from spark_lance_index.recall import clustered_vectors
+    from spark_lance_index.demo import clustered_vectors
 
     vectors = clustered_vectors(rows, 32, seed=11)
     lance.write_dataset(pa.table({"id": np.arange(rows), "vector": fsl(vectors)}), store.uri,

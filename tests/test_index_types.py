@@ -10,8 +10,8 @@ from conftest import VectorData, fsl, multivector_recall, recall, write_multivec
 
 from spark_lance_index import pipeline
 from spark_lance_index.config import make_config
+from spark_lance_index.demo import clustered_vectors
 from spark_lance_index.index_types import INDEX_TYPES
-from spark_lance_index.recall import clustered_vectors
 
 ROWS, DIM, PARTITIONS = 20_000, 32, 16
 

@@ -18,10 +18,11 @@ from conftest import fsl, spark_job_count
 
 from spark_lance_index.cli import main
 from spark_lance_index.config import make_config
+from spark_lance_index.demo import clustered_vectors
 from spark_lance_index.errors import InputError
 from spark_lance_index.pipeline import run
-from spark_lance_index.recall import ann_topk, clustered_vectors, exact_topk, recall_at_k
 from spark_lance_index.report import report_schema
+from spark_lance_index.testing import ann_topk, exact_topk, recall_at_k
 
 SECRET = "s3cr3t-never-in-logs"
 KEY_ID = "AKIAEXAMPLEKEYID"

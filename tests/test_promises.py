@@ -399,7 +399,7 @@ def test_the_reported_recall_is_the_index_s_own_when_rows_are_unindexed(spark, t
     from conftest import fsl
 
     from spark_lance_index.checks import run_verify
-    from spark_lance_index.recall import exact_topk, recall_at_k
+    from spark_lance_index.testing import exact_topk, recall_at_k
 
     data = write_vectors(tmp_path / "ds", 8000, DIM, rows_per_fragment=2000)
     np_queries = tmp_path / "q.npy"

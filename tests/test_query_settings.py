@@ -193,7 +193,7 @@ def test_queries_drawn_from_the_table_do_not_count_their_own_row(spark, tmp_path
     at distance 0 in the partition it probes first: counted, recall@1 would read 1.0 whatever
     the index. Not counted, the check's figure on sampled rows agrees with held-out queries of
     the same distribution."""
-    from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
+    from spark_lance_index.testing import ann_topk, exact_topk, recall_at_k
 
     data = write_vectors(tmp_path / "ds", 20_000, DIM, rows_per_fragment=5000, queries=300)
     config = make_config({}, {"uri": data.uri, "column": "vector", "index_type": "IVF_FLAT", "num_partitions": 64,

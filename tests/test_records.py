@@ -12,11 +12,12 @@ import pyarrow as pa
 import pytest
 from conftest import fsl
 
-from spark_lance_index.recall import clustered_vectors, exact_topk, recall_at_k
+from spark_lance_index.demo import clustered_vectors
 from spark_lance_index.records import index_from_record, index_to_record, segment_from_json, segment_to_json
 from spark_lance_index.segment_build import SegmentResult
 from spark_lance_index.state import JobState
 from spark_lance_index.storage import locate
+from spark_lance_index.testing import exact_topk, recall_at_k
 
 
 def _table(path, rows=3000, dim=16):

@@ -17,7 +17,8 @@ import pyspark
 import pytest
 from conftest import fsl, write_vectors
 
-from spark_lance_index.recall import ann_topk, clustered_vectors, exact_topk, recall_at_k
+from spark_lance_index.demo import clustered_vectors
+from spark_lance_index.testing import ann_topk, exact_topk, recall_at_k
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPARK_BIN = os.path.join(os.path.dirname(pyspark.__file__), "bin")

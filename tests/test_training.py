@@ -13,9 +13,9 @@ from conftest import recall, write_vectors
 
 from spark_lance_index import kmeans
 from spark_lance_index.config import make_config
+from spark_lance_index.demo import clustered_vectors
 from spark_lance_index.errors import InputError
 from spark_lance_index.pipeline import run
-from spark_lance_index.recall import clustered_vectors
 
 
 def rounds_over(blocks):
@@ -219,7 +219,7 @@ def test_the_recall_checks_exact_search_skips_rows_that_cannot_enter_and_finds_t
     from conftest import fsl
 
     from spark_lance_index.exact_search import ExactSearchTask, exact_topk_of_fragments
-    from spark_lance_index.recall import exact_topk
+    from spark_lance_index.testing import exact_topk
 
     vectors = clustered_vectors(70_000, 16, seed=4)
     vectors[5] = np.nan

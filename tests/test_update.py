@@ -22,9 +22,9 @@ from conftest import committed_uuids, dataset_state, fsl, index_dirs, spark_job_
 
 from spark_lance_index import phases, pipeline
 from spark_lance_index.config import make_config
+from spark_lance_index.demo import clustered_vectors
 from spark_lance_index.errors import CommitCheckError, DatasetChangedError, InputError
 from spark_lance_index.index_model import model_fingerprint, read_segment_model
-from spark_lance_index.recall import clustered_vectors
 from spark_lance_index.storage import locate
 from spark_lance_index.update_plan import CommittedSegment, SegmentPolicy
 

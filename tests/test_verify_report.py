@@ -19,8 +19,8 @@ from spark_lance_index.cli import main
 from spark_lance_index.config import make_config
 from spark_lance_index.exact_search import ExactSearchTask, exact_topk_of_fragments, merge_topk, sample_queries
 from spark_lance_index.progress import Progress
-from spark_lance_index.recall import ann_topk, exact_topk, recall_at_k
 from spark_lance_index.report import report_schema
+from spark_lance_index.testing import ann_topk, exact_topk, recall_at_k
 
 DIM = 32
 

@@ -1,23 +1,12 @@
-"""Recall of a committed index against exact search, and the clustered test data behind it."""
+"""Reference answers for the tests and benchmarks: the k nearest rows by brute force, the ids an
+index returns, and recall@k between the two. The job never uses these (its own recall check
+runs exact search on the executors, exact_search.py); they are the yardstick it is held to."""
 
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
-
-
-def clustered_vectors(rows: int, dim: int, clusters: int = 256, seed: int = 0) -> np.ndarray:
-    """Embedding-like test data: Gaussian clusters in a 16-d latent space, projected to `dim`
-    with a little noise. Real embeddings have a low intrinsic dimension; isotropic noise in
-    `dim` dimensions has no neighbours worth finding, and any index scores badly on it."""
-    rng = np.random.default_rng(seed)
-    latent_dim = min(16, dim)
-    centers = rng.standard_normal((clusters, latent_dim)).astype(np.float32) * 3
-    latent = centers[rng.integers(0, clusters, rows)]
-    latent += rng.standard_normal((rows, latent_dim)).astype(np.float32)
-    projection = rng.standard_normal((latent_dim, dim)).astype(np.float32) / 4
-    return latent @ projection + 0.05 * rng.standard_normal((rows, dim)).astype(np.float32)
 
 
 def exact_topk(data: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2") -> np.ndarray:
