@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-from .commit import interrupted_merge_leftovers
+from .commit import interrupted_write_leftovers
 from .dataset import open_dataset
 from .state import JobState
 from .storage import Location, index_dirs
@@ -71,7 +71,7 @@ def cleanup(config, snap, state: JobState, keep: Iterable[str], lease) -> tuple[
     -> (directories removed, unaccounted directories left after interrupted merges)"""
     lease.check()
     keep = list(keep)
-    unaccounted = interrupted_merge_leftovers(snap.location, config.storage_options, state.merges(),
+    unaccounted = interrupted_write_leftovers(snap.location, config.storage_options, state.pending_writes(),
                                               state.attempts(), keep)
     if unaccounted:
         log.warning(

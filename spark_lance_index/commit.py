@@ -116,7 +116,7 @@ def merge_segments(task: MergeTask, state) -> object:
     Lance picks the merged directory's uuid itself and offers no way to choose it, so the
     marker cannot come before the write. What comes before is the intent: the sources and the
     `_indices` entries that existed before. If the merge dies mid-write, the rerun knows a
-    directory may have been left and names the candidates (see `interrupted_merge_leftovers`).
+    directory may have been left and names the candidates (see `interrupted_write_leftovers`).
     """
     if len(task.segments) == 1:
         return task.segments[0]
@@ -126,7 +126,7 @@ def merge_segments(task: MergeTask, state) -> object:
 
 def _merge(task: MergeTask, state) -> object:
     indices = index_dirs(task.dataset, task.storage_options)
-    state.record_merge(merge_key(task), {
+    state.record_write(merge_key(task), {
         "sources": sorted(str(seg.uuid) for seg in task.segments),
         "before": indices.entries(), "started": time.time(),
     })
@@ -212,16 +212,16 @@ def is_retryable_conflict(e: BaseException) -> bool:
     return "retryable commit conflict" in str(e).lower()
 
 
-def interrupted_merge_leftovers(dataset: Location, storage_options, merges: Sequence[Mapping],
+def interrupted_write_leftovers(dataset: Location, storage_options, writes: Sequence[Mapping],
                                 written: Iterable[str], keep: Iterable[str]) -> list[str]:
-    """Directories under `_indices` that appeared after one of this job's merges started and
-    that nobody accounts for: not there before, not marked by the job, not in `keep` (the
-    committed indexes). A merge killed mid-write leaves one; so may another writer. The job
-    cannot prove which, so these are reported, never deleted."""
-    if not merges:
+    """Directories under `_indices` that appeared after one of this job's writes whose uuid Lance
+    picks (merges, scalar builds) started and that nobody accounts for: not there before, not
+    marked by the job, not in `keep` (the committed indexes). A merge killed mid-write leaves
+    one; so may another writer. The job cannot prove which, so these are reported, never deleted."""
+    if not writes:
         return []
     known = set(written) | set(keep)
-    before = set.intersection(*(set(m["before"]) for m in merges))
+    before = set.intersection(*(set(m["before"]) for m in writes))
     return sorted(set(index_dirs(dataset, storage_options).entries()) - before - known)
 
 

@@ -102,7 +102,7 @@ def _run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int
         result = build(task, artifacts, index_uuid, attempt)
     else:
         key = hashlib.sha256(f"build/{task.job_id}/{task.group.group_id}/{attempt}".encode()).hexdigest()[:16]
-        state.record_merge(key, {"sources": [], "group": task.group.group_id, "attempt": attempt,
+        state.record_write(key, {"sources": [], "group": task.group.group_id, "attempt": attempt,
                                  "before": index_dirs(locate(task.uri), task.storage_options).entries(),
                                  "started": time.time()})
         result = build(task, artifacts, None, attempt)

@@ -16,7 +16,8 @@ root shared by many jobs (or holding a user's files) is safe. Layout:
     segments/<group>.json    one finished segment per group, written by the task that built it
                              (records.py: JSON, no pickled engine objects; a `.pkl` of an older
                              version of the job is removed, never read)
-    merges/<batch>.json      a merge about to run: its sources and the `_indices` it started from
+    writes/<key>.json        a write about to run whose segment uuid Lance picks (a merge, or a build of a
+                             type Lance names itself): its sources and the `_indices` it started from
     commit.json              the segments about to be committed, written before the commit
     shared/<digest>.pkl      a value shipped to Spark Connect tasks, too large for the plan
 
@@ -60,7 +61,7 @@ _ARTIFACTS = ("centroids.npy", "codebook.npy", "rotation.json", "options.json")
 _MARKER = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?:@(\d+))?$")
 ROOT_CREATED = "created-root"
 INDEX_KEY = "index.json"  # the dataset, column and index the job is for: `discard` matches on it
-_FOLDERS = ("attempts", "segments", "merges", "artifacts", "shared")
+_FOLDERS = ("attempts", "segments", "writes", "artifacts", "shared")
 _SEGMENT = re.compile(r"^\d+\.(json|pkl)$")  # .pkl: written by versions before records.py
 _MERGE = re.compile(r"^[0-9a-f]{16}\.json$")
 _SHARED = re.compile(r"^[0-9a-f]{32}\.pkl$")  # transport.py: a value too large for a Connect plan
@@ -171,8 +172,8 @@ class JobState:
     def save_segment(self, result: SegmentResult) -> None:
         self.files.write(f"segments/{result.group_id}.json", segment_to_json(result))
 
-    def record_merge(self, key: str, record: Mapping) -> None:
-        self.files.write(f"merges/{key}.json", json.dumps(record).encode())
+    def record_write(self, key: str, record: Mapping) -> None:
+        self.files.write(f"writes/{key}.json", json.dumps(record).encode())
 
     # --- driver: resume, commit and cleanup ----------------------------------------------
 
@@ -204,11 +205,11 @@ class JobState:
     def has_leftovers(self) -> bool:
         """Files of this job's without a plan: a run stopped during its cleanup, or after its
         commit was found wrong."""
-        return bool(self.attempts() or self.files.exists("commit.json") or self.merges() or
+        return bool(self.attempts() or self.files.exists("commit.json") or self.pending_writes() or
                     self.files.list("segments") or self.files.list("artifacts") or self.files.exists(INDEX_KEY))
 
-    def merges(self) -> list[dict]:
-        return [json.loads(self.files.read(f"merges/{n}")) for n in self.files.list("merges") if _MERGE.match(n)]
+    def pending_writes(self) -> list[dict]:
+        return [json.loads(self.files.read(f"writes/{n}")) for n in self.files.list("writes") if _MERGE.match(n)]
 
     def record_commit(self, segment_uuids: Sequence[str]) -> None:
         """Written before the commit: a rerun can tell whether the commit landed."""
@@ -254,7 +255,7 @@ class JobState:
         f = self.files
         marked = [n for n in f.list("attempts") if _MARKER.match(n)]
         f.delete_many([f"attempts/{name}" for name in marked]
-                      + [f"merges/{name}" for name in f.list("merges") if _MERGE.match(name)]
+                      + [f"writes/{name}" for name in f.list("writes") if _MERGE.match(name)]
                       + [f"shared/{name}" for name in f.list("shared") if _SHARED.match(name)])
         self.forget_plan()
         for folder in _FOLDERS:

@@ -626,12 +626,12 @@ def test_tasks_of_a_run_that_does_not_hold_the_job_write_nothing(tmp_path):
     ghost = pipeline.make_tasks(config, insp.snap, insp.params, groups, insp.job_id, lease_owner="ghost")
     with pytest.raises(LeaseLostError, match="stops before writing"):
         run_task(ghost[0], artifacts, insp.state, 0)
-    assert index_dirs(data.uri) == set() and insp.state.attempts() == {} and not insp.state.merges()
+    assert index_dirs(data.uri) == set() and insp.state.attempts() == {} and not insp.state.pending_writes()
     built = [run_task(t, artifacts, insp.state, 0) for t in pipeline.make_tasks(
         config, insp.snap, insp.params, groups, insp.job_id)]  # no lease: tests calling tasks directly
     before = index_dirs(data.uri)
     with pytest.raises(LeaseLostError, match="stops before writing"):
         merge_segments(MergeTask(data.uri, insp.snap.location, insp.snap.version, tuple(r.segment for r in built),
                                  4000, {}, "ghost"), insp.state)
-    assert index_dirs(data.uri) == before and not insp.state.merges()
+    assert index_dirs(data.uri) == before and not insp.state.pending_writes()
     assert lance.dataset(data.uri).describe_indices() == []

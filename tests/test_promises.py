@@ -314,7 +314,7 @@ def test_a_merge_output_the_job_did_not_mark_is_reported_not_deleted(spark, tmp_
     built = pipeline.build(spark, tasks, artifacts, state, insp.job_id)
     merged = merge_segments(MergeTask(data.uri, insp.snap.location, insp.snap.version,
                                       tuple(r.segment for r in built), 4000), state)
-    assert len(state.merges()) == 1  # the intent was recorded
+    assert len(state.pending_writes()) == 1  # the intent was recorded
     os.remove(os.path.join(state.uri, "attempts", f"{merged.uuid}@{insp.snap.version}"))  # as if killed before marking
     class Lease:
         def check(self):
