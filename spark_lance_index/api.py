@@ -114,10 +114,11 @@ def discard(uri: str | os.PathLike[str], column: str, **options: Any) -> list[st
 
 def _config(command: str, uri: str, column: Optional[str], options: dict[str, Any]) -> BuildConfig:
     """The BuildConfig of a call: `config=FILE` underneath, the keywords over it, as the CLI."""
-    options = dict(options)
-    file_values = load_toml(options.pop("config")) if options.get("config") else {}
-    options.pop("config", None)
     from .cli import command_settings
+
+    options = dict(options)
+    config_file = options.pop("config", None)
+    file_values = load_toml(config_file) if config_file else {}
 
     takes = command_settings(command) - {"uri", "column", "config"}
     unknown = sorted(set(options) - takes)
@@ -135,10 +136,7 @@ def _config(command: str, uri: str, column: Optional[str], options: dict[str, An
         from .update_job import fill_update_target
 
         fill_update_target(file_values, options)
-    for key in ("nprobes", "refine_factor", "custom_stop_words"):
-        if isinstance(options.get(key), (int, str)):
-            options[key] = (options[key],)
-    return make_config(file_values, options)
+    return make_config(file_values, options)  # a single nprobes, refine factor or stop word is a list of one
 
 
 def _run(config: BuildConfig, spark: Any, print_summary: bool) -> Run:

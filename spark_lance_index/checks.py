@@ -156,20 +156,22 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     for f in figures:  # the summary prints them: the log has them for --verbose only
         log.debug("recall@%d %.3f at nprobes %d refine %s (%d queries)", f.k, f.recall, f.nprobes,
                   f.refine_factor, f.queries)
-    partitions = (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
+    def partitions() -> int:
+        return (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
+
     diagnosis = None
     if is_low(figures, config.min_recall):  # what limits it: measured once more at a wider nprobes, read off
-        wider = wider_nprobes(figures, partitions)
+        wider = wider_nprobes(figures, partitions())
         extra = [r.figure() for r in ann_recall(ds, column, queries, truth_ids, [RecallSetting(wider, None)], own)] \
             if wider else []
-        diagnosis = what_limits_recall(figures + extra, partitions, index_type)
+        diagnosis = what_limits_recall(figures + extra, partitions(), index_type)
         log.warning("low recall (at most %.3f): %s", max(f.recall for f in figures), diagnosis)
     by_origin = None
     if split is not None and 0 < split < len(queries):  # the first setting's answers, split by origin
         by_origin = (runs[0].figure(slice(0, split)), runs[0].figure(slice(split, None)))
     swept = None
     if config.target_recall is not None and len(queries):
-        swept = sweep(ds, column, queries, truth_ids, index_type, partitions, config.target_recall, own=own)
+        swept = sweep(ds, column, queries, truth_ids, index_type, partitions(), config.target_recall, own=own)
         log.info("query settings: recommended %s", swept.recommended.describe(swept.k) if swept.recommended
                  else swept.advice(index_type))
     return RecallCheck(figures, by_origin, swept, diagnosis)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from .dataset import open_dataset, resolve_vector_field
+from .dataset import open_dataset, resolve_vector_field, vector_shape
 from .index_types import INDEX_TYPES
 
 
@@ -87,10 +87,7 @@ def _status(ds: Any, name: str, described: Any) -> IndexStatus:
 
 
 def _is_multivector(ds: Any, column: str) -> bool:
-    import pyarrow as pa
-
-    t = resolve_vector_field(ds.schema, column).type
-    return bool(pa.types.is_list(t) and pa.types.is_fixed_size_list(t.value_type))
+    return vector_shape(resolve_vector_field(ds.schema, column), column)[2]
 
 
 def _size(n: int) -> str:

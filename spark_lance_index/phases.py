@@ -41,12 +41,12 @@ from .errors import JobBusyError, JobError, SparkStageError
 from .index_model import committed_model_mismatch
 from .lease import Lease
 from .plan import (
-    FIXED_SEGMENT_ROWS,
     MANY_SEGMENTS,
     FragmentGroup,
     default_rows_per_task,
     max_segment_rows,
     plan_groups,
+    segment_rows_origin,
     unmerged_rows_per_task,
 )
 from .preflight import require_driver_libraries
@@ -252,13 +252,7 @@ def merge(spark: Spark, config: BuildConfig, snap: DatasetSnapshot, params: Inde
         return [r.segment for r in results]
     limit = max_segment_rows(config, params, snap)
     batches = merge_batches(results, limit)
-    if config.max_segment_rows:
-        why = ""
-    elif limit == FIXED_SEGMENT_ROWS:
-        why = f" (the default for {'an update' if config.mode == 'update' else params.index_type})"
-    else:
-        why = f" (the default, from --merge-memory {config.merge_memory / 2**30:.1f} GiB)"
-    log.info("merging into segments of at most %s rows%s", f"{limit:,}", why)
+    log.info("merging into segments of at most %s rows (%s)", f"{limit:,}", segment_rows_origin(config, params, snap))
     tasks = [
         MergeTask(snap.uri, snap.location, snap.version, tuple(r.segment for r in b),
                   sum(r.num_rows for r in b), dict(config.storage_options), lease_owner)

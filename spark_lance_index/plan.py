@@ -100,6 +100,20 @@ def max_segment_rows(config, params, snap) -> int:
     return default_max_segment_rows(params.kind, params, snap.dim, snap.vector_bytes, config.merge_memory)
 
 
+def segment_rows_origin(config, params, snap) -> str:
+    """Where max_segment_rows's figure comes from, for the log: the flag, a fixed default, or
+    --merge-memory (the same branches as max_segment_rows)."""
+    if config.max_segment_rows:
+        return "--max-segment-rows"
+    if config.mode == "update":
+        return "the default for an update"
+    if snap.multivector:
+        return "the default for a multivector column"
+    if not params.kind.mergeable or not params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes):
+        return f"the default for {params.index_type}"  # FIXED_SEGMENT_ROWS: a merge not measured
+    return f"the default, from --merge-memory {config.merge_memory / 2**30:.1f} GiB"
+
+
 def merge_peak_bytes(config, params, snap) -> int:
     """What one merge task holds at most, counted like a build task's vector bytes."""
     stored = params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes) or snap.bytes_per_row

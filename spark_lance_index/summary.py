@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def plural(n: int, word: str) -> str:
-    """'1 segment', '2 segments'."""
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+def plural(n: int, word: str, words: str = "") -> str:
+    """'1 segment', '2 segments'; `words` for an irregular plural."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {words or word + 's'}"
 
 
 def render_summary(r: dict[str, Any]) -> str:
@@ -54,7 +54,7 @@ def _counts(r: dict[str, Any]) -> list[str]:
         return []
     indexed = f"  rows indexed {c['rows_indexed']:,} in {plural(c['fragments_indexed'], 'fragment')}"
     removed = c["leftovers_removed"] or 0
-    cleaned = (f"; cleanup removed {plural(removed, 'segment directory').replace('directorys', 'directories')} "
+    cleaned = (f"; cleanup removed {plural(removed, 'segment directory', 'segment directories')} "
                "of this job's that no version uses") if removed else ""
     if c.get("committed_by_earlier_run"):
         finished = "checks and cleanup" if c["tasks"] is not None else "cleanup"

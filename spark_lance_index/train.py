@@ -251,7 +251,6 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
                       parallelism: int):
     """k-means on the executors, as Lance trains (kmeans.py): IVF centroids, then for PQ types the
     codebook on residuals. -> (centroids in the column's float type, codebook or None)"""
-
     from . import kmeans
     from .errors import InputError
 
