@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn, Optional
 
+from . import interrupts
 from .config import INDEX_TYPES, METRICS, load_toml, make_config, parse_fts_options, parse_storage_options
 from .errors import JobError, RecallTooLowError
 
@@ -333,22 +334,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(result.summary())
         return 0
     except KeyboardInterrupt:
-        _quiet_after_interrupt()
-        advice = "rerun the same command to resume"
-        if args.command in ("build", "update"):
-            from .pipeline import discard_command
-
-            advice += f", or `{discard_command(config_from_args(args))}` to start afresh"
-        print(f"spark-lance-index: interrupted; {advice}", file=sys.stderr)
-        return 130
+        return _say_interrupted(args)
     except RecallTooLowError as e:
         print(e.result.summary())  # type: ignore[attr-defined]  # the run's JobResult
         print(f"spark-lance-index: error: {e}", file=sys.stderr)
         return e.exit_code
     except JobError as e:
+        if interrupts.requested():  # the cancelled jobs' failure (interrupts.py)
+            return _say_interrupted(args)
         print(f"spark-lance-index: error: {e}", file=sys.stderr)
         return e.exit_code
     except SystemExit as e:  # a dependency ending the process is never a success
         print(f"spark-lance-index: error: a library called sys.exit({e.code!r}) inside the job, "
               "which did not finish; rerun with --verbose to see which", file=sys.stderr)
         return 1
+    except Exception:
+        if interrupts.requested():
+            return _say_interrupted(args)
+        raise
+
+
+def _say_interrupted(args: argparse.Namespace) -> int:
+    _quiet_after_interrupt()
+    advice = "rerun the same command to resume"
+    if args.command in ("build", "update"):
+        from .pipeline import discard_command
+
+        advice += f", or `{discard_command(config_from_args(args))}` to start afresh"
+    print(f"spark-lance-index: interrupted; {advice}", file=sys.stderr)
+    return 130

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Optional
 
+from . import interrupts
 from . import spark as spark_layer
 from .checks import check_index, measure_recall
 from .cleanup import cleanup, discard_own_work
@@ -69,8 +70,8 @@ def run(config: BuildConfig, spark: Optional[Spark] = None, *, task_fn: TaskFn =
     active session is reused, or one is created (and stopped at the end). `task_fn` is what
     each Spark task runs (tests wrap it to inject failures).
     """
-    result = JobResult(job_id=None, uri=config.uri, index_name=config.name, column=config.column,  # type: ignore[arg-type]
-                       min_recall=config.min_recall, settings=settings_of(config))  # type: ignore[arg-type]
+    result = JobResult(job_id=None, uri=config.uri, index_name=config.name, column=config.column,
+                       min_recall=config.min_recall, settings=settings_of(config))
     pipeline = update_pipeline if config.mode == "update" else build_pipeline
     with reporting(config, result):
         pipeline(config, spark, task_fn, result)
@@ -329,4 +330,6 @@ FAILURE_POLICIES: tuple[tuple[type[BaseException], Callable[[BaseException, Driv
 
 
 def failure_policy(error: BaseException) -> Callable[[BaseException, Driver], None]:
+    if interrupts.requested():  # a failure after Ctrl-C is the cancelled jobs' (interrupts.py)
+        return _cancel_jobs
     return next(policy for kind, policy in FAILURE_POLICIES if isinstance(error, kind))

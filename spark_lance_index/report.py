@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from . import interrupts
 from .dataset import IndexParams
 from .errors import InputError, JobError, RecallTooLowError
 from .exact_search import RecallFigure, recall_advice
@@ -40,7 +41,7 @@ def now_iso() -> str:
 def _versions() -> dict[str, Optional[str]]:
     from importlib import metadata
 
-    out = {}
+    out: dict[str, Optional[str]] = {}
     for name in ("spark-lance-index", "pylance", "pyspark"):
         try:
             out[name] = metadata.version(name)
@@ -211,6 +212,9 @@ def reporting(config, result: JobResult):
         raise
     except Exception as e:  # JobError, and anything unforeseen: the report says it failed
         result.outcome = "refused" if isinstance(e, InputError) else "failed"
+        if interrupts.requested():  # the failure of jobs Ctrl-C cancelled (interrupts.py)
+            result.outcome, result.error = "interrupted", "interrupted (Ctrl-C); rerun the same command to resume"
+            raise
         first = str(e).splitlines()[0][:300] if str(e) else ""
         result.error = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {first}"
         raise
@@ -227,7 +231,7 @@ def reporting(config, result: JobResult):
                                    f"to {config.report}: {reason}") from None
                 log.error("could not write the report to %s: %s", config.report, reason)
     if result.outcome == "recall_below_minimum":
-        raise RecallTooLowError(result.error, result)
+        raise RecallTooLowError(result.error or "recall below --min-recall", result)
 
 
 def write_report(path: str, storage_options, report: dict[str, Any]) -> None:

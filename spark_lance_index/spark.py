@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import Optional
 
+from . import interrupts
 from .errors import JobError
 from .preflight import node_versions
 from .transport import is_connect, transport_for
@@ -113,7 +114,7 @@ def check_can_start(master: Optional[str]) -> None:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if not (master or "").startswith("sc://") and not (os.environ.get("SPARK_REMOTE") and not master):
         check_java()  # a Connect client starts no JVM
-    if (master or "").startswith("spark://"):
+    if master and master.startswith("spark://"):
         check_master(master)
 
 
@@ -151,7 +152,7 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False, tas
     remote = master if (master or "").startswith("sc://") else None if master else os.environ.get("SPARK_REMOTE")
     if remote:  # Spark Connect: the server owns the configuration and the logs, no JVM here
         session = SparkSession.builder.remote(remote).appName(app_name).getOrCreate()
-        _interrupt_quietly()
+        _handle_ctrl_c()
         return session, True
     builder = SparkSession.builder.appName(app_name)
     if master:
@@ -181,7 +182,7 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False, tas
         raise
     if not verbose:
         spark.sparkContext.setLogLevel("WARN")
-    _interrupt_quietly()
+    _handle_ctrl_c()
     return spark, True
 
 
@@ -211,22 +212,12 @@ def _launch_jvm_apart(builder) -> None:
     SparkContext._ensure_initialized(gateway=gateway, conf=conf)
 
 
-def _interrupt_quietly() -> None:
-    """Ctrl-C in a session the job created: raise KeyboardInterrupt and nothing else. PySpark's
-    own handler cancels the jobs from inside the interrupted Py4J call (a reentrant call that
-    fails with two tracebacks), and Py4J logs the interrupted call through the root logger; the
-    pipeline cancels the jobs itself once the call has unwound (`cancel_jobs`)."""
-    import signal
-    import threading
-
-    if not QUIET_INTERRUPTS or threading.current_thread() is not threading.main_thread():
-        return
-
-    def interrupted(signum, frame):
-        logging.disable(logging.CRITICAL)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, interrupted)
+def _handle_ctrl_c() -> None:
+    """Ctrl-C in a session the command line created: see `interrupts.py`. PySpark's own handler
+    cancels the jobs from inside the interrupted Py4J call (a reentrant call that fails with two
+    tracebacks); the pipeline cancels them once more after the call has unwound (`cancel_jobs`)."""
+    if QUIET_INTERRUPTS:
+        interrupts.install()
 
 
 def cancel_jobs(spark) -> None:

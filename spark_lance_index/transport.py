@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .interrupts import cancelled_jobs_raise_interrupt
 from .progress import DEFAULT_INTERVAL, Progress, Ticker
 from .storage import Files
 
@@ -143,7 +144,8 @@ class ClassicTransport(Transport):
         bar = self._bar(label, items)
         try:
             with Ticker(bar, lambda: (done.value, rows.value)) if bar else contextlib.nullcontext():
-                return action(self._parallelize(items).map(one))
+                with cancelled_jobs_raise_interrupt():
+                    return action(self._parallelize(items).map(one))
         finally:
             bc.unpersist()
 
@@ -163,7 +165,8 @@ class ClassicTransport(Transport):
         bc = self.spark.sparkContext.broadcast(shared)
         rdd = method(lambda value: fn(value, bc.value)).persist(StorageLevel.DISK_ONLY)
         try:
-            rdd.count()  # computed once, here; every round reads the cached records
+            with cancelled_jobs_raise_interrupt():
+                rdd.count()  # computed once, here; every round reads the cached records
         except BaseException:
             rdd.unpersist()
             raise
@@ -182,7 +185,8 @@ class ClassicTransport(Transport):
             return [] if total is None else [total]
 
         try:
-            return _tree_reduce(cached.handle.mapPartitions(fold), combine)
+            with cancelled_jobs_raise_interrupt():
+                return _tree_reduce(cached.handle.mapPartitions(fold), combine)
         finally:
             bc.unpersist()
 
@@ -203,7 +207,8 @@ class ClassicTransport(Transport):
             # a partition per key, grouped in the task: PySpark's groupByKey would merge the
             # pieces through its spilling combiner first (measured: twice the time)
             pairs = cached.handle.flatMap(lambda record: split(record, bc.value))
-            return pairs.partitionBy(max(1, keys), lambda key: int(key)).mapPartitions(run).collect()
+            with cancelled_jobs_raise_interrupt():
+                return pairs.partitionBy(max(1, keys), lambda key: int(key)).mapPartitions(run).collect()
         finally:
             bc.unpersist()
 

@@ -508,6 +508,21 @@ def _cli(*args, **kw):
 
 
 @pytest.mark.jvm  # starts Spark itself
+def test_ctrl_c_during_a_spark_job_is_always_an_interrupt():
+    """Ctrl-C pressed at seven moments of a Spark job (its broadcast, its submission, its running
+    tasks): each ends as KeyboardInterrupt, never as the error of a Py4J connection left
+    mid-answer (which ended 1 run in 8 as "failed"), and the session still runs jobs after."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "ctrl_c_probe.py"), "7"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0 and lines[-1] == "ok 0", proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sum(line.endswith(" KeyboardInterrupt") for line in lines) == 7
+
+
+@pytest.mark.jvm  # starts Spark itself
 def test_ctrl_c_ends_in_one_line_and_discard_removes_what_the_run_left(tmp_path):
     """Ctrl-C mid-build: exit 130 and one line that says what to do, no traceback. The discard
     command it names removes the interrupted run's state and its segment directories (no version
