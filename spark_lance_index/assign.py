@@ -5,7 +5,7 @@ k-means' `compute_membership_and_dist`: SIMD distances, no GEMM), so a segment b
 with the partition count; past partitions x dimension of 1,000,000 it assigns through an HNSW over
 the centroids instead, which is approximate (ENGINE_FACTS: 8% to 58% of rows outside their
 nearest centroid's partition). Here the nearest centroid of a block of rows is one GEMM,
-argmin over |c|^2 - 2 x.c, which BLAS runs near the machine's peak, and exact. Lance takes the
+argmax over x.c - |c|^2 / 2, which BLAS runs near the machine's peak, and exact. Lance takes the
 result as a Lance dataset of one fragment and one file (`row_id` uint64, `partition` uint32), and
 still computes residuals, codes and files.
 
@@ -32,10 +32,10 @@ import numpy as np
 if TYPE_CHECKING:
     from .storage import Location
 
-# A block's distances (rows x partitions float32) stay within about this many bytes: large
-# enough for BLAS to run at its peak, small enough to stay in cache on the way to the argmin
-# (measured: 2,048-row blocks beat 8,192-row blocks at 1,024 to 4,096 partitions).
-BLOCK_BYTES = 16 * 1024 * 1024
+# A block's scores (rows x partitions float32) stay within about this many bytes: large enough
+# for BLAS to run near its peak, small enough to stay in cache on the way to the argmax
+# (measured at 128-d, 1,000 to 4,096 partitions: 4 MiB blocks 5-13% faster than 16 MiB).
+BLOCK_BYTES = 4 * 1024 * 1024
 MIN_BLOCK_ROWS, MAX_BLOCK_ROWS = 256, 4096
 SCAN_BATCH_ROWS = 65_536
 
@@ -44,29 +44,31 @@ def block_rows(num_partitions: int) -> int:
     return int(np.clip(BLOCK_BYTES // (4 * max(1, num_partitions)), MIN_BLOCK_ROWS, MAX_BLOCK_ROWS))
 
 
-def prepare_centroids(centroids: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(centroids as float32 rows, the term each distance adds per centroid: |c|^2 for l2 and
-    cosine, 0 for dot)."""
-    c = np.ascontiguousarray(centroids, dtype=np.float32)
-    bias = np.zeros(len(c), np.float32) if metric == "dot" else np.einsum("ij,ij->i", c, c)
-    return c, bias
+def prepare_centroids(centroids: np.ndarray, metric: str) -> np.ndarray:
+    """The centroids as one GEMM operand, (dim + 1) x partitions float32. A row's score against a
+    centroid is x.c - |c|^2 / 2 for l2 and cosine (the nearest centroid scores highest), x.c for
+    dot; the last row holds the per-centroid term, which a column of ones beside the rows meets.
+    One GEMM then gives the scores, with no two passes over them to scale and add the term
+    (measured at 128-d, one thread, interleaved runs: 2.6 against 3.0 s per million rows at 1,000
+    partitions, 10.8 against 12.6 at 4,096; at 768-d the same within 3%)."""
+    c = np.asarray(centroids, dtype=np.float32)
+    term = np.zeros(len(c), np.float32) if metric == "dot" else -0.5 * np.einsum("ij,ij->i", c, c)
+    return np.ascontiguousarray(np.concatenate([c, term[:, None]], axis=1).T)
 
 
-def nearest(vectors: np.ndarray, centroids: np.ndarray, bias: np.ndarray, metric: str) -> np.ndarray:
-    """The nearest centroid (uint32) of each row of `vectors` (float32, finite), blocked."""
+def nearest(vectors: np.ndarray, operand: np.ndarray, metric: str) -> np.ndarray:
+    """The nearest centroid (uint32) of each row of `vectors` (float32, finite), blocked;
+    `operand` from `prepare_centroids`."""
     out = np.empty(len(vectors), np.uint32)
     if metric == "cosine":
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    step = block_rows(len(centroids))
+    dim, step = vectors.shape[1], block_rows(operand.shape[1])
+    rows = np.empty((min(step, len(vectors)), dim + 1), np.float32)
+    rows[:, dim] = 1.0
     for start in range(0, len(vectors), step):
         block = vectors[start:start + step]
-        scores = block @ centroids.T  # the GEMM
-        if metric == "dot":
-            out[start:start + step] = np.argmax(scores, axis=1)
-        else:
-            scores *= -2.0
-            scores += bias
-            out[start:start + step] = np.argmin(scores, axis=1)
+        rows[:len(block), :dim] = block
+        out[start:start + len(block)] = np.argmax(rows[:len(block)] @ operand, axis=1)  # the GEMM
     return out
 
 
@@ -102,7 +104,7 @@ def assign_fragments(ds: Any, column: str, fragment_ids: Sequence[int], centroid
     from .exact_search import as_matrix
 
     started = time.perf_counter()
-    c, bias = prepare_centroids(centroids, metric)
+    operand = prepare_centroids(centroids, metric)
     ids, parts, scanned = [], [], 0
     scanner = ds.scanner(columns=[column], with_row_id=True, batch_size=SCAN_BATCH_ROWS,
                          fragments=[ds.get_fragment(f) for f in fragment_ids])
@@ -117,7 +119,7 @@ def assign_fragments(ds: Any, column: str, fragment_ids: Sequence[int], centroid
             if not ok.all():
                 vectors, row_ids = vectors[ok], row_ids[ok]
             ids.append(row_ids.astype(np.uint64, copy=False))
-            parts.append(nearest(vectors, c, bias, metric))
+            parts.append(nearest(vectors, operand, metric))
     row_ids = np.concatenate(ids) if ids else np.empty(0, np.uint64)
     partitions = np.concatenate(parts) if parts else np.empty(0, np.uint32)
     if len(np.unique(row_ids)) != len(row_ids):

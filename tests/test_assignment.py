@@ -116,8 +116,7 @@ def test_the_kernel_is_exact_nearest_centroid_search():
     rng = np.random.default_rng(1)
     x, c = rng.standard_normal((5000, 48)).astype(np.float32), rng.standard_normal((700, 48)).astype(np.float32)
     for metric in ("l2", "cosine", "dot"):
-        cc, bias = prepare_centroids(c, metric)
-        got = nearest(x, cc, bias, metric)
+        got = nearest(x, prepare_centroids(c, metric), metric)
         xx = x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
         want = (((xx[:, None, :] - c[None]) ** 2).sum(2).argmin(1) if metric != "dot"
                 else (xx @ c.T).argmax(1))
