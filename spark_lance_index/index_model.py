@@ -49,7 +49,8 @@ class SegmentModel:
     metric: str
     artifacts: SharedArtifacts
     num_bits: int = 0  # IVF_RQ
-    num_sub_vectors: int = 0  # IVF_PQ
+    num_sub_vectors: int = 0  # IVF_PQ, IVF_HNSW_PQ
+    graph: tuple[int, int, int] = (0, 0, 0)  # IVF_HNSW_*: m, ef_construction, max_level
 
     @property
     def num_partitions(self) -> int:
@@ -102,7 +103,20 @@ def read_segment_model(dataset: Location, storage_options: Mapping[str, str], st
         raise ModelUnreadable(f"the files of segment {uuid} do not hold a model this job can read "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     artifacts = SharedArtifacts(centroids=centroids, codebook=codebook, rq_model=rq_model)
-    return SegmentModel(uuid, index_type, stats.get("metric_type", "l2"), artifacts, num_bits, num_sub_vectors)
+    return SegmentModel(uuid, index_type, stats.get("metric_type", "l2"), artifacts, num_bits, num_sub_vectors,
+                        _graph_params(stats) if kind and kind.graph else (0, 0, 0))
+
+
+def _graph_params(stats: Mapping[str, Any]) -> tuple[int, int, int]:
+    """An HNSW segment's m, ef_construction and max_level, as its statistics report them: new
+    rows get graphs built the same way (each segment has graphs of its own, so these are not part
+    of the model the segments share)."""
+    params = (stats.get("sub_index") or {}).get("params") or {}
+    try:
+        return int(params["m"]), int(params["ef_construction"]), int(params["max_level"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelUnreadable(f"segment {stats.get('uuid')} does not report its HNSW parameters "
+                              f"(m, ef_construction, max_level): {params or 'none'}") from None
 
 
 def model_fingerprint(model: SegmentModel) -> dict[str, str]:

@@ -170,12 +170,13 @@ INDEX_TYPES: Mapping[str, IndexType] = {
         IndexType("IVF_RQ", 4096, default_num_bits=5, rotation=True, updatable=True),
         IndexType("IVF_PQ", 8192, codebook=True, updatable=True),
         IndexType("IVF_FLAT", 4096, exact_ranking=True, updatable=True),
-        IndexType("IVF_SQ", 8192, mergeable=False, why_unmerged=_NO_SHARED_BOUNDS),
+        IndexType("IVF_SQ", 8192, mergeable=False, why_unmerged=_NO_SHARED_BOUNDS, updatable=True),
         IndexType("IVF_HNSW_FLAT", 1 << 20, graph=True, mergeable=False, why_unmerged=_GRAPH_REBUILD,
-                  exact_ranking=True),
+                  exact_ranking=True, updatable=True),
         IndexType("IVF_HNSW_SQ", 1 << 20, graph=True, mergeable=False,
-                  why_unmerged=_NO_SHARED_BOUNDS.replace("SQ bounds", "SQ bounds (and HNSW graphs)")),
-        IndexType("IVF_HNSW_PQ", 1 << 20, codebook=True, graph=True, mergeable=False, why_unmerged=_GRAPH_REBUILD),
+                  why_unmerged=_NO_SHARED_BOUNDS.replace("SQ bounds", "SQ bounds (and HNSW graphs)"), updatable=True),
+        IndexType("IVF_HNSW_PQ", 1 << 20, codebook=True, graph=True, mergeable=False, why_unmerged=_GRAPH_REBUILD,
+                  updatable=True),
         # Scalar and text segments merge (Lance merges their pages, bitmaps, zones and posting
         # lists); none shares a trained artifact. BTREE, LABEL_LIST and NGRAM builds refuse a
         # segment uuid ("index_uuid is no longer accepted"): Lance picks it (see build.run_task).

@@ -18,7 +18,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import committed_uuids, dataset_state, fsl, index_dirs, spark_job_count
+from conftest import committed_uuids, dataset_state, fsl, index_dirs, spark_job_count, write_multivectors
 
 from spark_lance_index import phases, pipeline
 from spark_lance_index.config import make_config
@@ -88,7 +88,7 @@ def models(uri, name="vector_idx"):
     return [read_segment_model(locate(uri), {}, s) for s in ds.stats.index_stats(name)["indices"]]
 
 
-def rebuild_recall(uri, tmp_path, queries) -> float:
+def rebuild_recall(uri, tmp_path, queries, refine=50) -> float:
     """recall of a full rebuild with the index's own model: one segment over every live
     fragment, on a copy of the table."""
     copy = str(tmp_path / f"rebuild-{time.monotonic_ns()}")
@@ -96,8 +96,10 @@ def rebuild_recall(uri, tmp_path, queries) -> float:
     model = models(copy)[0]
     ds = lance.dataset(copy)
     kwargs = {"num_bits": model.num_bits, "rabitq_model": model.artifacts.rq_model} if model.index_type == "IVF_RQ" else {}
-    if model.index_type == "IVF_PQ":
+    if model.artifacts.codebook is not None:
         kwargs = {"num_sub_vectors": model.num_sub_vectors, "pq_codebook": model.artifacts.codebook_arrow()}
+    if "HNSW" in model.index_type:
+        kwargs.update(zip(("m", "ef_construction", "max_level"), model.graph))
     segment = ds.create_index_uncommitted(
         "vector", model.index_type, name="vector_idx", replace=True, metric=model.metric,
         num_partitions=model.num_partitions, ivf_centroids=model.artifacts.centroids_arrow(),
@@ -105,7 +107,7 @@ def rebuild_recall(uri, tmp_path, queries) -> float:
     ds.commit_existing_index_segments("vector_idx", "vector", [segment])
     assert len(lance.dataset(copy).stats.index_stats("vector_idx")["indices"]) == 1
     try:
-        return recall_against_exact(copy, queries)
+        return recall_against_exact(copy, queries, refine=refine)
     finally:
         shutil.rmtree(copy)
 
@@ -147,6 +149,38 @@ def test_append_delete_and_upsert_cycles_keep_every_row_indexed_at_rebuild_recal
         got, rebuilt = recall_against_exact(table.uri, queries), rebuild_recall(table.uri, tmp_path, queries)
         assert got >= rebuilt - 0.02, (what, got, rebuilt)
         assert len(committed_uuids(table.uri)) <= 3, what
+
+
+@pytest.mark.parametrize("index_type", ["IVF_SQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT"])
+def test_unmerged_types_are_updated_with_their_own_centroids_at_rebuild_recall(spark, tmp_path, index_type):
+    """SQ and HNSW segments are never merged (index_types): an update encodes the new rows with
+    the committed centroids (and codebook, and graph parameters) into a segment of its own, each
+    with its own SQ bounds, and folds the small segments of earlier updates into it."""
+    table = Table(tmp_path / "t", 12_000)
+    kw = {"num_sub_vectors": 8} if "PQ" in index_type else {}
+    pipeline.run(build_config(table.uri, index_type=index_type, m=8, ef_construction=40, rows_per_task=None, **kw)
+                 if "HNSW" in index_type else build_config(table.uri, index_type=index_type, rows_per_task=None),
+                 spark=spark)
+    first = models(table.uri)[0]
+    assert first.graph == ((8, 40, 7) if "HNSW" in index_type else (0, 0, 0))
+    queries = clustered_vectors(60_000 + 100, DIM, seed=7)[60_000:]  # held out; HNSW builds vary
+    cycles = [
+        ("append", lambda: table.append(3000)),
+        ("delete rows and append", lambda: (lance.dataset(table.uri).delete("id % 7 = 0"), table.append(2000))),
+        ("upsert rows", lambda: table.upsert(np.arange(100, 1600, 3))),
+    ]
+    for what, change in cycles:
+        change()
+        dirs = index_dirs(table.uri)
+        result = pipeline.run(update_config(table.uri, rows_per_task=None), spark=spark)
+        assert result.update["new_rows"] > 0 and result.params.index_type == index_type, what
+        assert_fully_indexed_with_one_model(table.uri, first, dirs)
+        assert {m.graph for m in models(table.uri)} == {first.graph}, what
+        # no refine: the codes and graphs themselves are compared
+        got, rebuilt = (recall_against_exact(table.uri, queries, refine=None),
+                        rebuild_recall(table.uri, tmp_path, queries, refine=None))
+        assert got >= rebuilt - 0.02, (what, got, rebuilt)
+        assert len(committed_uuids(table.uri)) <= 3, (what, len(committed_uuids(table.uri)))
 
 
 def test_a_one_node_ivf_flat_index_is_updated_with_its_own_centroids(spark, tmp_path):
@@ -339,13 +373,24 @@ def test_an_index_whose_model_cannot_be_read_is_refused_in_one_line(spark, tmp_p
     with pytest.raises(InputError, match="4-bit PQ codes; this job builds 8-bit PQ"):
         pipeline.run(update_config(pq4.uri), spark=spark)
 
-    other = Table(tmp_path / "hnsw", 4000)
-    lance.dataset(other.uri).create_index("vector", "IVF_HNSW_SQ", num_partitions=2)
-    other.append(1000)
-    before = dataset_state(other.uri)
-    with pytest.raises(InputError, match="it is IVF_HNSW_SQ, and update extends IVF_RQ, IVF_PQ, IVF_FLAT"):
-        pipeline.run(update_config(other.uri), spark=spark)
-    assert dataset_state(other.uri) == before
+    multi = write_multivectors(tmp_path / "mv", 600, DIM, rows_per_fragment=300)
+    lance.dataset(multi.uri).create_index("mv", "IVF_FLAT", metric="cosine", num_partitions=2)
+    before = dataset_state(multi.uri)
+    with pytest.raises(InputError, match="update does not extend indexes on multivector columns yet"):
+        pipeline.run(update_config(multi.uri, column="mv", index_name="mv_idx"), spark=spark)
+    assert dataset_state(multi.uri) == before
+
+
+def test_a_one_node_hnsw_index_is_updated_with_its_graph_parameters(spark, tmp_path):
+    table = Table(tmp_path / "t", 6000)
+    lance.dataset(table.uri).create_index("vector", "IVF_HNSW_SQ", num_partitions=4)  # m 20, ef 150, 7 levels
+    first = models(table.uri)[0]
+    table.append(2000)
+    dirs = index_dirs(table.uri)
+    result = pipeline.run(update_config(table.uri), spark=spark)
+    assert result.update["new_rows"] == 2000 and (result.params.m, result.params.ef_construction) == (20, 150)
+    assert_fully_indexed_with_one_model(table.uri, first, dirs)
+    assert {m.graph for m in models(table.uri)} == {(20, 150, 7)}
 
 
 @pytest.mark.jvm  # starts Spark itself
