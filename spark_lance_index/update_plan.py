@@ -110,9 +110,8 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
     if centroids is None or centroids.shape[1] != snap.dim:
         raise ModelUnreadable(f"cannot update the index {name!r}: its centroids have dimension "
                               f"{'(none read)' if centroids is None else centroids.shape[1]}, the column {snap.dim}")
-    m, ef_construction, max_level = first.graph
     params = IndexParams(index_type, first.metric, first.num_partitions, first.num_bits,
-                         first.num_sub_vectors, DEFAULT_SAMPLE_RATE, m, ef_construction, max_level)
+                         first.num_sub_vectors, DEFAULT_SAMPLE_RATE, *first.graph)
     return IndexModel(name, params, first.artifacts, committed_segments(info, snap, partition_sizes(stats)))
 
 
