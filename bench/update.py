@@ -17,6 +17,7 @@ segment count, the rows each update encoded, and its time, after each.
 
     .venv-bench/bin/python bench/update.py
     .venv-bench/bin/python bench/update.py --rows 100000 --repeats 1 --updates 3   # smoke
+    .venv-bench/bin/python bench/update.py --index-type IVF_SQ --growth 0.01,0.1 --repeats 1
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ json.dump({"index_seconds": time.perf_counter() - started}, open(sys.argv[2], "w
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--index-type", default=None, help="the base build's and the rebuilds' type (default: the job's)")
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--fragments", type=int, default=32)
     p.add_argument("--growth", default="0.01,0.05,0.2", help="new rows as fractions of the base")
@@ -115,6 +117,10 @@ def job(command: str, uri: Path, workdir: Path, tag: str, master: str, extra=())
     return {"wall": m.wall_seconds, "work": work, "report": doc}
 
 
+def type_flags(args) -> list[str]:
+    return ["--index-type", args.index_type] if args.index_type else []
+
+
 def optimize(uri: Path, workdir: Path, tag: str) -> dict:
     out = workdir / f"{tag}.json"
     m = run_measured([sys.executable, "-c", OPTIMIZE, str(uri), str(out)], out, workdir / f"{tag}.log",
@@ -144,7 +150,7 @@ def growth_runs(table: Table, base: Path, fraction: float, args, workdir: Path) 
             if kind == "update":
                 run = job("update", copy, workdir, tag, args.master)
             elif kind == "rebuild":
-                run = job("build", copy, workdir, tag, args.master, ["--replace"])
+                run = job("build", copy, workdir, tag, args.master, ["--replace", *type_flags(args)])
             else:
                 run = optimize(copy, workdir, tag)
             run["recall"], run["segments"] = recall_of(copy, table, truth), index_segments(copy, "vector_idx")
@@ -213,7 +219,7 @@ def main(argv=None) -> int:
     base = workdir / "base.lance"
     table.write(base, 0, args.rows, -(-args.rows // args.fragments), "create")
     print(f"base index on {args.rows:,} x {args.dim} ...", flush=True)
-    built = job("build", base, workdir, "base-build", args.master)
+    built = job("build", base, workdir, "base-build", args.master, type_flags(args))
     params = built["report"]["index"]
     results = [growth_runs(table, base, f, args, workdir) for f in fractions]
     steps = successive_updates(table, base, args, workdir)
