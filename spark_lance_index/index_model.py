@@ -53,8 +53,15 @@ class SegmentModel:
     graph: tuple[int, int, int] = (0, 0, 0)  # IVF_HNSW_*: m, ef_construction, max_level
 
     @property
+    def centroids(self) -> np.ndarray:
+        """Read first from every segment: a model without them is never made."""
+        if self.artifacts.centroids is None:
+            raise ModelUnreadable(f"segment {self.uuid} holds no IVF centroids")
+        return self.artifacts.centroids
+
+    @property
     def num_partitions(self) -> int:
-        return len(self.artifacts.centroids)
+        return len(self.centroids)
 
 
 class ModelUnreadable(InputError):
@@ -123,7 +130,7 @@ def model_fingerprint(model: SegmentModel) -> dict[str, str]:
     """What must be equal across segments for them to be one index: type, metric and artifacts.
 
     The rotation is compared by its sign bytes and bits, not by the JSON text."""
-    out = {"type": model.index_type, "metric": model.metric, "centroids": array_fingerprint(model.artifacts.centroids)}
+    out = {"type": model.index_type, "metric": model.metric, "centroids": array_fingerprint(model.centroids)}
     if model.artifacts.codebook is not None:
         out["codebook"] = array_fingerprint(model.artifacts.codebook)
     if model.artifacts.rq_model is not None:
@@ -228,9 +235,12 @@ def committed_model_mismatch(dataset: Location, storage_options: Mapping[str, st
             return f"the model of segment {entry.get('uuid')} cannot be read back ({e})"
         pairs = [("centroids", got.centroids, artifacts.centroids), ("PQ codebook", got.codebook, artifacts.codebook)]
         for what, mine, want in pairs:
-            if (mine is None) != (want is None) or (
-                    want is not None and (mine.shape != want.shape or not np.array_equal(
-                        mine.astype(np.float64), want.astype(np.float64)))):
+            if mine is None or want is None:
+                differ = (mine is None) != (want is None)
+            else:
+                differ = mine.shape != want.shape or not np.array_equal(mine.astype(np.float64),
+                                                                         want.astype(np.float64))
+            if differ:
                 return f"segment {entry.get('uuid')} holds other {what} than the job encoded with"
         if got.rotation_signs != artifacts.rotation_signs:
             return f"segment {entry.get('uuid')} holds another RaBitQ rotation than the job encoded with"
