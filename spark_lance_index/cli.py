@@ -340,7 +340,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"spark-lance-index: error: {e}", file=sys.stderr)
         return e.exit_code
     except JobError as e:
-        if interrupts.requested():  # the cancelled jobs' failure (interrupts.py)
+        if interrupts.caused_by_interrupt(e):  # the cancelled jobs' failure (interrupts.py)
             return _say_interrupted(args)
         print(f"spark-lance-index: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -348,10 +348,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"spark-lance-index: error: a library called sys.exit({e.code!r}) inside the job, "
               "which did not finish; rerun with --verbose to see which", file=sys.stderr)
         return 1
-    except Exception:
-        if interrupts.requested():
+    except Exception as e:
+        if interrupts.caused_by_interrupt(e):
             return _say_interrupted(args)
         raise
+    finally:
+        interrupts.uninstall()
+        spark_layer.QUIET_INTERRUPTS = False
 
 
 def _say_interrupted(args: argparse.Namespace) -> int:

@@ -116,8 +116,8 @@ def read_segment_model(dataset: Location, storage_options: Mapping[str, str], st
 
 def _graph_params(stats: Mapping[str, Any]) -> tuple[int, int, int]:
     """An HNSW segment's m, ef_construction and max_level, as its statistics report them: new
-    rows get graphs built the same way (each segment has graphs of its own, so these are not part
-    of the model the segments share)."""
+    rows get graphs built the same way, so every segment must report the same ones
+    (`model_fingerprint`)."""
     params = (stats.get("sub_index") or {}).get("params") or {}
     try:
         return int(params["m"]), int(params["ef_construction"]), int(params["max_level"])
@@ -133,6 +133,8 @@ def model_fingerprint(model: SegmentModel) -> dict[str, str]:
     out = {"type": model.index_type, "metric": model.metric, "centroids": array_fingerprint(model.centroids)}
     if model.artifacts.codebook is not None:
         out["codebook"] = array_fingerprint(model.artifacts.codebook)
+    if any(model.graph):  # new rows get graphs built like the others' (m, ef_construction, max_level)
+        out["graph"] = ",".join(map(str, model.graph))
     if model.artifacts.rq_model is not None:
         out["rotation"] = text_fingerprint(json.dumps([model.artifacts.rotation_signs, model.num_bits]))
     return out

@@ -4,14 +4,16 @@ Python runs a signal handler in the main thread between two bytecodes, which may
 middle of a Py4J call (a Spark job's `collect` waits there for minutes). Raising there leaves
 that thread's connection to the JVM with an answer still to come, and the next call on it (a
 `finally` that unpersists a broadcast, PySpark's own call-site reset) reads an empty line: its
-Py4JNetworkError then replaces the KeyboardInterrupt, and the run ends as "failed" (measured: 1
-run in 8). So a Ctrl-C that lands inside a Py4J call cancels the session's jobs from a thread of
-its own (its own connection) and lets the call return: the transport turns the cancelled job's failure
-into the KeyboardInterrupt (`cancelled_jobs_raise_interrupt`). A call that returns without a
-failure gets the interrupt resent once it is out of Py4J. `requested()` tells the places that
-decide a run's outcome that a failure they see is the cancel's.
+Py4JNetworkError then replaces the KeyboardInterrupt, and the run ended as "failed" (measured: 1
+run in 8). So a Ctrl-C that lands inside a Py4J call cancels the job's own Spark job groups from
+threads of their own (their own connections) and lets the call return: the transport turns the
+cancelled job's failure into the KeyboardInterrupt (`cancelled_jobs_raise_interrupt`). A call
+that returns without a failure gets the interrupt resent once it is out of Py4J, and the commit
+phase raises it before it commits (`raise_if_requested`). After 10 s of a JVM that does not
+answer, it is raised where it lands.
 
-Connect sessions have no Py4J: Ctrl-C is raised where it lands, as Python does.
+Connect sessions have no Py4J: Ctrl-C is raised where it lands, as Python does. The Python API
+never installs this handler (a notebook's Ctrl-C is the notebook's).
 """
 
 from __future__ import annotations
@@ -22,25 +24,37 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Optional
+from typing import Any, Optional, Union
+
+from .errors import JobError, SparkStageError
 
 log = logging.getLogger(__name__)
 
-# Raised where it lands once the deferred interrupt has waited this long (the JVM is not answering).
-_GIVE_UP_SECONDS = 10.0
+_GIVE_UP_SECONDS = 10.0  # deferred this long: raised where it lands (the JVM is not answering)
 _RESEND_SECONDS = 0.5
-_STRAGGLER_SECONDS = 1.0
+_STRAGGLER_SECONDS = 0.2  # a resend that crossed the raise arrives within this
+
+# The Spark job groups this process runs now (spark.job_group): what Ctrl-C cancels.
+active_groups: set[str] = set()
 
 _requested = threading.Event()
 _deferred_since: Optional[float] = None
 _raised_at: Optional[float] = None
+_Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
+_previous: _Handler = None
 
 
 def requested() -> bool:
-    """True once Ctrl-C was pressed in this process (the command line's handler only)."""
+    """True once Ctrl-C was pressed while the command line's handler was installed."""
     return _requested.is_set()
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """A failure after Ctrl-C that is the cancel's: a failed Spark stage, or an error of no
+    policy of its own. A refusal, a wrong commit or a changed dataset keeps its own meaning."""
+    return _requested.is_set() and (isinstance(error, SparkStageError) or not isinstance(error, JobError))
 
 
 @contextlib.contextmanager
@@ -55,17 +69,40 @@ def cancelled_jobs_raise_interrupt() -> Iterator[None]:
         raise
 
 
-def _raise_interrupt() -> None:
-    global _deferred_since, _raised_at
-    _deferred_since, _raised_at = None, time.monotonic()
-    raise KeyboardInterrupt from None
+def raise_if_requested() -> None:
+    """At a step that must not start after Ctrl-C (a commit): the interrupt, now."""
+    if _requested.is_set():
+        _raise_interrupt()
+
+
+def stop_resending() -> None:
+    """The run is ending (its cleanup runs now): no resend may interrupt it."""
+    global _deferred_since
+    _deferred_since = None
 
 
 def install() -> None:
     """Handle Ctrl-C as above in the main thread (the command line calls it once its session is
-    up; a library user's handler is never replaced)."""
+    up; `uninstall` restores the handler it replaced)."""
+    global _previous
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _interrupted)
+        _previous = signal.signal(signal.SIGINT, _interrupted)
+
+
+def uninstall() -> None:
+    """The command is over: the handler it replaced, and no Ctrl-C remembered (a test or a
+    notebook may call the command line again in this process)."""
+    global _previous, _deferred_since, _raised_at
+    if _previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _previous)
+    _previous, _deferred_since, _raised_at = None, None, None
+    _requested.clear()
+
+
+def _raise_interrupt() -> None:
+    global _deferred_since, _raised_at
+    _deferred_since, _raised_at = None, time.monotonic()
+    raise KeyboardInterrupt from None
 
 
 def _interrupted(signum: int, frame: Optional[FrameType]) -> None:
@@ -96,10 +133,11 @@ def _in_py4j_call() -> bool:
 
 
 def _cancel_until_raised() -> None:
-    """Cancel the session's jobs, and again after each resend that found the main thread in a
-    Py4J call (a job submitted after the first cancel)."""
+    """Cancel the job's Spark jobs, and again before each resend (a job submitted after the
+    first cancel); each cancel in a thread of its own, so that a JVM slow to answer never holds
+    the resends back."""
     while _deferred_since is not None:
-        _cancel_jobs()
+        threading.Thread(target=_cancel_jobs, name="ctrl-c-cancel", daemon=True).start()
         time.sleep(_RESEND_SECONDS)  # the cancelled job's failure normally raises it first
         if _deferred_since is not None:
             os.kill(os.getpid(), signal.SIGINT)
@@ -110,8 +148,13 @@ def _cancel_jobs() -> None:
 
     context = SparkContext._active_spark_context
     try:
-        if context is not None:
-            context.setLogLevel("OFF")
+        if context is None:
+            return
+        context.setLogLevel("OFF")
+        groups = list(active_groups)
+        for group in groups:  # this job's own: a shared context's other jobs go on
+            context.cancelJobGroup(group)
+        if not groups:
             context.cancelAllJobs()
     except Exception as e:  # the session may be going down already
-        log.debug("cancelling the session's jobs: %s", e)
+        log.debug("cancelling the job's Spark jobs: %s", e)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, Optional
 
+from . import interrupts
 from . import spark as spark_layer
 from .cleanup import discard_own_work
 from .commit import (
@@ -102,7 +103,9 @@ def plan(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, live: 
                                                params.num_partitions if kind.is_vector else 0)
                          if kind.mergeable else unmerged_rows_per_task(
                              sum(f.num_rows for f in live), max_segment_rows(config, params, snap), snap.bytes_per_row,
-                             parallelism))
+                             # an update's rows go in as few segments as tasks can hold: the next
+                             # update would fold its small ones again (the segment policy)
+                             1 if config.mode == "update" else parallelism))
     groups = plan_groups(live, rows_per_task=rows_per_task, fragments_per_task=config.fragments_per_task)
     sizes = [g.num_rows for g in groups]
     log.info(
@@ -296,6 +299,7 @@ def commit(config: BuildConfig, insp: Inspection, groups: Sequence[FragmentGroup
         conflict_of = lambda indexes: index_changed(config.name, indexes, pinned)  # noqa: E731
     else:
         conflict_of = build_conflict(config.name, snap.column, bool(config.replace), planned, config.index_type)
+    interrupts.raise_if_requested()  # a Ctrl-C held back during the last Spark call lands here, not after
     lease.check()
     state.record_commit([str(m.uuid) for m in merged])
     return commit_segments(

@@ -206,6 +206,7 @@ class Driver:
 
     def __exit__(self, kind: Optional[type[BaseException]], error: Optional[BaseException],
                  tb: Optional[TracebackType]) -> None:
+        interrupts.stop_resending()  # the cleanup below runs to its end
         try:
             if error is not None:
                 failure_policy(error)(error, self)
@@ -330,6 +331,6 @@ FAILURE_POLICIES: tuple[tuple[type[BaseException], Callable[[BaseException, Driv
 
 
 def failure_policy(error: BaseException) -> Callable[[BaseException, Driver], None]:
-    if interrupts.requested():  # a failure after Ctrl-C is the cancelled jobs' (interrupts.py)
+    if interrupts.caused_by_interrupt(error):  # the cancelled jobs' failure (interrupts.py)
         return _cancel_jobs
     return next(policy for kind, policy in FAILURE_POLICIES if isinstance(error, kind))

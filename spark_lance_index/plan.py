@@ -100,6 +100,14 @@ def max_segment_rows(config, params, snap) -> int:
     return default_max_segment_rows(params.kind, params, snap.dim, snap.vector_bytes, config.merge_memory)
 
 
+def policy_segment_rows(config, params, snap) -> int:
+    """The largest segment `update`'s segment policy aims at: max_segment_rows, or for a type whose
+    segments are not merged what one task may build (`segment_rows`), so that its full segments
+    are the ones a task can build and an update never folds more rows than one task holds."""
+    limit = max_segment_rows(config, params, snap)
+    return limit if params.kind.mergeable else segment_rows(limit, snap.bytes_per_row)
+
+
 def segment_rows_origin(config, params, snap) -> str:
     """Where max_segment_rows's figure comes from, for the log: the flag, a fixed default, or
     --merge-memory (the same branches as max_segment_rows)."""

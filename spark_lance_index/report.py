@@ -212,7 +212,7 @@ def reporting(config, result: JobResult):
         raise
     except Exception as e:  # JobError, and anything unforeseen: the report says it failed
         result.outcome = "refused" if isinstance(e, InputError) else "failed"
-        if interrupts.requested():  # the failure of jobs Ctrl-C cancelled (interrupts.py)
+        if interrupts.caused_by_interrupt(e):  # the failure of jobs Ctrl-C cancelled (interrupts.py)
             result.outcome, result.error = "interrupted", "interrupted (Ctrl-C); rerun the same command to resume"
             raise
         first = str(e).splitlines()[0][:300] if str(e) else ""

@@ -34,7 +34,7 @@ from .dataset import (
     snapshot_dataset,
 )
 from .errors import DatasetChangedError, InputError, MissingVersionError
-from .plan import max_segment_rows
+from .plan import policy_segment_rows
 from .state import JobState, default_jobs_root
 from .storage import Location, locate
 from .summary import plural
@@ -198,7 +198,8 @@ def inspect_update(config: BuildConfig) -> Inspection:
     if snap is None:
         snap = snapshot_dataset(config)
     model = read_index_model(snap, config.name, config.storage_options)
-    plan = plan_update(model, snap, SegmentPolicy(max_segment_rows(config, model.params, snap), config.segment_ratio))
+    policy = SegmentPolicy(policy_segment_rows(config, model.params, snap), config.segment_ratio)
+    plan = plan_update(model, snap, policy)
     log.info(
         "dataset %s version %d: index %r (%s, %d partitions, %d segments): %s",
         snap.uri, snap.version, config.name, model.params.index_type, model.params.num_partitions,

@@ -112,14 +112,17 @@ def test_gemm_assigned_segments_are_lances(tmp_path, index_type, metric, value_t
         assert abs(a - b) <= 0.01, (a, b)
 
 
-def test_the_kernel_is_exact_nearest_centroid_search():
+@pytest.mark.parametrize("offset", [0.0, 1000.0])  # far from the origin, float32 loses |c|^2 - 2 x.c
+def test_the_kernel_is_exact_nearest_centroid_search(offset):
     rng = np.random.default_rng(1)
-    x, c = rng.standard_normal((5000, 48)).astype(np.float32), rng.standard_normal((700, 48)).astype(np.float32)
+    x = (rng.standard_normal((5000, 48)) + offset).astype(np.float32)
+    c = (rng.standard_normal((700, 48)) + offset).astype(np.float32)
     for metric in ("l2", "cosine", "dot"):
         got = nearest(x, prepare_centroids(c, metric), metric)
-        xx = x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
-        want = (((xx[:, None, :] - c[None]) ** 2).sum(2).argmin(1) if metric != "dot"
-                else (xx @ c.T).argmax(1))
+        xx = x.astype(np.float64)
+        xx = xx / np.linalg.norm(xx, axis=1, keepdims=True) if metric == "cosine" else xx
+        want = (((xx[:, None, :] - c[None].astype(np.float64)) ** 2).sum(2).argmin(1) if metric != "dot"
+                else (xx @ c.T.astype(np.float64)).argmax(1))
         assert (got != want).sum() <= 1, metric
 
 

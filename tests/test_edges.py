@@ -507,6 +507,26 @@ def _cli(*args, **kw):
                           timeout=kw.pop("timeout", 300), env=env, **kw)
 
 
+def test_after_ctrl_c_only_a_failed_stage_is_taken_for_the_interrupt():
+    """After Ctrl-C, a failed Spark stage (the cancelled job) ends the run as interrupted; a wrong
+    commit, a changed dataset or a refusal keeps its own meaning and policy, and the command line
+    forgets the press when it returns."""
+    from spark_lance_index import interrupts, pipeline
+    from spark_lance_index.errors import CommitCheckError, DatasetChangedError, InputError, SparkStageError
+
+    try:
+        interrupts._requested.set()
+        assert interrupts.caused_by_interrupt(SparkStageError("cancelled"))
+        assert interrupts.caused_by_interrupt(RuntimeError("Answer from Java side is empty"))
+        for error in (CommitCheckError("wrong"), DatasetChangedError("moved"), InputError("bad")):
+            assert not interrupts.caused_by_interrupt(error)
+            assert pipeline.failure_policy(error) is not pipeline._cancel_jobs
+        assert pipeline.failure_policy(SparkStageError("cancelled")) is pipeline._cancel_jobs
+    finally:
+        interrupts.uninstall()
+    assert not interrupts.requested() and not interrupts.caused_by_interrupt(SparkStageError("x"))
+
+
 @pytest.mark.jvm  # starts Spark itself
 def test_ctrl_c_during_a_spark_job_is_always_an_interrupt():
     """Ctrl-C pressed at seven moments of a Spark job (its broadcast, its submission, its running
