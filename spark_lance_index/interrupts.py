@@ -5,12 +5,15 @@ middle of a Py4J call (a Spark job's `collect` waits there for minutes). Raising
 that thread's connection to the JVM with an answer still to come, and the next call on it (a
 `finally` that unpersists a broadcast, PySpark's own call-site reset) reads an empty line: its
 Py4JNetworkError then replaces the KeyboardInterrupt, and the run ended as "failed" (measured: 1
-run in 8). So a Ctrl-C that lands inside a Py4J call cancels the job's own Spark job groups from
-threads of their own (their own connections) and lets the call return: the transport turns the
+run in 8). So a Ctrl-C that lands inside a Py4J call cancels the session's jobs (the handler is
+installed only for a session the command line created) from threads of their own (their own
+connections) and lets the call return: the transport turns the
 cancelled job's failure into the KeyboardInterrupt (`cancelled_jobs_raise_interrupt`). A call
 that returns without a failure gets the interrupt resent once it is out of Py4J, and the commit
 phase raises it before it commits (`raise_if_requested`). After 10 s of a JVM that does not
-answer, it is raised where it lands.
+answer, it is raised where it lands. Once the run's cleanup has begun (`closing`), a press only
+marks the run interrupted: the cleanup runs to its end, and a run that got that far reports what
+it did.
 
 Connect sessions have no Py4J: Ctrl-C is raised where it lands, as Python does. The Python API
 never installs this handler (a notebook's Ctrl-C is the notebook's).
@@ -36,14 +39,13 @@ _GIVE_UP_SECONDS = 10.0  # deferred this long: raised where it lands (the JVM is
 _RESEND_SECONDS = 0.5
 _STRAGGLER_SECONDS = 0.2  # a resend that crossed the raise arrives within this
 
-# The Spark job groups this process runs now (spark.job_group): what Ctrl-C cancels.
-active_groups: set[str] = set()
-
 _requested = threading.Event()
 _deferred_since: Optional[float] = None
 _raised_at: Optional[float] = None
+_closing = False
 _Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 _previous: _Handler = None
+_installed = False
 
 
 def requested() -> bool:
@@ -75,28 +77,31 @@ def raise_if_requested() -> None:
         _raise_interrupt()
 
 
-def stop_resending() -> None:
-    """The run is ending (its cleanup runs now): no resend may interrupt it."""
-    global _deferred_since
-    _deferred_since = None
+def closing() -> None:
+    """The run's cleanup begins: no press or resend interrupts it from here on."""
+    global _deferred_since, _closing
+    _deferred_since, _closing = None, True
 
 
 def install() -> None:
     """Handle Ctrl-C as above in the main thread (the command line calls it once its session is
     up; `uninstall` restores the handler it replaced)."""
-    global _previous
-    if threading.current_thread() is threading.main_thread():
-        _previous = signal.signal(signal.SIGINT, _interrupted)
+    global _previous, _installed
+    if threading.current_thread() is threading.main_thread() and not _installed:
+        _previous, _installed = signal.signal(signal.SIGINT, _interrupted), True
 
 
 def uninstall() -> None:
     """The command is over: the handler it replaced, and no Ctrl-C remembered (a test or a
     notebook may call the command line again in this process)."""
-    global _previous, _deferred_since, _raised_at
-    if _previous is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _previous)
-    _previous, _deferred_since, _raised_at = None, None, None
+    global _previous, _installed, _deferred_since, _raised_at, _closing
+    if _installed and threading.current_thread() is threading.main_thread():
+        # None: a handler set outside Python, which cannot be put back; Python's own instead
+        signal.signal(signal.SIGINT, signal.default_int_handler if _previous is None else _previous)
+    _previous, _installed, _deferred_since, _raised_at, _closing = None, False, None, None, False
     _requested.clear()
+    logging.disable(logging.NOTSET)
+    threading.excepthook = threading.__excepthook__
 
 
 def _raise_interrupt() -> None:
@@ -109,6 +114,8 @@ def _interrupted(signum: int, frame: Optional[FrameType]) -> None:
     global _deferred_since
     _requested.set()
     logging.disable(logging.CRITICAL)  # the cancelled tasks' errors are expected, not news
+    if _closing:
+        return  # the cleanup runs to its end
     now = time.monotonic()
     if _raised_at is not None and now - _raised_at < _STRAGGLER_SECONDS:
         return  # a resend that crossed the raise: the run is unwinding already
@@ -133,7 +140,7 @@ def _in_py4j_call() -> bool:
 
 
 def _cancel_until_raised() -> None:
-    """Cancel the job's Spark jobs, and again before each resend (a job submitted after the
+    """Cancel the session's Spark jobs, and again before each resend (a job submitted after the
     first cancel); each cancel in a thread of its own, so that a JVM slow to answer never holds
     the resends back."""
     while _deferred_since is not None:
@@ -148,13 +155,8 @@ def _cancel_jobs() -> None:
 
     context = SparkContext._active_spark_context
     try:
-        if context is None:
-            return
-        context.setLogLevel("OFF")
-        groups = list(active_groups)
-        for group in groups:  # this job's own: a shared context's other jobs go on
-            context.cancelJobGroup(group)
-        if not groups:
+        if context is not None:
+            context.setLogLevel("OFF")
             context.cancelAllJobs()
     except Exception as e:  # the session may be going down already
         log.debug("cancelling the job's Spark jobs: %s", e)

@@ -206,7 +206,7 @@ class Driver:
 
     def __exit__(self, kind: Optional[type[BaseException]], error: Optional[BaseException],
                  tb: Optional[TracebackType]) -> None:
-        interrupts.stop_resending()  # the cleanup below runs to its end
+        interrupts.closing()  # the cleanup below runs to its end, Ctrl-C or not
         try:
             if error is not None:
                 failure_policy(error)(error, self)

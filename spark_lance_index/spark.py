@@ -275,11 +275,9 @@ def job_group(spark, group_id: str, description: str) -> Iterator[None]:
         return
     sc = spark.sparkContext
     sc.setJobGroup(group_id, description, interruptOnCancel=True)
-    interrupts.active_groups.add(group_id)  # what Ctrl-C cancels
     try:
         yield
     finally:
-        interrupts.active_groups.discard(group_id)
         sc.setJobGroup(None, None)
 
 

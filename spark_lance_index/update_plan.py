@@ -97,7 +97,8 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
                               "rebuild it with build --replace") from None
     first, expected = models[0], model_fingerprint(models[0])
     for m in models[1:]:
-        differ = sorted(k for k, v in model_fingerprint(m).items() if expected[k] != v)
+        got = model_fingerprint(m)
+        differ = sorted(k for k in {*expected, *got} if expected.get(k) != got.get(k))
         if differ:
             raise ModelUnreadable(
                 f"cannot update the index {name!r}: its segments {first.uuid} and {m.uuid} were encoded with "

@@ -71,10 +71,9 @@ def test_a_deferred_remap_compaction_during_update_never_gives_a_wrong_verdict(s
     fragment list). The update either commits a correct index or refuses with nothing committed;
     either way a plain rerun indexes every row, and no run calls a correct index wrong."""
     import lance
-    from test_update import Table, build_config, recall_against_exact, update_config
+    from test_update import HELD_OUT, Table, build_config, recall_against_exact, update_config
 
     from spark_lance_index import phases, pipeline
-    from spark_lance_index.demo import clustered_vectors
     from spark_lance_index.errors import CommitCheckError, DatasetChangedError
 
     table = Table(tmp_path / "t", 40_000, rows_per_fragment=5000)
@@ -123,8 +122,8 @@ def test_a_deferred_remap_compaction_during_update_never_gives_a_wrong_verdict(s
     assert ds.version > versions_before and rerun.outcome == "succeeded"
     print(f"{when}: the update {outcome}")
     # held-out queries of the table's own distribution (Gaussian ones read 0.89 to 0.97 from one
-    # training to the next: they fall between the clusters)
-    queries = clustered_vectors(60_000 + 30, 32, seed=7)[60_000:]
+    # training to the next: they fall off the table's clusters)
+    queries = HELD_OUT[:30]
     assert recall_against_exact(table.uri, queries) >= 0.9
     assert not os.path.exists(table.uri + ".index-jobs")
 

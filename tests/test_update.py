@@ -29,7 +29,9 @@ from spark_lance_index.storage import locate
 from spark_lance_index.update_plan import CommittedSegment, SegmentPolicy
 
 DIM = 32
-POOL = clustered_vectors(60_000, DIM, seed=7)  # one distribution: every append is drawn from it
+# one distribution: every append is drawn from POOL, the queries are held out of the same draw
+# (another `rows` draws other projections: clustered_vectors(60_030)[60_000:] is not POOL's)
+POOL, HELD_OUT = np.split(clustered_vectors(60_300, DIM, seed=7), [60_000])
 
 
 class Table:
@@ -131,7 +133,7 @@ def test_append_delete_and_upsert_cycles_keep_every_row_indexed_at_rebuild_recal
     pipeline.run(build_config(table.uri, index_type=index_type,
                               **({"num_sub_vectors": 8} if index_type == "IVF_PQ" else {})), spark=spark)
     first = models(table.uri)[0]
-    queries = clustered_vectors(60_000 + 30, DIM, seed=7)[60_000:]  # held out, same distribution
+    queries = HELD_OUT[:30]
     cycles = [
         ("append", lambda: table.append(3000)),
         ("delete rows and append", lambda: (lance.dataset(table.uri).delete("id % 7 = 0"), table.append(2000))),
@@ -164,7 +166,7 @@ def test_unmerged_types_are_updated_with_their_own_centroids_at_rebuild_recall(s
     first = models(table.uri)[0]
     assert first.graph == ((8, 40, 7) if "HNSW" in index_type else (0, 0, 0))
     # held out; 300, since two HNSW builds of the same rows differ by up to 0.02 over 100 queries
-    queries = clustered_vectors(60_000 + 300, DIM, seed=7)[60_000:]
+    queries = HELD_OUT
     cycles = [
         ("append", lambda: table.append(3000)),
         ("delete rows and append", lambda: (lance.dataset(table.uri).delete("id % 7 = 0"), table.append(2000))),
