@@ -178,10 +178,12 @@ class Lease:
             self.files.write(self.name, self._record(holding=False))
             runs = read_runs(self.files)
         except OSError as e:
+            self._withdraw()
             raise JobError(f"cannot write the job directory {self.where}: {str(e).splitlines()[0][:300]} "
                            "(check --job-dir and its storage options)") from None
         mine = runs.pop(self.owner, None)
         if mine is None or mine.driver is None:
+            self._withdraw()
             raise JobError(f"the lease file this run wrote in {self.where} is not there when listed: the store "
                            "does not list what was just written, and one run at a time cannot be promised on it")
         now = mine.driver.mtime
@@ -205,6 +207,14 @@ class Lease:
         self._last_ok = sent
         self._thread = threading.Thread(target=self._beat, name="spark-lance-index-lease", daemon=True)
         self._thread.start()
+
+    def _withdraw(self) -> None:
+        """A claim that could not be judged: this run's own file goes (a file left behind would
+        keep the next run out until it ages out); if the store refuses that too, it ages out."""
+        try:
+            self.files.delete_file(self.name)
+        except OSError as e:
+            log.warning("could not remove this run's lease file %s/%s: %s", self.where, self.name, e)
 
     def _fenced(self) -> bool:
         """No heartbeat has landed for half the timeout: another run may soon take over."""

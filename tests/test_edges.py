@@ -369,6 +369,31 @@ class SlowFiles:
         return slow
 
 
+def test_a_claim_the_store_cannot_judge_leaves_no_lease_file(tmp_path):
+    """The listing after this run wrote its lease file fails (a throttled store): the run stops
+    with one line and removes its own file, so the next run is not kept out for a minute."""
+    from spark_lance_index.errors import JobBusyError, JobError
+    from spark_lance_index.lease import Lease, read_runs
+    from spark_lance_index.storage import Files, locate
+
+    files = Files(locate(str(tmp_path / "job")), {})
+
+    class ListingFails:
+        def __getattr__(self, name):
+            if name == "listing":
+                def fail(*args, **kwargs):
+                    raise OSError("503 Slow Down")
+                return fail
+            return getattr(files, name)
+
+    with pytest.raises(JobError, match="cannot write the job directory") as err:
+        Lease(ListingFails(), "job").acquire()
+    assert not isinstance(err.value, JobBusyError) and read_runs(files) == {}
+    lease = Lease(files, "job")
+    lease.acquire()  # not kept out
+    lease.release()
+
+
 @pytest.mark.parametrize("kind", _store_kinds())
 def test_two_runs_never_both_hold_the_lease_whatever_step_of_either_is_delayed(tmp_path, request, kind):
     """Two runs start together; one store request of one of them (its write, its listing or
