@@ -6,6 +6,7 @@ driver at each setting the user will query with.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import time
@@ -156,6 +157,7 @@ def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: s
     for f in figures:  # the summary prints them: the log has them for --verbose only
         log.debug("recall@%d %.3f at nprobes %d refine %s (%d queries)", f.k, f.recall, f.nprobes,
                   f.refine_factor, f.queries)
+    @functools.cache  # read once, and only when a check below needs it
     def partitions() -> int:
         return (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
 

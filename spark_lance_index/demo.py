@@ -17,7 +17,6 @@ QUERIES = 100
 K = 10
 
 
-
 def clustered_vectors(rows: int, dim: int, clusters: int = 256, seed: int = 0) -> np.ndarray:
     """Embedding-like test data: Gaussian clusters in a 16-d latent space, projected to `dim`
     with a little noise. Real embeddings have a low intrinsic dimension; isotropic noise in
@@ -29,6 +28,7 @@ def clustered_vectors(rows: int, dim: int, clusters: int = 256, seed: int = 0) -
     latent += rng.standard_normal((rows, latent_dim)).astype(np.float32)
     projection = rng.standard_normal((latent_dim, dim)).astype(np.float32) / 4
     return latent @ projection + 0.05 * rng.standard_normal((rows, dim)).astype(np.float32)
+
 
 def write_demo_dataset(
     path: str, rows: int, dim: int, fragments: int, queries: int = QUERIES, seed: int = 0

@@ -153,10 +153,16 @@ def _cancel_until_raised() -> None:
 def _cancel_jobs() -> None:
     from pyspark import SparkContext
 
-    context = SparkContext._active_spark_context
+    context = SparkContext._active_spark_context  # per process: getActiveSession is per thread
+    if context is not None:
+        cancel_context_jobs(context)
+
+
+def cancel_context_jobs(context: Any) -> None:
+    """Cancel every job of a classic SparkContext, quietly: the cancelled tasks' errors are
+    expected (also `spark.cancel_jobs`)."""
     try:
-        if context is not None:
-            context.setLogLevel("OFF")
-            context.cancelAllJobs()
+        context.setLogLevel("OFF")
+        context.cancelAllJobs()
     except Exception as e:  # the session may be going down already
-        log.debug("cancelling the job's Spark jobs: %s", e)
+        log.debug("cancelling the session's jobs: %s", e)

@@ -26,6 +26,7 @@ SCHEMA_VERSION = 1
 SCHEMA_PATH = os.path.join(os.path.dirname(__file__), "report.schema.json")
 
 # outcomes, and the exit code each gives
+INTERRUPTED = "interrupted (Ctrl-C); rerun the same command to resume"  # the report's error then
 OUTCOMES = {"succeeded": 0, "failed": 1, "refused": 2, "recall_below_minimum": 3, "interrupted": 130,
             "running": None}
 
@@ -208,12 +209,12 @@ def reporting(config, result: JobResult):
             result.outcome, result.error = "recall_below_minimum", advice
         failed = False
     except KeyboardInterrupt:
-        result.outcome, result.error = "interrupted", "interrupted (Ctrl-C); rerun the same command to resume"
+        result.outcome, result.error = "interrupted", INTERRUPTED
         raise
     except Exception as e:  # JobError, and anything unforeseen: the report says it failed
         result.outcome = "refused" if isinstance(e, InputError) else "failed"
         if interrupts.caused_by_interrupt(e):  # the failure of jobs Ctrl-C cancelled (interrupts.py)
-            result.outcome, result.error = "interrupted", "interrupted (Ctrl-C); rerun the same command to resume"
+            result.outcome, result.error = "interrupted", INTERRUPTED
             raise
         first = str(e).splitlines()[0][:300] if str(e) else ""
         result.error = str(e) if isinstance(e, JobError) else f"{type(e).__name__}: {first}"

@@ -223,12 +223,11 @@ def _handle_ctrl_c() -> None:
 def cancel_jobs(spark) -> None:
     """Cancel what this session runs (Ctrl-C): a Spark Connect server would otherwise go on
     running the tasks of a client that is gone. Quiet: the cancelled tasks' errors are expected."""
+    if not is_connect(spark):
+        interrupts.cancel_context_jobs(spark.sparkContext)
+        return
     try:
-        if is_connect(spark):
-            spark.interruptAll()
-        else:
-            spark.sparkContext.setLogLevel("OFF")
-            spark.sparkContext.cancelAllJobs()
+        spark.interruptAll()
     except Exception as e:  # the session may be going down already
         log.debug("cancelling the session's jobs: %s", e)
 

@@ -63,7 +63,7 @@ ROOT_CREATED = "created-root"
 INDEX_KEY = "index.json"  # the dataset, column and index the job is for: `discard` matches on it
 _FOLDERS = ("attempts", "segments", "writes", "artifacts", "shared")
 _SEGMENT = re.compile(r"^\d+\.(json|pkl)$")  # .pkl: written by versions before records.py
-_MERGE = re.compile(r"^[0-9a-f]{16}\.json$")
+_WRITE = re.compile(r"^[0-9a-f]{16}\.json$")  # writes/<key>.json
 _SHARED = re.compile(r"^[0-9a-f]{32}\.pkl$")  # transport.py: a value too large for a Connect plan
 
 def default_jobs_root(dataset: Location) -> Location:
@@ -209,7 +209,7 @@ class JobState:
                     self.files.list("segments") or self.files.list("artifacts") or self.files.exists(INDEX_KEY))
 
     def pending_writes(self) -> list[dict]:
-        return [json.loads(self.files.read(f"writes/{n}")) for n in self.files.list("writes") if _MERGE.match(n)]
+        return [json.loads(self.files.read(f"writes/{n}")) for n in self.files.list("writes") if _WRITE.match(n)]
 
     def record_commit(self, segment_uuids: Sequence[str]) -> None:
         """Written before the commit: a rerun can tell whether the commit landed."""
@@ -255,7 +255,7 @@ class JobState:
         f = self.files
         marked = [n for n in f.list("attempts") if _MARKER.match(n)]
         f.delete_many([f"attempts/{name}" for name in marked]
-                      + [f"writes/{name}" for name in f.list("writes") if _MERGE.match(name)]
+                      + [f"writes/{name}" for name in f.list("writes") if _WRITE.match(name)]
                       + [f"shared/{name}" for name in f.list("shared") if _SHARED.match(name)])
         self.forget_plan()
         for folder in _FOLDERS:
