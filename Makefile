@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/python -m spark_lance_index.jvm_archive || echo "no JVM class archive: local Spark starts as usual"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -53,6 +54,7 @@ $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/pip install --quiet -e ".[bench]"
+	$(BENCH_VENV)/bin/python -m spark_lance_index.jvm_archive || echo "no JVM class archive: local Spark starts as usual"
 	touch $(BENCH_STAMP)
 
 bench: export PYSPARK_PYTHON := $(BENCH_PY)

@@ -25,6 +25,7 @@ Beside them:
     state.py, lease.py          the job directory; one run of a job at a time
     storage.py                  local disk and object stores behind one Files
     spark.py, transport.py      the session; the only code that runs things on the cluster
+    interrupts.py, jvm_archive.py   Ctrl-C inside a Spark call; the local driver JVM's class archive
     report.py, progress.py, timing.py, errors.py, preflight.py, resources.py
     testing.py                  brute-force top-k and recall@k: the yardstick of the tests and benchmarks
 """

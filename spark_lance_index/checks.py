@@ -301,6 +301,6 @@ def run_verify(config: BuildConfig, spark=None) -> JobResult:
                 result.recall_diagnosis = check.diagnosis
             finally:
                 if created:
-                    spark.stop()
+                    spark_layer.stop_session(spark)
         result.seconds = {**clock.seconds, "total": time.perf_counter() - started}
     return result

@@ -86,6 +86,17 @@ def _storage_checks(uri: Optional[str], storage_options: Mapping[str, str], job_
     return False
 
 
+def _archive_line() -> str:
+    """Whether the driver JVM started from the class archive (jvm_archive.py): information only."""
+    from .jvm_archive import mapped_by_driver
+
+    mapped = mapped_by_driver()
+    if mapped:
+        return f"ok   JVM class archive: the driver mapped {mapped}"
+    return ("skip JVM class archive: the driver started without one (local Spark starts ~1.5 s faster "
+            "with it: python -m spark_lance_index.jvm_archive)")
+
+
 def _spark_checks(master: Optional[str], spark, lines: list[str]) -> bool:
     """pyspark, Java, the master, the executors' libraries: each needs the ones before it."""
     from . import spark as spark_layer
@@ -120,6 +131,8 @@ def _spark_checks(master: Optional[str], spark, lines: list[str]) -> bool:
         runs = _check("java", java, lines)
         if runs:
             runs = _check("spark master", start, lines)
+            if runs and session["created"]:
+                lines.append(_archive_line())
         else:
             lines.append("skip spark master: fix the checks above first")
     elif runs:
@@ -129,5 +142,5 @@ def _spark_checks(master: Optional[str], spark, lines: list[str]) -> bool:
         return False
     runs = _check("executors' libraries", executors, lines) and runs
     if session["created"]:
-        session["spark"].stop()
+        spark_layer.stop_session(session["spark"])
     return runs

@@ -217,7 +217,7 @@ class Driver:
                 self.lease.release()
             self.clock.finish()
             if self.created and self.spark is not None:
-                self.spark.stop()
+                spark_layer.stop_session(self.spark)
 
 
 def _build_merge_commit(driver: Driver, insp: Inspection, groups: Any, artifacts: Any,

@@ -142,6 +142,7 @@ B = [
  ("low recall: measured once more at a wider nprobes", "spark_lance_index/checks.py", "        wider = wider_nprobes(figures, partitions)", "        wider = None", "tests/test_messages.py -k low_recall"),
  ("the user's session is never stopped, from any thread", "spark_lance_index/spark.py", "    if _running_context():", "    if False:", "tests/test_api.py -k fresh_process"),
  ("API: a setting another command takes is refused", "spark_lance_index/api.py", "    unknown = sorted(set(options) - takes)", "    unknown = sorted(set(options) - SETTING_NAMES)", "tests/test_messages.py -k does_not_take"),
+ ("a JVM class archive the driver cannot start with is set aside", "spark_lance_index/spark.py", "            jvm_archive.set_aside(archive)\n            conf.set(\"spark.driver.extraJavaOptions\", java_options)", "            raise", "tests/test_jvm_archive.py"),
  ("low recall: a sweep is read at its last step", "spark_lance_index/recall_advice.py", "        low = next(f for f in reversed(plain) if f.nprobes < high.nprobes)", "        low = plain[0]", "tests/test_messages.py -k stopped_early"),
 ]
 only = sys.argv[1:]
