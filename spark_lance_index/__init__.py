@@ -19,6 +19,7 @@ The phases (phases.py calls them in this order):
     checks.py               the recall check (exact_search.py, query_settings.py) and the
                             filter check of scalar indexes (index_check.py)
     update_plan.py, update_job.py, index_model.py   what an update encodes, with the index's own model
+    update_all.py           `update --uri U` alone: every index of the table in one session
 
 Beside them:
     config.py, index_types.py   the settings; each index type in one place
@@ -38,7 +39,7 @@ os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 __version__ = "0.1.0"
 
-from .api import Run, build, discard, status, update, verify  # noqa: E402
+from .api import Run, build, discard, status, update, update_all, verify  # noqa: E402
 from .errors import (  # noqa: E402
     CommitCheckError,
     DatasetChangedError,
@@ -52,9 +53,10 @@ from .errors import (  # noqa: E402
     SparkStageError,
 )
 from .index_status import IndexStatus  # noqa: E402
+from .update_all import IndexUpdate, TableUpdate  # noqa: E402
 
 __all__ = [
-    "build", "update", "verify", "status", "discard", "Run", "IndexStatus",
+    "build", "update", "update_all", "verify", "status", "discard", "Run", "IndexStatus", "TableUpdate", "IndexUpdate",
     "JobError", "InputError", "RecallTooLowError", "CommitCheckError", "DatasetChangedError", "IndexConflictError",
     "JobBusyError", "PreflightError", "SegmentCheckError", "SparkStageError", "__version__",
 ]

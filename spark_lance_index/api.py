@@ -28,8 +28,9 @@ from .config import SETTING_NAMES, BuildConfig, check_types, load_toml, make_con
 from .errors import InputError, RecallTooLowError
 from .index_status import IndexStatus, index_status
 from .report import JobResult
+from .update_all import TableUpdate
 
-__all__ = ["build", "update", "verify", "status", "discard", "Run"]
+__all__ = ["build", "update", "update_all", "verify", "status", "discard", "Run"]
 
 log = logging.getLogger("spark_lance_index")
 LOG_FORMAT = "%(asctime)s spark-lance-index %(levelname)s %(message)s"
@@ -82,6 +83,28 @@ def update(uri: str | os.PathLike[str], column: Optional[str] = None, *, spark: 
     the table has one vector index."""
     config = _config("update", os.fspath(uri), column, options)
     return _run(config, spark, print_summary)
+
+
+def update_all(uri: str | os.PathLike[str], *, spark: Any = None, print_summary: bool = True,
+               **options: Any) -> TableUpdate:
+    """Update every index of the table, one after another in one Spark session
+    (`spark-lance-index update --uri U`). An index update cannot extend is skipped with its reason
+    (`TableUpdate.indexes`, `exit_code` 4), one that fails is named with its error, and the
+    others still update. The options are `update`'s, for each index (no column or index_name)."""
+    from .update_all import update_every_index
+
+    uri = os.fspath(uri)
+    for taken in ("column", "index_name"):
+        if taken in options:
+            raise InputError(f"{taken}= picks one index: call update() for that")
+    base = _config("update", uri, "any", {**options, "index_name": "any"})
+    with job_logging(base.verbose):
+        table = update_every_index(uri, lambda column, name: _config("update", uri, column, {
+            **options, "index_name": name, "report": None}), master=base.master, app_name=base.app_name,
+            verbose=base.verbose, storage_options=dict(base.storage_options), report=base.report, spark=spark)
+    if print_summary:
+        print(table.summary())
+    return table
 
 
 def verify(uri: str | os.PathLike[str], column: str, *, spark: Any = None, print_summary: bool = True,

@@ -44,8 +44,9 @@ def _add_build_flags(p: argparse.ArgumentParser) -> None:
 def _add_update_flags(p: argparse.ArgumentParser) -> None:
     """`update` takes the index's type, metric and model from the index itself."""
     p.add_argument("--uri", help="Lance dataset URI (local path, s3://, gs://, az://)")
-    p.add_argument("--column", help="the indexed vector column")
-    p.add_argument("--index-name", help="default <column>_idx")
+    p.add_argument("--column", help="the indexed vector column; with neither --column nor --index-name, "
+                                     "every index of the table, one after another (exit 4: some skipped)")
+    p.add_argument("--index-name", help="the index to update (default <column>_idx)")
     p.add_argument("--segment-ratio", type=int,
                    help="re-encode a small segment with the new rows while it holds fewer than this many "
                         "times the rows merged so far (default 3)")
@@ -189,6 +190,28 @@ def command_settings(command: str) -> set[str]:
     return {renamed.get(d, d) for d in dests}
 
 
+def updates_every_index(args: argparse.Namespace) -> bool:
+    """`update` naming neither a column nor an index (flags or --config): every index of the table."""
+    if args.command != "update":
+        return False
+    file_values = load_toml(args.config) if args.config else {}
+    return not (args.column or args.index_name or file_values.get("column") or file_values.get("index_name"))
+
+
+def update_every_index_from_args(args: argparse.Namespace):
+    """`update --uri U` alone: each index of the table with these flags (update_all.py)."""
+    from .update_all import update_every_index
+
+    file_values = load_toml(args.config) if args.config else {}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "storage_option", "fts_option")}
+    flags.update(mode="update", storage_options=parse_storage_options(args.storage_option), report=None)
+    base = make_config(file_values, {**flags, "column": "any"})  # the flags checked once, before anything
+    return update_every_index(base.uri, lambda column, name: make_config(
+        file_values, {**flags, "column": column, "index_name": name}), master=base.master,
+        app_name=base.app_name, verbose=base.verbose, storage_options=dict(base.storage_options),
+        report=args.report or file_values.get("report"))
+
+
 def config_from_args(args: argparse.Namespace):
     """The BuildConfig for parsed `build` flags (with --config underneath)."""
     file_values = load_toml(args.config) if args.config else {}
@@ -324,6 +347,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .checks import run_verify
         from .pipeline import run
 
+        if updates_every_index(args):
+            table = update_every_index_from_args(args)
+            print(table.summary())
+            return table.exit_code
         config = config_from_args(args)
         if args.command == "discard":
             from .discard_jobs import run_discard
@@ -360,7 +387,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _say_interrupted(args: argparse.Namespace) -> int:
     _quiet_after_interrupt()
     advice = "rerun the same command to resume"
-    if args.command in ("build", "update"):
+    if args.command in ("build", "update") and not updates_every_index(args):
         from .pipeline import discard_command
 
         advice += f", or `{discard_command(config_from_args(args))}` to start afresh"

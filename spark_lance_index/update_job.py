@@ -91,7 +91,8 @@ def update_target(uri: str, column: Optional[str], index_name: Optional[str],
     if not vector:
         raise InputError(f"{uri} has no vector index to update: build one first (spark-lance-index build)")
     listed = ", ".join(f"{i.name} on {i.columns[0]}" for i in vector)
-    raise InputError(f"{uri} has {len(vector)} vector indexes ({listed}): give --column or --index-name")
+    raise InputError(f"{uri} has {len(vector)} vector indexes ({listed}): give column= or index_name=, "
+                     "or update them all with update_all")
 
 
 def fill_update_target(file_values: Mapping[str, Any], flags: dict) -> None:

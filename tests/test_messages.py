@@ -80,8 +80,9 @@ def test_a_missing_dataset_names_the_path_as_given_without_lances_sources(tmp_pa
     assert proc.returncode == 2 and ".rs:" not in one_line(proc.stderr)
 
 
-def test_update_without_a_column_asks_which_index_when_the_table_has_several(tmp_path):
-    """(With one vector index it takes that one: tests/test_api.py.)"""
+def test_update_without_a_column_updates_every_index_and_the_api_asks_which(tmp_path):
+    """(With one vector index the API takes that one: tests/test_api.py; the update of several:
+    tests/test_update_all.py.)"""
     uri = str(tmp_path / "ds")
     rng = np.random.default_rng(0)
     table = pa.table({"a": fsl(rng.normal(size=(600, 8)).astype(np.float32)),
@@ -91,8 +92,13 @@ def test_update_without_a_column_asks_which_index_when_the_table_has_several(tmp
     ds.create_index("b", "IVF_FLAT", num_partitions=2)
     before = dataset_state(uri)
     proc = cli("update", "--uri", uri)
-    assert proc.returncode == 2
-    assert "has 2 vector indexes (a_idx on a, b_idx on b): give --column or --index-name" in one_line(proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 indexes, 2 up to date" in proc.stdout and "a_idx (IVF_FLAT on a): up to date" in proc.stdout
+    import spark_lance_index as sli
+
+    with pytest.raises(sli.InputError, match=r"has 2 vector indexes \(a_idx on a, b_idx on b\): give column= "
+                                             r"or index_name=, or update them all with update_all"):
+        sli.update(uri)
     proc = cli("update", "--uri", uri, "--index-name", "c_idx")
     assert proc.returncode == 2 and "no index named 'c_idx'" in one_line(proc.stderr)
     assert dataset_state(uri) == before

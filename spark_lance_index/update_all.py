@@ -1,0 +1,195 @@
+"""`update --uri U` with neither --column nor --index-name: every index of the table, one after
+another in one Spark session, with one summary and one report.
+
+Each index is its own update job (its own state, lease, resume and checks, `pipeline.run`), so
+a rerun of the same command finishes what a killed run left, and an index an earlier run already
+updated has nothing new and commits nothing: none is updated twice. An index `update` cannot
+extend (`status` says why: its type, a multivector column; or the update refuses it before
+writing anything: a model it cannot read) is named with its reason and skipped; one that fails
+is named with its error; the others still update, and the exit code
+says what happened (`TableUpdate.exit_code`). No Spark starts when no index has rows to add.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from . import interrupts
+from . import spark as spark_layer
+from .config import BuildConfig
+from .errors import InputError, JobError, RecallTooLowError
+from .index_status import IndexStatus, index_status
+from .report import SCHEMA_VERSION, JobResult, now_iso, report_schema, write_report
+
+log = logging.getLogger("spark_lance_index")
+
+SKIPPED_EXIT = 4  # every index that could be updated was; some could not (named, with why)
+
+ConfigFor = Callable[[str, str], BuildConfig]  # (column, index name) -> that index's update config
+
+
+@dataclass
+class IndexUpdate:
+    """One index's part of a table update."""
+
+    name: str
+    columns: list[str]
+    type: str
+    outcome: str  # updated | up to date | skipped | failed | recall below minimum
+    reason: str = ""  # why it was skipped or failed
+    result: Optional[JobResult] = None
+
+    def line(self) -> str:
+        where = f"{self.name} ({self.type} on {', '.join(self.columns)})"
+        if self.result is not None and self.outcome in ("updated", "recall below minimum"):
+            counts = self.result.update or {}
+            detail = (f"{counts.get('new_rows', 0):,} new rows, version {self.result.committed_version}"
+                      + (f"; {self.reason}" if self.reason else ""))
+        else:
+            detail = self.reason
+        return f"  {where}: {self.outcome}" + (f": {detail}" if detail else "")
+
+    def to_report(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"index_name": self.name, "columns": self.columns, "type": self.type,
+                               "outcome": self.outcome, "reason": self.reason or None}
+        if self.result is not None:
+            doc["run"] = self.result.to_report()
+        return doc
+
+
+@dataclass
+class TableUpdate:
+    """Every index of one table, updated one after another."""
+
+    uri: str
+    indexes: list[IndexUpdate] = field(default_factory=list)
+    started_at: str = field(default_factory=now_iso)
+
+    @property
+    def exit_code(self) -> int:
+        outcomes = {i.outcome for i in self.indexes}
+        if "failed" in outcomes:
+            return 1
+        if "recall below minimum" in outcomes:
+            return RecallTooLowError.exit_code
+        return SKIPPED_EXIT if "skipped" in outcomes else 0
+
+    @property
+    def outcome(self) -> str:
+        return {0: "succeeded", 1: "failed", RecallTooLowError.exit_code: "recall_below_minimum",
+                SKIPPED_EXIT: "some_skipped"}[self.exit_code]
+
+    def summary(self) -> str:
+        parts = []
+        for i in self.indexes:
+            if i.result is not None and i.outcome == "updated":
+                parts.append(i.result.summary())
+        tally: dict[str, int] = {}
+        for i in self.indexes:
+            tally[i.outcome] = tally.get(i.outcome, 0) + 1
+        head = f"{self.uri}: {len(self.indexes)} index{'es' if len(self.indexes) != 1 else ''}, " + ", ".join(
+            f"{n} {outcome}" for outcome, n in tally.items())
+        return "\n".join([*parts, head, *(i.line() for i in self.indexes)])
+
+    def to_report(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "command": "update", "dataset": self.uri,
+                "outcome": self.outcome, "started_at": self.started_at, "finished_at": now_iso(),
+                "indexes": [i.to_report() for i in self.indexes]}
+
+
+def table_report_schema() -> dict[str, Any]:
+    """The JSON schema of a table update's report: each updated index's entry holds a run report."""
+    entry = {"type": "object", "additionalProperties": False,
+             "required": ["index_name", "columns", "type", "outcome", "reason"],
+             "properties": {"index_name": {"type": "string"}, "columns": {"type": "array", "items": {"type": "string"}},
+                            "type": {"type": "string"}, "reason": {"type": ["string", "null"]},
+                            "outcome": {"enum": ["updated", "up to date", "skipped", "failed",
+                                                 "recall below minimum"]},
+                            "run": report_schema()}}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+            "additionalProperties": False,
+            "required": ["schema_version", "command", "dataset", "outcome", "started_at", "finished_at", "indexes"],
+            "properties": {"schema_version": {"const": SCHEMA_VERSION}, "command": {"const": "update"},
+                           "dataset": {"type": "string"}, "started_at": {"type": "string"},
+                           "finished_at": {"type": "string"}, "indexes": {"type": "array", "items": entry},
+                           "outcome": {"enum": ["running", "succeeded", "failed", "recall_below_minimum",
+                                               "some_skipped", "interrupted"]}}}
+
+
+def update_every_index(uri: str, config_for: ConfigFor, *, master: Optional[str] = None, app_name: str = "",
+                       verbose: bool = False, storage_options: Optional[dict] = None, report: Optional[str] = None,
+                       spark: Any = None) -> TableUpdate:
+    """Update each index of the table `uri`; `config_for(column, name)` makes each one's config
+    (checked as a single update's, before any Spark). Raises InputError when the table has no index."""
+    from .pipeline import run
+
+    statuses = index_status(uri, storage_options or {})
+    if not statuses:
+        raise InputError(f"{uri} has no index to update: build one first (spark-lance-index build)")
+    table = TableUpdate(uri)
+    targets: list[tuple[IndexStatus, BuildConfig]] = []
+    for s in statuses:
+        if s.updatable:
+            targets.append((s, config_for(s.columns[0], s.name)))
+        else:
+            table.indexes.append(IndexUpdate(s.name, s.columns, s.type, "skipped", s.why_not_updatable or ""))
+    _write(report, storage_options, table, "running")  # a place it cannot be written: refused before Spark
+    created = False
+    if spark is None and any(s.unindexed_fragments for s, _ in targets):
+        log.info("one Spark session for the updates: starting it")
+        spark, created = spark_layer.get_session(master, app_name, verbose)
+    log.info("updating %d of the %d indexes of %s one after another%s", len(targets), len(statuses), uri,
+             f" (skipping {', '.join(i.name for i in table.indexes)})" if table.indexes else "")
+    try:
+        for s, config in targets:
+            log.info("index %s (%s on %s): update", s.name, s.type, ", ".join(s.columns))
+            table.indexes.append(_update_one(s, config, spark, run))
+    except BaseException:
+        _write(report, storage_options, table, "interrupted")
+        raise
+    finally:
+        if created:
+            spark_layer.stop_session(spark)
+    _write(report, storage_options, table)
+    return table
+
+
+def _update_one(s: IndexStatus, config: BuildConfig, spark: Any, run: Callable[..., JobResult]) -> IndexUpdate:
+    """One index's update; a failure is recorded and the next index goes on (Ctrl-C stops all)."""
+    try:
+        result = run(config, spark)
+    except RecallTooLowError as e:
+        result = e.result  # type: ignore[assignment]
+        return IndexUpdate(s.name, s.columns, s.type, "recall below minimum", str(e).splitlines()[0], result)
+    except InputError as e:  # refused before anything was written: this index cannot be extended
+        log.warning("index %s: skipped: %s", s.name, e)
+        return IndexUpdate(s.name, s.columns, s.type, "skipped", str(e).splitlines()[0][:500])
+    except JobError as e:
+        if interrupts.caused_by_interrupt(e):
+            raise
+        log.error("index %s: %s", s.name, e)
+        return IndexUpdate(s.name, s.columns, s.type, "failed", str(e).splitlines()[0][:500])
+    outcome = "updated" if result.committed_version is not None else "up to date"
+    return IndexUpdate(s.name, s.columns, s.type, outcome, "", result)
+
+
+def _write(path: Optional[str], storage_options: Optional[dict], table: TableUpdate,
+           outcome: Optional[str] = None) -> None:
+    if not path:
+        return
+    doc = table.to_report()
+    if outcome:
+        doc["outcome"] = outcome
+    try:
+        write_report(path, storage_options or {}, doc)
+    except Exception as e:
+        reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        if outcome == "running":
+            raise InputError(f"cannot write --report {path}: {reason}") from None
+        if outcome is None:
+            raise JobError(f"the update finished ({table.outcome}) but its report could not be written to "
+                           f"{path}: {reason}") from None
+        log.error("could not write the report to %s: %s", path, reason)
