@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Optional
 
 from .dataset import FragmentInfo, _ids, fragment_infos, index_conflict, index_infos, open_dataset
 from .errors import CommitCheckError, DatasetChangedError, IndexConflictError, JobError, SegmentCheckError
@@ -240,7 +241,7 @@ class CommitReport:
 
 def read_back_index(
     ds, index_name: str, index_type: str, merged_uuids: Sequence[str], planned: Sequence[FragmentInfo],
-    model_mismatch=None, encoded: Sequence[FragmentInfo] = None,
+    model_mismatch=None, encoded: Optional[Sequence[FragmentInfo]] = None,
 ) -> CommitReport:
     """Read the committed index back and check it covers exactly the planned fragments.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import JobError
 
@@ -41,7 +41,7 @@ def _check(name: str, fn: Callable[[], str], lines: list[str]) -> bool:
 
 
 def run_doctor(uri: Optional[str], master: Optional[str], storage_options: Mapping[str, str],
-               job_dir: Optional[str], spark=None,
+               job_dir: Optional[str], spark: Any = None,
                emit: Optional[Callable[[str], None]] = None) -> tuple[bool, list[str]]:
     """(all passed, the report lines; each also given to `emit` as it is known). The dataset and
     the job directory first: they need no Spark, and a wrong URI or missing credentials are the
@@ -97,7 +97,7 @@ def _archive_line() -> str:
             "with it: python -m spark_lance_index.jvm_archive)")
 
 
-def _spark_checks(master: Optional[str], spark, lines: list[str]) -> bool:
+def _spark_checks(master: Optional[str], spark: Any, lines: list[str]) -> bool:
     """pyspark, Java, the master, the executors' libraries: each needs the ones before it."""
     from . import spark as spark_layer
     from .preflight import require_driver_libraries
@@ -113,6 +113,8 @@ def _spark_checks(master: Optional[str], spark, lines: list[str]) -> bool:
     def java() -> str:
         spark_layer.check_java()
         path, where = spark_layer.find_java()
+        if path is None:  # check_java said there is one
+            raise JobError(f"no Java found ({where})")
         return f"Java {spark_layer.java_major(path)} at {path} (from {where})"
 
     session = {"spark": spark, "created": False}

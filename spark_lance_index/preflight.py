@@ -39,7 +39,7 @@ class NodeVersions:
 
 def node_versions(_=None) -> NodeVersions:
     """Import each library here and report its version (runs on the driver and on executors)."""
-    found = []
+    found: list[tuple[str, Optional[str]]] = []
     for module, name in LIBRARIES:
         try:
             found.append((name, str(getattr(importlib.import_module(module), "__version__", "unknown"))))

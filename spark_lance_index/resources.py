@@ -132,7 +132,7 @@ def memory_advice(res: ExecutorResources, task_bytes: int) -> Optional[str]:
 def enforces_memory(master: Optional[str]) -> bool:
     """YARN and Kubernetes kill a container past heap + overhead; standalone workers and
     Databricks do not (there the Python workers share the node's memory beyond the heap)."""
-    return bool(master) and master.startswith(("yarn", "k8s://"))
+    return master is not None and master.startswith(("yarn", "k8s://"))
 
 
 def session_settings(res: ExecutorResources, task_bytes: int, env: Callable[[str], Optional[str]],

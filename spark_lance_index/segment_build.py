@@ -124,6 +124,7 @@ def build_segment(
                   fragment_ids=list(task.group.fragment_ids), **({"index_uuid": index_uuid} if index_uuid else {}))
     assigned = None
     if task.assignment == "gemm":
+        assert artifacts.centroids is not None, "the GEMM assigns vector rows to the shared centroids"
         with tempfile.TemporaryDirectory(prefix="spark-lance-index-partitions-") as scratch:
             assigned = assign_fragments(ds, task.column, task.group.fragment_ids, artifacts.centroids, p.metric)
             table = write_partition_table(assigned, scratch)
