@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import pyarrow as pa
 
@@ -22,6 +22,7 @@ from .index_types import (
     DEFAULT_HNSW_MAX_LEVEL,
     INDEX_TYPES,
     IndexType,
+    lance_text_options,
 )
 from .storage import Location, locate
 from .store_errors import describe_storage_error, refuse_unreadable_scheme
@@ -264,18 +265,16 @@ def vector_shape(field: pa.Field, column: str) -> tuple[int, str, bool]:
 
 
 def require_vector_column(config: BuildConfig, command: str) -> None:
-    """`update` and `verify` work on vector indexes: for any other column, one line that says
-    so and what to use instead."""
+    """`verify` measures recall of vector indexes: for any other column, one line that says so
+    and what checks the other indexes."""
     ds = open_dataset(config.uri, config.storage_options, config.version)
     field = resolve_vector_field(ds.schema, config.column)
     try:
         vector_shape(field, config.column)
     except InputError:
         on_it = [f"{i.name!r} ({i.index_type})" for i in index_infos(ds) if config.column in i.columns]
-        advice = ("bring a scalar or full-text index up to date by rebuilding it: spark-lance-index build "
-                  f"--column {config.column} --index-type <its type> --replace" if command == "update" else
-                  "build checks a scalar or full-text index right after its commit (filters against a scan, "
-                  "or a search of each sampled row's own text)")
+        advice = ("build and update check a scalar or full-text index right after their commit (filters "
+                  "against a scan, or a search of each sampled row's own text)")
         raise InputError(f"`{command}` is for vector indexes, and column {config.column!r} holds {field.type}"
                          + (f" (indexed by {', '.join(on_it)})" if on_it else "") + f": {advice}") from None
 
@@ -447,12 +446,13 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
     )
 
 
-def probe_build_options(index_type: str, options: Mapping) -> None:
+def probe_build_options(index_type: str, options: Mapping) -> dict[str, Any]:
     """Refuse, before Spark, options Lance would refuse on every executor: build the index with
     them on a one-row table in a temporary folder, and pass Lance's own reason on in one line.
-    Nothing is written near the user's dataset."""
+    -> the options as the index built with them describes them. Nothing is written near the
+    user's dataset."""
     if not options:
-        return
+        return {}
     import shutil
     import tempfile
 
@@ -461,7 +461,8 @@ def probe_build_options(index_type: str, options: Mapping) -> None:
     folder = tempfile.mkdtemp(prefix="spark-lance-index-probe-")
     try:
         ds = lance.write_dataset(pa.table({"text": ["probe"]}), folder)
-        ds.create_scalar_index("text", index_type, **dict(options))  # type: ignore[arg-type]  # a name Lance checks
+        ds.create_scalar_index("text", index_type, **lance_text_options(options))  # type: ignore[arg-type]
+        return dict(lance.dataset(folder).describe_indices()[0].details or {})
     except (ValueError, TypeError, OSError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         reason = re.sub(r", /\S+\.rs:\d+:\d+$", "", reason)  # Lance's source location

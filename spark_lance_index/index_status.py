@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from .dataset import open_dataset, resolve_vector_field, vector_shape
-from .index_types import INDEX_TYPES
+from .index_types import INDEX_TYPES, type_of_index
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,13 @@ def _status(ds: Any, name: str, described: Any) -> IndexStatus:
     stats = ds.stats.index_stats(name)
     segment = (stats.get("segments") or stats.get("indices") or [{}])[0]
     sub = segment.get("sub_index") or {}
-    kind = INDEX_TYPES.get(stats["index_type"])
+    kind = type_of_index(stats["index_type"])
     is_vector = kind is not None and kind.is_vector
     why_not = None
     if kind is None or not kind.updatable:
         updatable = ", ".join(t.name for t in INDEX_TYPES.values() if t.updatable)
         why_not = f"it extends {updatable}; rebuild this one with build --replace"
-    elif any(_is_multivector(ds, c) for c in described.field_names):
+    elif is_vector and any(_is_multivector(ds, c) for c in described.field_names):
         why_not = "not on a multivector column yet; rebuild this one with build --replace"
     return IndexStatus(
         name=name, type=stats["index_type"], columns=list(described.field_names),

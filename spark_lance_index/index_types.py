@@ -89,7 +89,7 @@ class IndexType:
         and segment uuid: a vector type's metric, partitions and shared artifacts; a text type's
         tokenizer options; nothing for a scalar type."""
         if not self.is_vector:  # the options the job fingerprinted, as the task received them
-            return json.loads(artifacts.options) if artifacts.options else {}
+            return lance_text_options(json.loads(artifacts.options)) if artifacts.options else {}
         kwargs: dict[str, Any] = {"metric": params.metric, "num_partitions": params.num_partitions,
                                   "ivf_centroids": artifacts.centroids_arrow()}
         if self.codebook:
@@ -183,20 +183,40 @@ INDEX_TYPES: Mapping[str, IndexType] = {
         # Measured on pylance 14.0.2: every type below
         # builds per-fragment segments that merge and commit, and the committed index answers
         # filters exactly as a scan does (tests/test_scalar_indexes.py).
-        IndexType("BTREE", takes_uuid=False, family="scalar", lance_name="BTree", accepts=_plain,
+        IndexType("BTREE", takes_uuid=False, family="scalar", updatable=True, lance_name="BTree", accepts=_plain,
                   columns=_PLAIN_WORDS, check="equals"),
-        IndexType("BITMAP", family="scalar", lance_name="Bitmap", accepts=_plain, columns=_PLAIN_WORDS,
+        IndexType("BITMAP", family="scalar", updatable=True, lance_name="Bitmap", accepts=_plain, columns=_PLAIN_WORDS,
                   check="equals"),
-        IndexType("LABEL_LIST", takes_uuid=False, family="scalar", lance_name="LabelList", accepts=_list_of(_plain),
-                  columns="lists of " + _PLAIN_WORDS, check="has_any"),
-        IndexType("ZONEMAP", family="scalar", lance_name="ZoneMap", accepts=_plain, columns=_PLAIN_WORDS,
-                  check="equals"),
-        IndexType("BLOOMFILTER", family="scalar", lance_name="BloomFilter", accepts=_bloom,
+        IndexType("LABEL_LIST", takes_uuid=False, family="scalar", updatable=True, lance_name="LabelList",
+                  accepts=_list_of(_plain), columns="lists of " + _PLAIN_WORDS, check="has_any"),
+        IndexType("ZONEMAP", family="scalar", updatable=True, lance_name="ZoneMap", accepts=_plain,
+                  columns=_PLAIN_WORDS, check="equals"),
+        IndexType("BLOOMFILTER", family="scalar", updatable=True, lance_name="BloomFilter", accepts=_bloom,
                   columns="integers, float32, float64, strings, binary, dates, times and timestamps", check="equals"),
-        IndexType("NGRAM", takes_uuid=False, family="scalar", lance_name="NGram", accepts=_string,
+        IndexType("NGRAM", takes_uuid=False, family="scalar", updatable=True, lance_name="NGram", accepts=_string,
                   columns="strings", check="contains"),
-        IndexType("INVERTED", family="text", lance_name="Inverted",
+        IndexType("INVERTED", family="text", updatable=True, lance_name="Inverted",
                   accepts=lambda t: _string(t) or _list_of(_string)(t), columns="strings or lists of strings",
                   check="search"),
     )
 }
+
+
+def type_of_index(lance_type: str) -> Optional[IndexType]:
+    """The type of a committed index, from what Lance's statistics or `describe_indices` call it
+    (IVF_RQ, BTree, Inverted, ...); None for a type this job does not build."""
+    return INDEX_TYPES.get(lance_type) or next((t for t in INDEX_TYPES.values() if t.stats_name == lance_type), None)
+
+
+def lance_text_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Full-text options as `create_scalar_index` takes them: JSON values (the job's settings, an
+    index's `describe_indices` details) with `document_granularity` as Lance's enum."""
+    out = dict(options)
+    if isinstance(out.get("document_granularity"), str):
+        from lance.query import DocumentGranularity
+
+        try:
+            out["document_granularity"] = DocumentGranularity[out["document_granularity"].upper()]
+        except KeyError:
+            pass  # Lance names what it accepts
+    return out

@@ -120,12 +120,17 @@ def update_pipeline(config: BuildConfig, spark: Optional[Spark], task_fn: TaskFn
             merged, committed_ds = _build_merge_commit(driver, insp, groups, artifacts, task_fn)
             report = read_back(config, insp, groups, committed_ds, merged, artifacts)
             _record_read_back(result, report, merged)
+            if not insp.params.kind.is_vector and config.verify_queries:  # as the build: before cleanup
+                result.index_check = check_index(driver.spark, config, insp.snap.uri, report.version,
+                                                 insp.snap.column, insp.params.index_type, config.name,
+                                                 driver.parallelism)
             result.leftovers_removed, result.leftovers_unaccounted = cleanup(config, insp.snap, insp.state, merged,
                                                                              driver.lease)
-            by_origin = None
-            if config.verify_queries or insp.queries is not None:
-                by_origin = _recall_check(driver, insp, report)
-            result.drift = measure_drift(config, insp.update, committed_ds, by_origin)
+            if insp.params.kind.is_vector:
+                by_origin = None
+                if config.verify_queries or insp.queries is not None:
+                    by_origin = _recall_check(driver, insp, report)
+                result.drift = measure_drift(config, insp.update, committed_ds, by_origin)
 
 
 # --- what both pipelines share ------------------------------------------------------------------

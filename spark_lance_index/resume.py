@@ -11,6 +11,7 @@ Nothing here writes: the state of a stale run is removed later, once this run ho
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,11 +30,11 @@ from .dataset import (
     index_conflict,
     index_infos,
     open_dataset,
-    require_vector_column,
     resolve_params,
     snapshot_dataset,
 )
 from .errors import DatasetChangedError, InputError, MissingVersionError
+from .index_types import type_of_index
 from .plan import policy_segment_rows
 from .state import JobState, default_jobs_root
 from .storage import Location, locate
@@ -171,9 +172,9 @@ def inspect_update(config: BuildConfig) -> Inspection:
     config.validate()
     if config.version is not None:
         raise InputError("update always extends the index at the latest version: drop --version")
-    require_vector_column(config, "update")
-    identity, state = _job_state(config, update_identity)
     latest = open_dataset(config.uri, config.storage_options)
+    config = _as_its_index_type(config, latest)
+    identity, state = _job_state(config, update_identity)
     job = state.load_job(identity)
     snap, stale, committed = None, None, None
     if job is None and state.has_leftovers():  # a run stopped in its cleanup: finished once leased
@@ -205,10 +206,28 @@ def inspect_update(config: BuildConfig) -> Inspection:
         snap.uri, snap.version, config.name, model.params.index_type, model.params.num_partitions,
         len(model.segments), plan.describe(),
     )
-    queries = load_queries(config, snap.dim, snap.multivector)
+    queries = load_queries(config, snap.dim, snap.multivector) if model.params.kind.is_vector else None
     resuming = job if job is not None and stale is None else None
     return Inspection(snap, model.params, queries, state, identity, resuming, stale, committed,
                       update=plan, model=model.artifacts, job_file_seen=job is not None)
+
+
+def _as_its_index_type(config: BuildConfig, latest: Any) -> BuildConfig:
+    """An update takes its type from the index: a scalar or full-text index's column is read as
+    the build reads it (the index type in the config). A column with no index of that name is
+    refused in one line."""
+    info = next((i for i in index_infos(latest) if i.name == config.name), None)
+    if info is None:
+        names = ", ".join(f"{i.name} on {i.columns[0]}" for i in index_infos(latest)) or "none"
+        raise InputError(f"no index named {config.name!r} on {config.uri} (its indexes: {names}): build it "
+                         "first (spark-lance-index build), or give --index-name")
+    if info.is_vector:
+        return config
+    kind = type_of_index(info.index_type)
+    if kind is None:
+        raise InputError(f"cannot update the index {config.name!r}: it is {info.index_type}, a type this job "
+                         "does not build")
+    return dataclasses.replace(config, index_type=kind.name)
 
 
 def _resumable_snapshot(config: BuildConfig, job: dict, latest) -> tuple[Optional[DatasetSnapshot], Optional[str]]:

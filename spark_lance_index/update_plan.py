@@ -19,17 +19,18 @@ update re-encodes a small multiple of its new rows on average (docs/benchmarks.m
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from .dataset import DatasetSnapshot, FragmentInfo, IndexInfo, IndexParams, open_dataset
+from .dataset import DatasetSnapshot, FragmentInfo, IndexInfo, IndexParams, open_dataset, probe_build_options
 from .errors import InputError
 from .index_model import ModelUnreadable, model_fingerprint, read_segment_model
-from .index_types import DEFAULT_SAMPLE_RATE, INDEX_TYPES
+from .index_types import DEFAULT_SAMPLE_RATE, INDEX_TYPES, type_of_index
 from .train import SharedArtifacts
 
 log = logging.getLogger("spark_lance_index")
@@ -77,9 +78,9 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
                          "build it first (spark-lance-index build), or give --index-name")
     if snap.column not in info.columns:
         raise InputError(f"the index {name!r} is on column {info.columns[0]!r}, not {snap.column!r}")
-    if not info.is_vector:
-        raise InputError(f"the index {name!r} is a {info.index_type} index, not a vector index")
     ds = open_dataset(snap.uri, storage_options, snap.version)
+    if not info.is_vector:
+        return _scalar_model(ds, snap, info)
     stats = ds.stats.index_stats(name)
     index_type = stats["index_type"]
     if index_type not in INDEX_TYPES or not INDEX_TYPES[index_type].updatable:
@@ -114,6 +115,32 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
     params = IndexParams(index_type, first.metric, first.num_partitions, first.num_bits,
                          first.num_sub_vectors, DEFAULT_SAMPLE_RATE, *first.graph)
     return IndexModel(name, params, first.artifacts, committed_segments(info, snap, partition_sizes(stats)))
+
+
+def _scalar_model(ds: Any, snap: DatasetSnapshot, info: IndexInfo) -> IndexModel:
+    """A scalar or full-text index: nothing trained to share. A full-text index's tokenizer
+    options are read back from the index and must rebuild it exactly: a segment built with other
+    options makes every full-text query of the index fail (measured, pylance 14.0.2), so options
+    that a one-row probe index does not describe the same way are refused."""
+    kind = type_of_index(info.index_type)
+    if kind is None or not kind.updatable:
+        updatable = ", ".join(t.name for t in INDEX_TYPES.values() if t.updatable)
+        raise InputError(f"cannot update the index {info.name!r}: it is {info.index_type}, and update extends "
+                         f"{updatable} indexes; rebuild it with build --replace")
+    options = ""
+    if kind.family == "text":
+        committed = dict(next(d for d in ds.describe_indices() if d.name == info.name).details or {})
+        given = {k: v for k, v in committed.items() if v is not None}
+        rebuilt = probe_build_options(kind.name, given)
+        differ = sorted(k for k in {*committed, *rebuilt} if committed.get(k) != rebuilt.get(k))
+        if differ:
+            raise ModelUnreadable(f"cannot update the full-text index {info.name!r}: its tokenizer options "
+                                  f"({', '.join(differ)}) cannot be given back to Lance exactly; rebuild it "
+                                  "with build --replace")
+        options = json.dumps(given, sort_keys=True)
+    params = IndexParams(kind.name, "", 0, 0, 0, 0, options=options)
+    return IndexModel(info.name, params, SharedArtifacts(options=options or None),
+                      committed_segments(info, snap, {}))
 
 
 def committed_segments(info: IndexInfo, snap: DatasetSnapshot,

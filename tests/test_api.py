@@ -127,7 +127,7 @@ def test_status_is_lances_own_statistics_for_every_index_type(tmp_path):
         assert s["size_bytes"] == described[name].total_size_bytes > 0
     v = got["vector_idx"]
     assert (v["metric"], v["num_partitions"], v["num_bits"], v["updatable"]) == ("l2", 4, 1, True)
-    assert not got["category_idx"]["updatable"] and got["category_idx"]["num_partitions"] is None
+    assert got["category_idx"]["updatable"] and got["category_idx"]["num_partitions"] is None
 
     lines = subprocess.run([sys.executable, "-m", "spark_lance_index", "status", "--uri", uri],
                            capture_output=True, text=True, timeout=120).stdout.splitlines()

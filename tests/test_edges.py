@@ -650,7 +650,7 @@ def test_a_job_directory_the_job_created_is_removed_and_one_it_did_not_is_kept(s
     assert os.path.isdir(tmp_path / "mine") and os.listdir(tmp_path / "mine") == []  # the user's: kept
 
 
-def test_update_and_verify_on_a_scalar_column_say_they_are_for_vector_indexes(tmp_path):
+def test_verify_on_a_scalar_column_says_it_is_for_vector_indexes_and_update_takes_the_index_type(tmp_path):
     import lance
     from conftest import dataset_state, write_vectors
 
@@ -661,10 +661,12 @@ def test_update_and_verify_on_a_scalar_column_say_they_are_for_vector_indexes(tm
     data = write_vectors(tmp_path / "ds", 2000, 32)
     lance.dataset(data.uri).create_scalar_index("id", "BTREE", name="id_idx")
     before = dataset_state(data.uri)
-    with pytest.raises(InputError, match=r"`update` is for vector indexes, and column 'id' holds int64 "
-                                         r"\(indexed by 'id_idx' \(BTree\)\): .*build --column id --index-type"):
-        inspect_update(make_config({}, {"uri": data.uri, "column": "id", "mode": "update"}))
-    with pytest.raises(InputError, match=r"`verify` is for vector indexes.*checks a scalar or full-text index"):
+    insp = inspect_update(make_config({}, {"uri": data.uri, "column": "id", "mode": "update"}))
+    assert insp.params.index_type == "BTREE" and insp.update is not None and insp.update.is_noop
+    with pytest.raises(InputError, match=r"no index named 'x_idx' on .* \(its indexes: id_idx on id\)"):
+        inspect_update(make_config({}, {"uri": data.uri, "column": "id", "mode": "update", "index_name": "x_idx"}))
+    with pytest.raises(InputError, match=r"`verify` is for vector indexes, and column 'id' holds int64 "
+                                         r"\(indexed by 'id_idx' \(BTree\)\): .*check a scalar or full-text"):
         run_verify(make_config({}, {"uri": data.uri, "column": "id", "index_name": "id_idx"}))
     assert dataset_state(data.uri) == before
 

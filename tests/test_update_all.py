@@ -46,12 +46,23 @@ def write(uri: str, start: int, rows: int) -> None:
 
 
 def three_indexes(uri: str) -> None:
-    """Two vector indexes `update` extends and a scalar one it does not (yet)."""
+    """Two vector indexes and a scalar one."""
     write(uri, 0, 4000)
     ds = lance.dataset(uri)
     ds.create_index("a", "IVF_FLAT", num_partitions=4)
     ds.create_index("b", "IVF_PQ", num_partitions=4, num_sub_vectors=4)
     ds.create_scalar_index("id", "BTREE")
+
+
+def two_models(uri: str, column: str) -> None:
+    """An index on `column` whose two segments were trained apart: no one model encodes new rows
+    like both of them, so `update` refuses it before writing anything."""
+    ds = lance.dataset(uri)
+    rng = np.random.default_rng(3)
+    made = [ds.create_index_uncommitted(column, "IVF_FLAT", name=f"{column}_idx", num_partitions=4, replace=True,
+                                        ivf_centroids=fsl(rng.normal(size=(4, DIM)).astype(np.float32)),
+                                        fragment_ids=frags) for frags in ([0, 1], [2, 3])]
+    ds.commit_existing_index_segments(f"{column}_idx", column, made)
 
 
 def cli(uri: str, *extra: str) -> list[str]:
@@ -80,41 +91,52 @@ def segments(uri: str, name: str) -> set[str]:
 
 
 @pytest.mark.jvm  # starts Spark itself
-def test_every_index_of_the_table_in_one_run_one_report_and_the_scalar_one_skipped(tmp_path):
+def test_every_index_of_the_table_in_one_run_one_report_and_a_refused_one_skipped(tmp_path):
     uri, report = str(tmp_path / "t"), str(tmp_path / "report.json")
     three_indexes(uri)
-    first = {name: models(uri, name)[0] for name in ("a_idx", "b_idx")}
-    scalar_before = segments(uri, "id_idx")
+    two_models(uri, "b")  # b_idx: refused, skipped with its reason
+    first = models(uri, "a_idx")[0]
+    b_before = segments(uri, "b_idx")
     write(uri, 4000, 3000)
 
     proc = subprocess.run(cli(uri, "--report", report), capture_output=True, text=True, timeout=300)
     assert proc.returncode == SKIPPED_EXIT, proc.stdout + proc.stderr[-3000:]
-    assert "3 indexes, 1 skipped, 2 updated" in proc.stdout
+    assert "3 indexes, 2 updated, 1 skipped" in proc.stdout
     assert "a_idx (IVF_FLAT on a): updated: 3,000 new rows" in proc.stdout
-    assert "b_idx (IVF_PQ on b): updated: 3,000 new rows" in proc.stdout
-    assert "id_idx (BTree on id): skipped: it extends IVF_RQ" in proc.stdout
+    assert "id_idx (BTree on id): updated: 3,000 new rows" in proc.stdout
+    assert "b_idx (IVF_FLAT on b): skipped: cannot update the index 'b_idx'" in proc.stdout
+    assert "different models (centroids differ)" in proc.stdout
     assert proc.stderr.count("one Spark session for the updates") == 1
     ds = lance.dataset(uri)
-    for name in ("a_idx", "b_idx"):
+    for name in ("a_idx", "id_idx"):
         stats = ds.stats.index_stats(name)
         assert stats["num_unindexed_rows"] == 0 and stats["num_indexed_rows"] == 7000, name
-        assert all(model_fingerprint(m) == model_fingerprint(first[name]) for m in models(uri, name)), name
+    assert all(model_fingerprint(m) == model_fingerprint(first) for m in models(uri, "a_idx"))
     queries = np.random.default_rng(5).normal(size=(20, DIM)).astype(np.float32) * 4
     assert exact_recall_of_flat_index(uri, "a", queries) == 1.0
-    assert segments(uri, "id_idx") == scalar_before and ds.stats.index_stats("id_idx")["num_unindexed_rows"] == 3000
+    for predicate in ("id >= 3990 AND id < 4010", "id IN (5, 6500)"):  # old and new rows
+        assert (sorted(ds.to_table(filter=predicate, columns=["id"])["id"].to_pylist())
+                == sorted(ds.to_table(filter=predicate, columns=["id"], use_scalar_index=False)["id"].to_pylist()))
+    assert segments(uri, "b_idx") == b_before and ds.stats.index_stats("b_idx")["num_unindexed_rows"] == 3000
     doc = json.load(open(report))
     validate(doc, table_report_schema())
     assert doc["outcome"] == "some_skipped"
     assert [(i["index_name"], i["outcome"]) for i in doc["indexes"]] == [
-        ("id_idx", "skipped"), ("a_idx", "updated"), ("b_idx", "updated")]
-    assert doc["indexes"][1]["run"]["update"]["new_rows"] == 3000
+        ("a_idx", "updated"), ("b_idx", "skipped"), ("id_idx", "updated")]
+    assert doc["indexes"][0]["run"]["update"]["new_rows"] == 3000
     assert not os.path.exists(uri + ".index-jobs")
 
     before = dataset_state(uri)
     again = subprocess.run(cli(uri), capture_output=True, text=True, timeout=300)
     assert again.returncode == SKIPPED_EXIT, again.stderr[-3000:]
-    assert "3 indexes, 1 skipped, 2 up to date" in again.stdout
-    assert "one Spark session" not in again.stderr  # nothing new anywhere: no Spark at all
+    assert "3 indexes, 2 up to date, 1 skipped" in again.stdout
+    assert dataset_state(uri) == before
+
+    lance.dataset(uri).drop_index("b_idx")  # now no index has rows to add
+    before = dataset_state(uri)
+    again = subprocess.run(cli(uri), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "2 indexes, 2 up to date" in again.stdout, again.stderr[-3000:]
+    assert "one Spark session" not in again.stderr  # no Spark at all
     assert dataset_state(uri) == before
 
 
@@ -142,13 +164,15 @@ def test_a_driver_killed_during_the_second_index_is_finished_by_the_rerun_none_u
     assert lance.dataset(uri).stats.index_stats("b_idx")["num_unindexed_rows"] == 6000  # b not committed
 
     rerun = subprocess.run(cli(uri), capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == SKIPPED_EXIT, rerun.stderr[-3000:]
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "a_idx (IVF_FLAT on a): up to date" in rerun.stdout  # not updated twice
     assert "b_idx (IVF_PQ on b): updated: 6,000 new rows" in rerun.stdout
-    assert "reused from an earlier run 0" not in rerun.stdout  # b's saved segments were resumed
+    assert "id_idx (BTree on id): updated: 6,000 new rows" in rerun.stdout
+    b_summary = rerun.stdout.split("index 'b_idx'")[1].split("index '")[0]
+    assert "reused from an earlier run 0" not in b_summary, b_summary  # its saved segments were resumed
     assert segments(uri, "a_idx") == a_segments
     ds = lance.dataset(uri)
-    for name in ("a_idx", "b_idx"):
+    for name in ("a_idx", "b_idx", "id_idx"):
         assert ds.stats.index_stats(name)["num_unindexed_rows"] == 0, name
     assert not os.path.exists(jobs)
 
@@ -156,14 +180,8 @@ def test_a_driver_killed_during_the_second_index_is_finished_by_the_rerun_none_u
 def test_an_index_the_update_refuses_is_skipped_with_its_reason_and_the_others_update(spark, tmp_path):
     uri = str(tmp_path / "t")
     write(uri, 0, 4000)
-    ds = lance.dataset(uri)
-    ds.create_index("a", "IVF_FLAT", num_partitions=4)
-    # b: two segments trained apart, no one model encodes new rows like both of them
-    rng = np.random.default_rng(3)
-    made = [ds.create_index_uncommitted("b", "IVF_FLAT", name="b_idx", num_partitions=4, replace=True,
-                                        ivf_centroids=fsl(rng.normal(size=(4, DIM)).astype(np.float32)),
-                                        fragment_ids=frags) for frags in ([0, 1], [2, 3])]
-    ds.commit_existing_index_segments("b_idx", "b", made)
+    lance.dataset(uri).create_index("a", "IVF_FLAT", num_partitions=4)
+    two_models(uri, "b")
     write(uri, 4000, 2000)
     b_before = segments(uri, "b_idx")
     table = update_every_index(uri, lambda column, name: make_config({}, {
