@@ -10,14 +10,16 @@ import functools
 import io
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from . import spark as spark_layer
 from .config import BuildConfig
 from .dataset import (
+    IndexInfo,
     IndexParams,
     fragment_infos,
     index_infos,
@@ -43,6 +45,7 @@ from .exact_search import (
 )
 from .index_check import (
     MAX_DIGEST_ROWS,
+    FilterCheck,
     FilterScanTask,
     SearchCheck,
     add_digests,
@@ -66,7 +69,8 @@ from .transport import transport_for
 log = logging.getLogger("spark_lance_index")
 
 
-def load_queries(config: BuildConfig, dim: int, multivector: bool = False):
+def load_queries(config: BuildConfig, dim: int,
+                 multivector: bool = False) -> Optional[Union[np.ndarray, list[np.ndarray]]]:
     """The --query-file vectors, checked against the column's dimension (None if not given):
     (queries, dim), or for a multivector column (queries, vectors per query, dim), returned as a
     list of (vectors, dim) queries."""
@@ -87,7 +91,7 @@ def load_queries(config: BuildConfig, dim: int, multivector: bool = False):
     return list(queries) if multivector else queries
 
 
-def sole_vector_index(ds, column: str, index_name: str):
+def sole_vector_index(ds: Any, column: str, index_name: str) -> IndexInfo:
     """The IndexInfo of `index_name`; refuse unless it is the only vector index on `column`
     at this version.
 
@@ -107,9 +111,9 @@ def sole_vector_index(ds, column: str, index_name: str):
 
 
 @phase("recall")
-def measure_recall(spark, config: BuildConfig, uri: str, version: int, column: str, metric: str,
+def measure_recall(spark: Any, config: BuildConfig, uri: str, version: int, column: str, metric: str,
                    index_type: str, queries: Any, parallelism: int,
-                   index_name: str, new_fragments=None) -> RecallCheck:
+                   index_name: str, new_fragments: Optional[Sequence[int]] = None) -> RecallCheck:
     """recall@k of the committed index at each query setting, against exact search.
 
     With `new_fragments` (an update) and sampled queries, half the queries come from those
@@ -183,7 +187,7 @@ SCALAR_CHECK_VALUES = 20  # values sampled for the filter check (bounded by --ve
 
 
 @phase("check")
-def check_index(spark, config: BuildConfig, uri: str, version: int, column: str, index_type: str,
+def check_index(spark: Any, config: BuildConfig, uri: str, version: int, column: str, index_type: str,
                 index_name: str, parallelism: int) -> IndexCheck:
     """A scalar index answers sampled filters exactly as a scan does, through itself; a full-text
     index finds sampled rows by their own text (index_check.py). CommitCheckError when a filter
@@ -229,7 +233,7 @@ def check_index(spark, config: BuildConfig, uri: str, version: int, column: str,
     return IndexCheck(filters=checks)
 
 
-def describe_filter_checks(checks) -> str:
+def describe_filter_checks(checks: Sequence[FilterCheck]) -> str:
     """One line: how many filters matched a scan row for row, and how many by count only."""
     exact = sum(c.ok and c.same_rows is True for c in checks)
     counted = sum(c.ok and c.same_rows is None for c in checks)
@@ -259,7 +263,7 @@ class RecallCheck:
     diagnosis: Optional[str] = None  # recall low at every setting: what limits it (recall_advice.py)
 
 
-def run_verify(config: BuildConfig, spark=None) -> JobResult:
+def run_verify(config: BuildConfig, spark: Any = None) -> JobResult:
     """`spark-lance-index verify`: measure recall@k of an existing index."""
     result = JobResult(job_id=None, uri=config.uri, index_name=config.name, column=config.column,
                        min_recall=config.min_recall, settings=settings_of(config))

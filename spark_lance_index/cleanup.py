@@ -15,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 from .commit import interrupted_write_leftovers
-from .dataset import open_dataset
+from .config import BuildConfig
+from .dataset import DatasetSnapshot, open_dataset
+from .lease import Lease
 from .state import JobState
 from .storage import Location, index_dirs
 from .timing import phase
@@ -66,7 +68,8 @@ def remove_own_leftovers(uri: str, where: Location, storage_options: Mapping[str
 
 
 @phase("cleanup")
-def cleanup(config, snap, state: JobState, keep: Iterable[str], lease) -> tuple[int, list[str]]:
+def cleanup(config: BuildConfig, snap: DatasetSnapshot, state: JobState, keep: Iterable[str],
+            lease: Lease) -> tuple[int, list[str]]:
     """Remove our segment directories no version uses, then our files in the job directory.
     -> (directories removed, unaccounted directories left after interrupted merges)"""
     lease.check()
@@ -85,7 +88,7 @@ def cleanup(config, snap, state: JobState, keep: Iterable[str], lease) -> tuple[
     return len(removed), unaccounted
 
 
-def discard_own_work(config, snap, state: JobState, lease) -> list[str]:
+def discard_own_work(config: BuildConfig, snap: DatasetSnapshot, state: JobState, lease: Lease) -> list[str]:
     """Remove the segment directories the job marked that no version uses, and its files: what
     a run refused before its commit, or an earlier run that cannot be resumed, left. Only while
     this run still holds the job. -> the uuids removed."""

@@ -10,11 +10,14 @@ import re
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 from . import interrupts
-from .config import INDEX_TYPES, METRICS, load_toml, make_config, parse_fts_options, parse_storage_options
+from .config import INDEX_TYPES, METRICS, BuildConfig, load_toml, make_config, parse_fts_options, parse_storage_options
 from .errors import JobError, RecallTooLowError
+
+if TYPE_CHECKING:
+    from .update_all import TableUpdate
 
 log = logging.getLogger("spark_lance_index")
 
@@ -198,7 +201,7 @@ def updates_every_index(args: argparse.Namespace) -> bool:
     return not (args.column or args.index_name or file_values.get("column") or file_values.get("index_name"))
 
 
-def update_every_index_from_args(args: argparse.Namespace):
+def update_every_index_from_args(args: argparse.Namespace) -> TableUpdate:
     """`update --uri U` alone: each index of the table with these flags (update_all.py)."""
     from .update_all import update_every_index
 
@@ -212,7 +215,7 @@ def update_every_index_from_args(args: argparse.Namespace):
         report=args.report or file_values.get("report"))
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> BuildConfig:
     """The BuildConfig for parsed `build` flags (with --config underneath)."""
     file_values = load_toml(args.config) if args.config else {}
     flags = {

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from .dataset import FragmentInfo, _ids, fragment_infos, index_conflict, index_infos, open_dataset
+from .dataset import FragmentInfo, IndexInfo, _ids, fragment_infos, index_conflict, index_infos, open_dataset
 from .errors import CommitCheckError, DatasetChangedError, IndexConflictError, JobError, SegmentCheckError
 from .index_types import INDEX_TYPES
 from .lease import task_holds
@@ -22,6 +22,9 @@ from .plan import FragmentGroup
 from .report import short
 from .segment_build import SegmentResult
 from .storage import Location, index_dirs
+
+if TYPE_CHECKING:
+    from .state import JobState
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,7 @@ def merge_key(task: MergeTask) -> str:
     return hashlib.sha256(sources.encode()).hexdigest()[:16]
 
 
-def merge_segments(task: MergeTask, state) -> object:
+def merge_segments(task: MergeTask, state: JobState) -> object:
     """Merge one batch on an executor. Returns the merged segment (the input if only one).
 
     Lance picks the merged directory's uuid itself and offers no way to choose it, so the
@@ -125,7 +128,7 @@ def merge_segments(task: MergeTask, state) -> object:
         return _merge(task, state)
 
 
-def _merge(task: MergeTask, state) -> object:
+def _merge(task: MergeTask, state: JobState) -> object:
     indices = index_dirs(task.dataset, task.storage_options)
     state.record_write(merge_key(task), {
         "sources": sorted(str(seg.uuid) for seg in task.segments),
@@ -137,7 +140,7 @@ def _merge(task: MergeTask, state) -> object:
     return merged
 
 
-def check_fragments_unchanged(latest, column: str, planned: Sequence[FragmentInfo], pinned_version: int) -> None:
+def check_fragments_unchanged(latest: Any, column: str, planned: Sequence[FragmentInfo], pinned_version: int) -> None:
     """Refuse to commit if a planned fragment was removed, or its vector data rewritten, since
     the pinned version.
 
@@ -169,7 +172,7 @@ COMMIT_ATTEMPTS = 5
 
 
 def build_conflict(index_name: str, column: str, replace: bool, planned: Sequence[FragmentInfo],
-                   index_type: str = "IVF_RQ"):
+                   index_type: str = "IVF_RQ") -> Callable[[Sequence[IndexInfo]], Optional[str]]:
     """A build's check of the latest indexes: an index of this name (without --replace), or
     another index serving the same queries on the column, that appeared while the job ran."""
     planned_ids = [f.fragment_id for f in planned]
@@ -178,9 +181,9 @@ def build_conflict(index_name: str, column: str, replace: bool, planned: Sequenc
 
 
 def commit_segments(
-    open_latest, index_name: str, column: str, merged: Sequence, planned: Sequence[FragmentInfo],
-    pinned_version: int, conflict_of,
-):
+    open_latest: Callable[[], Any], index_name: str, column: str, merged: Sequence, planned: Sequence[FragmentInfo],
+    pinned_version: int, conflict_of: Callable[[Sequence[IndexInfo]], Optional[str]],
+) -> Any:
     """Commit the merged segments, in one commit, on the latest version, retrying conflicts.
 
     Before every attempt the latest version is checked again: the planned fragments (a retry
@@ -213,7 +216,7 @@ def is_retryable_conflict(e: BaseException) -> bool:
     return "retryable commit conflict" in str(e).lower()
 
 
-def interrupted_write_leftovers(dataset: Location, storage_options, writes: Sequence[Mapping],
+def interrupted_write_leftovers(dataset: Location, storage_options: Mapping[str, str], writes: Sequence[Mapping],
                                 written: Iterable[str], keep: Iterable[str]) -> list[str]:
     """Directories under `_indices` that appeared after one of this job's writes whose uuid Lance
     picks (merges, scalar builds) started and that nobody accounts for: not there before, not
@@ -240,8 +243,9 @@ class CommitReport:
 
 
 def read_back_index(
-    ds, index_name: str, index_type: str, merged_uuids: Sequence[str], planned: Sequence[FragmentInfo],
-    model_mismatch=None, encoded: Optional[Sequence[FragmentInfo]] = None,
+    ds: Any, index_name: str, index_type: str, merged_uuids: Sequence[str], planned: Sequence[FragmentInfo],
+    model_mismatch: Optional[Callable[[Mapping[str, Any]], Optional[str]]] = None,
+    encoded: Optional[Sequence[FragmentInfo]] = None,
 ) -> CommitReport:
     """Read the committed index back and check it covers exactly the planned fragments.
 

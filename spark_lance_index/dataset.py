@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pyarrow as pa
 
@@ -47,7 +47,7 @@ class FragmentInfo:
         return self.vector_file, self.physical_rows
 
 
-def column_field_id(ds, column: str) -> int:
+def column_field_id(ds: Any, column: str) -> int:
     """Lance's field id of a (possibly dotted) column: data files list the ids they hold."""
     parts = column.split(".")
     field = ds.lance_schema.field(parts[0])
@@ -56,7 +56,7 @@ def column_field_id(ds, column: str) -> int:
     return field.id()
 
 
-def fragment_infos(ds, column: str) -> tuple[FragmentInfo, ...]:
+def fragment_infos(ds: Any, column: str) -> tuple[FragmentInfo, ...]:
     field_id = column_field_id(ds, column)
     out = []
     for f in ds.get_fragments():
@@ -84,7 +84,7 @@ class IndexInfo:
     segment_fragments: tuple[tuple[str, frozenset], ...] = ()  # (uuid, fragment ids) per segment
 
 
-def index_infos(ds) -> tuple[IndexInfo, ...]:
+def index_infos(ds: Any) -> tuple[IndexInfo, ...]:
     return tuple(
         IndexInfo(
             name=i.name, index_type=i.index_type, columns=tuple(i.field_names),
@@ -170,7 +170,7 @@ def forget_handles() -> None:
     _HANDLES.clear()
 
 
-def open_dataset(uri: str, storage_options: Mapping[str, str], version: Optional[int] = None):
+def open_dataset(uri: str, storage_options: Mapping[str, str], version: Optional[int] = None) -> Any:
     """Open a Lance dataset, turning "not there" into a one-line InputError. A pinned version
     is opened once per process and reused."""
     import lance
@@ -216,7 +216,7 @@ _FLOAT_NAMES = {pa.float16(): "float16", pa.float32(): "float32", pa.float64(): 
 _BYTES = {"float16": 2, "float32": 4, "float64": 8}
 
 
-def vector_column(table, column: str) -> pa.Array:
+def vector_column(table: Union[pa.Table, pa.RecordBatch], column: str) -> pa.Array:
     """The vector column of a scan result, following a dotted path into struct columns
     (Lance returns "emb.vector" either flat or as the struct "emb", depending on the call)."""
     if column in table.column_names:
@@ -230,7 +230,7 @@ def vector_column(table, column: str) -> pa.Array:
     return array
 
 
-def sampled_row_bytes(ds, column: str, rows: int = 1024) -> int:
+def sampled_row_bytes(ds: Any, column: str, rows: int = 1024) -> int:
     """Arrow bytes per row of `column` over its first `rows` rows (strings: their length;
     multivectors: their vectors)."""
     sample = vector_column(ds.to_table(columns=[column], limit=rows), column)

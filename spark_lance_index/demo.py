@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from .config import make_config
+
+if TYPE_CHECKING:
+    from .report import JobResult
 
 log = logging.getLogger("spark_lance_index")
 
@@ -52,7 +56,7 @@ def write_demo_dataset(
     return vectors, held_out
 
 
-def run_demo(path: str, rows: int, dim: int, fragments: int, master: str):
+def run_demo(path: str, rows: int, dim: int, fragments: int, master: str) -> JobResult:
     """Build IVF_RQ at one-node Lance's defaults (5 bits) over a generated dataset; the job
     reports recall@10 on 100 held-out queries at several query settings, against exact search
     on the executors, and the fastest query setting that reaches recall@10 0.95."""

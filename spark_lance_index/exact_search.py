@@ -9,9 +9,9 @@ queried from the driver, the way users will query it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -96,7 +96,7 @@ def _unit(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(np.linalg.norm(matrix, axis=-1, keepdims=True), 1e-30)
 
 
-def multivector_distances(lists: pa.Array, queries) -> np.ndarray:
+def multivector_distances(lists: pa.Array, queries: Union[np.ndarray, Sequence[np.ndarray]]) -> np.ndarray:
     """(queries, rows) multivector distances as Lance ranks them: for each vector of the query,
     1 - its best cosine similarity among the row's vectors, summed over the query's vectors
     (measured: Lance's `_distance` on a multivector column equals this). A row with no vectors,
@@ -167,7 +167,7 @@ def exact_topk_of_fragments(task: ExactSearchTask, queries: np.ndarray) -> TopK:
     return best
 
 
-def sample_multivector_queries(ds, column: str, n: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+def sample_multivector_queries(ds: Any, column: str, n: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
     """n rows of a multivector column drawn at random, each a (vectors, dim) float32 query, with
     their row ids; rows with no vectors, or a vector that is not finite, skipped."""
     rng = np.random.default_rng(seed)
@@ -181,7 +181,8 @@ def sample_multivector_queries(ds, column: str, n: int, seed: int = 0) -> tuple[
     return [kept[i][0] for i in order], np.array([kept[i][1] for i in order], dtype=np.int64)
 
 
-def take_at_random(ds, fragments, n: int, rng: np.random.Generator, column: str) -> list:
+def take_at_random(ds: Any, fragments: Sequence[tuple[int, int]], n: int, rng: np.random.Generator,
+                   column: str) -> list:
     """The `column` of n rows drawn uniformly, without replacement, from the live rows of
     `fragments` ((fragment id, live rows) pairs): one array per fragment drawn from, in table order."""
     counts = np.array([rows for _, rows in fragments], dtype=np.int64)
@@ -196,7 +197,8 @@ def take_at_random(ds, fragments, n: int, rng: np.random.Generator, column: str)
             for i in np.unique(owner)]
 
 
-def sample_queries(ds, column: str, n: int, seed: int = 0, fragment_ids=None) -> tuple[np.ndarray, np.ndarray]:
+def sample_queries(ds: Any, column: str, n: int, seed: int = 0,
+                   fragment_ids: Optional[Iterable[int]] = None) -> tuple[np.ndarray, np.ndarray]:
     """n vectors drawn uniformly from the live rows of the dataset, or of the fragments
     `fragment_ids`, with their row ids: a query drawn from the table is its own nearest
     neighbour, and the recall check leaves that row out (`drop_own_rows`). Null and NaN vectors
@@ -222,7 +224,7 @@ def sample_queries(ds, column: str, n: int, seed: int = 0, fragment_ids=None) ->
     return vectors[order], ids[order]
 
 
-def resolve_list_size(ds, column: str) -> int:
+def resolve_list_size(ds: Any, column: str) -> int:
     from .dataset import resolve_vector_field, vector_shape
 
     return vector_shape(resolve_vector_field(ds.schema, column), column)[0]
@@ -250,20 +252,20 @@ class QueryRun:
     valid: np.ndarray  # per query: exact neighbours there are (k, fewer on a tiny table)
     seconds: np.ndarray  # per query
 
-    def figure(self, part=slice(None)) -> RecallFigure:
+    def figure(self, part: Union[slice, np.ndarray] = slice(None)) -> RecallFigure:
         """recall@k over the queries `part` selects."""
         return RecallFigure(self.setting.nprobes, self.setting.refine_factor,
                             int(self.hits[part].sum()) / max(1, int(self.valid[part].sum())),
                             len(self.hits[part]), self.k)
 
-    def standard_error(self, part=slice(None)) -> float:
+    def standard_error(self, part: Union[slice, np.ndarray] = slice(None)) -> float:
         """The standard error of `figure(part).recall` from the spread of per-query recall."""
         valid = self.valid[part]
         per_query = self.hits[part][valid > 0] / valid[valid > 0]
         return float(per_query.std(ddof=1) / np.sqrt(len(per_query))) if len(per_query) > 1 else 1.0
 
 
-def query_index(ds, column: str, queries: np.ndarray, truth: np.ndarray, setting: RecallSetting,
+def query_index(ds: Any, column: str, queries: np.ndarray, truth: np.ndarray, setting: RecallSetting,
                 warmup: int = 0, own: Optional[np.ndarray] = None) -> QueryRun:
     """Query the committed index at one setting, one query at a time, against the exact row ids
     `truth` (queries x k). `warmup` queries run first, untimed and uncounted. `own`: each
@@ -292,7 +294,7 @@ def query_index(ds, column: str, queries: np.ndarray, truth: np.ndarray, setting
 
 
 def ann_recall(
-    ds, column: str, queries: np.ndarray, truth: np.ndarray, settings: Sequence[RecallSetting],
+    ds: Any, column: str, queries: np.ndarray, truth: np.ndarray, settings: Sequence[RecallSetting],
     own: Optional[np.ndarray] = None,
 ) -> list[QueryRun]:
     """Query the committed index at each setting; recall@k against the exact row ids

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
 from .dataset import open_dataset, vector_column
 from .index_types import INDEX_TYPES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
 # Above this many matching rows the driver compares counts only (streaming every row id of a
 # filter that matches most of a billion rows through the driver would be the slow part).
@@ -77,7 +81,7 @@ class Probe:
     type: Any = None  # equals: the column's Arrow type, for the value's scalar
 
 
-def matches(op: str, value: Any, column) -> np.ndarray:
+def matches(op: str, value: Any, column: pa.Array) -> np.ndarray:
     """Which rows of a column's batch the probe selects (nulls never match, as in SQL)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -154,7 +158,7 @@ _SQL_TYPE_NAMES = {"int8": "Int8", "int16": "Int16", "int32": "Int32", "uint8": 
                    "uint32": "UInt32", "uint64": "UInt64", "float": "Float32", "large_string": "LargeUtf8"}
 
 
-def _label_literal(value: Any, element_type) -> Optional[str]:
+def _label_literal(value: Any, element_type: pa.DataType) -> Optional[str]:
     """A literal of the list's element type, or None when there is no safe way to write one."""
     name = str(element_type)
     if (isinstance(value, bool) or not isinstance(value, (int, float, str))
@@ -167,7 +171,7 @@ def _label_literal(value: Any, element_type) -> Optional[str]:
     return None
 
 
-def sample_values(ds, column: str, n: int, seed: int = 0) -> list:
+def sample_values(ds: Any, column: str, n: int, seed: int = 0) -> list:
     """Values of `column` in 2n rows spread evenly over the table (one at a random place in each
     2n-th of it, so that every part of the table, and of the index, is probed), lists flattened,
     distinct, at most n."""
@@ -183,7 +187,7 @@ def sample_values(ds, column: str, n: int, seed: int = 0) -> list:
     return [distinct[i] for i in np.sort(rng.permutation(len(distinct))[:n])]
 
 
-def probes_for(index_type: str, column: str, column_type, values: Sequence) -> list[Probe]:
+def probes_for(index_type: str, column: str, column_type: pa.DataType, values: Sequence) -> list[Probe]:
     """The filters a committed index of `index_type` serves, made from sampled values.
 
     Equality is written for any value type (dates, times, decimals, binary too), and goes to Lance
@@ -207,7 +211,7 @@ def probes_for(index_type: str, column: str, column_type, values: Sequence) -> l
     return []
 
 
-def filter_of(probe: Probe, column: str):
+def filter_of(probe: Probe, column: str) -> Union[str, pc.Expression]:
     """What Lance is given: a pyarrow expression for equality (exact for every value type, no SQL
     literal to spell), the SQL text otherwise."""
     if probe.op != "equals":
@@ -218,7 +222,7 @@ def filter_of(probe: Probe, column: str):
     return pc.field(*column.split(".")) == pa.scalar(probe.value, probe.type)
 
 
-def index_side(ds, index_name: str, stats_name: str, f) -> tuple[Digest, bool, bool]:
+def index_side(ds: Any, index_name: str, stats_name: str, f: Union[str, pc.Expression]) -> tuple[Digest, bool, bool]:
     """(digest of the filter's rows through the index, whether the plan serves it with this index
     (`ScalarIndexQuery: query=[...]@<name>(<type>)`), whether the digest holds every row id or only
     the count)."""
@@ -238,7 +242,7 @@ def compare(f: str, through_index: Digest, used: bool, complete: bool, scanned: 
     return FilterCheck(f, through_index.count, scanned.count, same, used)
 
 
-def search_check(ds, column: str, n: int, seed: int = 0, k: int = SEARCH_TOP_K) -> SearchCheck:
+def search_check(ds: Any, column: str, n: int, seed: int = 0, k: int = SEARCH_TOP_K) -> SearchCheck:
     """Sampled rows with text: is each among the top k of a full-text query of its own words?"""
     rng = np.random.default_rng(seed)
     rows = ds.count_rows()

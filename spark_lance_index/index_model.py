@@ -22,7 +22,7 @@ guesses at a model.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -153,7 +153,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
-def _fields(data: bytes):
+def _fields(data: bytes) -> Iterator[tuple[int, int, Any]]:  # the value: int or bytes, as its wire type says
     """(field number, wire type, value) for each field: ints for varints, bytes otherwise."""
     pos = 0
     while pos < len(data):
@@ -211,14 +211,14 @@ def _tensor(data: bytes, what: str) -> np.ndarray:
     return array.reshape(shape).copy()
 
 
-def _global_buffer(reader, key: bytes) -> bytes:
+def _global_buffer(reader: Any, key: bytes) -> bytes:
     position = (reader.metadata().schema.metadata or {}).get(key)
     if position is None:
         raise ModelUnreadable(f"the index file has no {key.decode()!r} entry")
     return reader.read_global_buffer(int(position))
 
 
-def _storage_metadata(reader) -> dict:
+def _storage_metadata(reader: Any) -> dict:
     raw: Optional[bytes] = (reader.metadata().schema.metadata or {}).get(b"storage_metadata")
     if raw is None:
         return {}

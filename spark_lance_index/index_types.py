@@ -29,9 +29,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from .dataset import IndexParams
+    from .train import SharedArtifacts
 
 MAX_DEFAULT_PARTITIONS = 4096  # lance-index: MAX_PARTITIONS
 DEFAULT_SAMPLE_RATE = 256  # IvfBuildParams::default().sample_rate ("see faiss")
@@ -84,7 +88,7 @@ class IndexType:
         return (("--num-bits",) if self.rotation else ()) + (("--num-sub-vectors",) if self.codebook else ()) + (
             ("--m", "--ef-construction", "--max-level") if self.graph else ())
 
-    def segment_kwargs(self, params, artifacts) -> dict[str, Any]:
+    def segment_kwargs(self, params: IndexParams, artifacts: SharedArtifacts) -> dict[str, Any]:
         """What `create_index_uncommitted` takes for this type, besides the column, name, fragments
         and segment uuid: a vector type's metric, partitions and shared artifacts; a text type's
         tokenizer options; nothing for a scalar type."""
@@ -101,7 +105,7 @@ class IndexType:
             kwargs.update(m=params.m, ef_construction=params.ef_construction, max_level=params.max_level)
         return kwargs
 
-    def encoded_bytes_per_row(self, params, dim: int, vector_bytes: int) -> int:
+    def encoded_bytes_per_row(self, params: IndexParams, dim: int, vector_bytes: int) -> int:
         """What a merged IVF_RQ or IVF_PQ segment stores per vector: its code, a row id (8 B) and,
         for RaBitQ, its factors (measured at 128-d, 5 bits: 102 B per row for float32 and for
         float16 columns alike). 0 for the types whose merged size was not measured."""

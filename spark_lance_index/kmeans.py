@@ -14,11 +14,14 @@ on residuals to the IVF centroids, as Lance does for L2 and cosine).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .dataset import FragmentInfo
 
 log = logging.getLogger("spark_lance_index")
 
@@ -48,7 +51,7 @@ class SampleTask:
 CACHE_RECORD_ROWS = 16384  # rows per cached record: 8 MiB at 128-d, 48 MiB at 768-d
 
 
-def draw_sample(task: SampleTask, _shared=None) -> list[Block]:
+def draw_sample(task: SampleTask, _shared: object = None) -> list[Block]:
     """The task's sample rows as float32 (n, dim), null, NaN and infinite vectors dropped (after
     normalising, for cosine: a zero vector is dropped too, as Lance does).
 
@@ -76,7 +79,7 @@ def draw_sample(task: SampleTask, _shared=None) -> list[Block]:
             for i in range(0, len(rows), CACHE_RECORD_ROWS)]
 
 
-def plan_sample(fragments, total_rows: int, tasks: int, uri: str, version: int, column: str,
+def plan_sample(fragments: Sequence[FragmentInfo], total_rows: int, tasks: int, uri: str, version: int, column: str,
                 storage_options: Mapping[str, str], seed: int, multivector: bool = False,
                 normalize: bool = False) -> list[SampleTask]:
     """Split a sample of `total_rows` rows over about `tasks` tasks of contiguous fragments, each
@@ -266,7 +269,8 @@ def draw_rows(block: Block, d: Draw) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return _keep_smallest(keys, groups, rows, d.quota)
 
 
-def _keep_smallest(keys, groups, rows, quota):
+def _keep_smallest(keys: np.ndarray, groups: np.ndarray, rows: np.ndarray,
+                   quota: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     order = np.lexsort((keys, groups))
     keys, groups, rows = keys[order], groups[order], rows[order]
     first = np.searchsorted(groups, groups, side="left")
@@ -275,7 +279,8 @@ def _keep_smallest(keys, groups, rows, quota):
 
 
 def merge_draws(quota: np.ndarray) -> Callable:
-    def combine(a, b):
+    def combine(a: tuple[np.ndarray, np.ndarray, np.ndarray],
+                b: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return _keep_smallest(np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]),
                               np.concatenate([a[2], b[2]]), quota)
     return combine

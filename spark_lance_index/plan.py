@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-from .dataset import FragmentInfo
+from .config import BuildConfig
+from .dataset import DatasetSnapshot, FragmentInfo, IndexParams
+from .index_types import IndexType
 
 # Default task size: about this much vector data per task. Large enough that per-task
 # overhead (~30 ms in Spark, plus opening the dataset) vanishes, small enough that one
@@ -76,7 +78,7 @@ MIN_DEFAULT_SEGMENT_ROWS, MAX_DEFAULT_SEGMENT_ROWS = 1 << 20, 250_000_000
 FIXED_SEGMENT_ROWS = 10_000_000
 
 
-def default_max_segment_rows(kind, params, dim: int, vector_bytes: int,
+def default_max_segment_rows(kind: IndexType, params: IndexParams, dim: int, vector_bytes: int,
                              merge_bytes: int = MERGE_TASK_BYTES) -> int:
     """Rows per merged segment when --max-segment-rows is not given: for IVF_RQ and IVF_PQ, what
     one merge holds in `merge_bytes`, from the index's stored bytes per row (IVF_RQ 5 bits at
@@ -89,7 +91,7 @@ def default_max_segment_rows(kind, params, dim: int, vector_bytes: int,
     return int(min(MAX_DEFAULT_SEGMENT_ROWS, max(MIN_DEFAULT_SEGMENT_ROWS, rows)))
 
 
-def max_segment_rows(config, params, snap) -> int:
+def max_segment_rows(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> int:
     """--max-segment-rows, or its default: from the merge's memory for IVF_RQ and IVF_PQ builds,
     FIXED_SEGMENT_ROWS otherwise and for an update (an unmerged type's segment is a build task,
     and `segment_rows` bounds it further by the task's memory)."""
@@ -100,7 +102,7 @@ def max_segment_rows(config, params, snap) -> int:
     return default_max_segment_rows(params.kind, params, snap.dim, snap.vector_bytes, config.merge_memory)
 
 
-def policy_segment_rows(config, params, snap) -> int:
+def policy_segment_rows(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> int:
     """The largest segment `update`'s segment policy aims at: max_segment_rows, or for a type whose
     segments are not merged what one task may build (`segment_rows`), so that its full segments
     are the ones a task can build and an update never folds more rows than one task holds."""
@@ -108,7 +110,7 @@ def policy_segment_rows(config, params, snap) -> int:
     return limit if params.kind.mergeable else segment_rows(limit, snap.bytes_per_row)
 
 
-def segment_rows_origin(config, params, snap) -> str:
+def segment_rows_origin(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> str:
     """Where max_segment_rows's figure comes from, for the log: the flag, a fixed default, or
     --merge-memory (the same branches as max_segment_rows)."""
     if config.max_segment_rows:
@@ -122,7 +124,7 @@ def segment_rows_origin(config, params, snap) -> str:
     return f"the default, from --merge-memory {config.merge_memory / 2**30:.1f} GiB"
 
 
-def merge_peak_bytes(config, params, snap) -> int:
+def merge_peak_bytes(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> int:
     """What one merge task holds at most, counted like a build task's vector bytes."""
     stored = params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes) or snap.bytes_per_row
     return int(MERGE_OVERHEAD * stored * min(max_segment_rows(config, params, snap), snap.num_rows))

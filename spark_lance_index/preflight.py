@@ -37,7 +37,7 @@ class NodeVersions:
         return f"{libs}, python {self.python}"
 
 
-def node_versions(_=None) -> NodeVersions:
+def node_versions(_: object = None) -> NodeVersions:
     """Import each library here and report its version (runs on the driver and on executors)."""
     found: list[tuple[str, Optional[str]]] = []
     for module, name in LIBRARIES:

@@ -30,13 +30,13 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from .exact_search import RecallSetting, query_index
+from .exact_search import QueryRun, RecallSetting, query_index
 from .index_types import INDEX_TYPES
 from .recall_advice import what_limits_recall
 
@@ -140,7 +140,7 @@ def halves(n: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
     return np.sort(order[: n // 2]), np.sort(order[n // 2:])
 
 
-def standard_error(run, part, recall: float) -> float:
+def standard_error(run: QueryRun, part: Union[slice, np.ndarray], recall: float) -> float:
     """Of recall over the queries `part`: from the spread of per-query recall, and never below
     that of k x queries independent neighbours at that recall (clipped a neighbour from 0 and 1)."""
     n = len(run.hits[part]) * run.k
@@ -148,7 +148,7 @@ def standard_error(run, part, recall: float) -> float:
     return max(run.standard_error(part), float(np.sqrt(p * (1 - p) / n)))
 
 
-def measure_setting(ds, column: str, queries: np.ndarray, truth: np.ndarray, nprobes: int,
+def measure_setting(ds: Any, column: str, queries: np.ndarray, truth: np.ndarray, nprobes: int,
                     refine_factor: Optional[int], own: Optional[np.ndarray] = None) -> QuerySetting:
     """Query the index once per query at this setting (after a short warm-up, not timed), and
     measure recall over all queries and over each half."""
@@ -167,8 +167,9 @@ def measure_setting(ds, column: str, queries: np.ndarray, truth: np.ndarray, npr
                         float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), **extra)
 
 
-def sweep(ds, column: str, queries: np.ndarray, truth: np.ndarray, index_type: str, num_partitions: int,
-          target: float, budget_seconds: float = SWEEP_SECONDS, measure=None,
+def sweep(ds: Any, column: str, queries: np.ndarray, truth: np.ndarray, index_type: str, num_partitions: int,
+          target: float, budget_seconds: float = SWEEP_SECONDS,
+          measure: Optional[Callable[[int, Optional[int]], QuerySetting]] = None,
           own: Optional[np.ndarray] = None) -> QuerySettings:
     """Measure the grid (stopping early, see the module docstring) and recommend a setting.
 
@@ -178,7 +179,7 @@ def sweep(ds, column: str, queries: np.ndarray, truth: np.ndarray, index_type: s
     The whole sweep stops after `budget_seconds`. `measure(nprobes, refine)` defaults to
     querying `ds` (tests pass a plain function of the two)."""
     if measure is None:
-        def measure(nprobes, refine):
+        def measure(nprobes: int, refine: Optional[int]) -> QuerySetting:
             return measure_setting(ds, column, queries, truth, nprobes, refine, own)
     started, stopped = time.perf_counter(), None
     grid: list[QuerySetting] = []

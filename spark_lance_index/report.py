@@ -10,15 +10,20 @@ import datetime as dt
 import json
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import interrupts
+from .config import BuildConfig
 from .dataset import IndexParams
 from .errors import InputError, JobError, RecallTooLowError
 from .exact_search import RecallFigure, recall_advice
 from .storage import write_file
 from .train import SharedArtifacts
+
+if TYPE_CHECKING:
+    from .query_settings import QuerySettings
 
 log = logging.getLogger("spark_lance_index")
 
@@ -169,7 +174,7 @@ def measured_figures(result: JobResult) -> list[RecallFigure]:
     return [*result.recall, *swept]
 
 
-def query_settings_doc(q, index_type: str) -> dict[str, Any]:
+def query_settings_doc(q: QuerySettings, index_type: str) -> dict[str, Any]:
     """The report's `query_settings` from a QuerySettings."""
     return {
         "target": q.target, "k": q.k, "queries": q.queries, "where": q.where,
@@ -178,7 +183,7 @@ def query_settings_doc(q, index_type: str) -> dict[str, Any]:
     }
 
 
-def settings_of(config) -> dict:
+def settings_of(config: BuildConfig) -> dict:
     """The run's settings for the report: storage option values never leave the process."""
     out = asdict(config)
     out["storage_options"] = sorted(config.storage_options)
@@ -186,7 +191,7 @@ def settings_of(config) -> dict:
 
 
 @contextlib.contextmanager
-def reporting(config, result: JobResult):
+def reporting(config: BuildConfig, result: JobResult) -> Iterator[JobResult]:
     """Fill in the outcome, write the --report document whatever happens, apply --min-recall.
 
     The report is first written as "running" before anything else: a place it cannot be written
@@ -235,7 +240,7 @@ def reporting(config, result: JobResult):
         raise RecallTooLowError(result.error or "recall below --min-recall", result)
 
 
-def write_report(path: str, storage_options, report: dict[str, Any]) -> None:
+def write_report(path: str, storage_options: Mapping[str, str], report: dict[str, Any]) -> None:
     """Write the report to a local path or an object-store URI."""
     write_file(path, storage_options, json.dumps(report, indent=2).encode())
 

@@ -15,8 +15,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from .commit import check_fragments_unchanged
 from .config import BuildConfig
 from .dataset import (
     DatasetSnapshot,
+    FragmentInfo,
     IndexParams,
     fragment_signature,
     index_conflict,
@@ -82,7 +84,7 @@ class Inspection:
 
     snap: DatasetSnapshot
     params: IndexParams
-    queries: Optional[np.ndarray]
+    queries: Optional[Union[np.ndarray, list[np.ndarray]]]  # --query-file; a list of (vectors, dim) for multivectors
     state: JobState
     identity: dict
     job: Optional[dict]  # job.json of an earlier run of this job, when it can be resumed
@@ -98,7 +100,7 @@ class Inspection:
         return self.state.job_id
 
     @property
-    def fragments_to_index(self):
+    def fragments_to_index(self) -> tuple[FragmentInfo, ...]:
         """The fragments the job encodes: every live one for a build, the update's for an update."""
         return self.update.fragments if self.update is not None else self.snap.live_fragments
 
@@ -142,7 +144,7 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
                       job_file_seen=seen)
 
 
-def _job_state(config: BuildConfig, identity_of) -> tuple[dict, JobState]:
+def _job_state(config: BuildConfig, identity_of: Callable[[BuildConfig, Location], dict]) -> tuple[dict, JobState]:
     """The job's identity and its state folder, which must lie outside the dataset."""
     dataset = locate(config.uri)
     root = locate(config.job_dir) if config.job_dir else default_jobs_root(dataset)
@@ -230,7 +232,7 @@ def _as_its_index_type(config: BuildConfig, latest: Any) -> BuildConfig:
     return dataclasses.replace(config, index_type=kind.name)
 
 
-def _resumable_snapshot(config: BuildConfig, job: dict, latest) -> tuple[Optional[DatasetSnapshot], Optional[str]]:
+def _resumable_snapshot(config: BuildConfig, job: dict, latest: Any) -> tuple[Optional[DatasetSnapshot], Optional[str]]:
     """(the snapshot at the earlier run's pinned version, None) if its state can be resumed,
     else (None, why not)."""
     version = job["version"]

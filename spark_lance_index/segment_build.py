@@ -12,9 +12,9 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .assign import assign_fragments, check_segment, write_partition_table
 from .dataset import IndexParams, open_dataset
@@ -22,6 +22,9 @@ from .lease import task_holds
 from .plan import FragmentGroup
 from .storage import index_dirs, locate
 from .train import SharedArtifacts
+
+if TYPE_CHECKING:
+    from .state import JobState
 
 # Namespace for the deterministic segment uuids (uuid5), so a retried task rewrites the same
 # directory instead of leaving a second copy behind.
@@ -81,7 +84,12 @@ class SegmentResult:
     assign_seconds: float = 0.0  # of `seconds`, assigning rows to partitions (--assignment gemm)
 
 
-def run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int, build=None) -> SegmentResult:
+# what builds one segment: build_segment, or a test's stand-in
+BuildFn = Callable[[SegmentTask, SharedArtifacts, Optional[str], int], SegmentResult]
+
+
+def run_task(task: SegmentTask, artifacts: SharedArtifacts, state: JobState, attempt: int,
+             build: Optional[BuildFn] = None) -> SegmentResult:
     """One Spark task: record the directory about to be written, build, record the result.
 
     `state` is the job's JobState; the marker lets cleanup find this directory even if the
@@ -95,7 +103,8 @@ def run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int,
         return _run_task(task, artifacts, state, attempt, build or build_segment)
 
 
-def _run_task(task: SegmentTask, artifacts: SharedArtifacts, state, attempt: int, build) -> SegmentResult:
+def _run_task(task: SegmentTask, artifacts: SharedArtifacts, state: JobState, attempt: int,
+              build: BuildFn) -> SegmentResult:
     if task.params.kind.takes_uuid:
         index_uuid = segment_uuid(task.job_id, task.group, attempt, artifacts.describe())
         state.mark_attempt(index_uuid, task.version)

@@ -15,11 +15,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Optional
+from typing import Any, Optional
 
 from . import interrupts, jvm_archive
 from .errors import JobError
-from .preflight import node_versions
+from .preflight import NodeVersions, node_versions
 from .transport import is_connect, transport_for
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ def _running_context() -> bool:
     return sc is not None and getattr(sc, "_jsc", None) is not None
 
 
-def get_session(master: Optional[str], app_name: str, verbose: bool = False, task_bytes: int = 0):
+def get_session(master: Optional[str], app_name: str, verbose: bool = False,
+                task_bytes: int = 0) -> tuple[Any, bool]:
     """Return (session, created). An active session (Databricks, a notebook, a test) is
     reused and never stopped by the job; otherwise one is created and the caller stops it.
 
@@ -188,7 +189,7 @@ def get_session(master: Optional[str], app_name: str, verbose: bool = False, tas
     return spark, True
 
 
-def _launch_jvm_apart(builder) -> None:
+def _launch_jvm_apart(builder: Any) -> None:
     """Start the driver's JVM (unless spark-submit did) in a process group of its own.
 
     A terminal sends Ctrl-C to its whole foreground group: Spark's JVM then shuts down under
@@ -231,7 +232,7 @@ def _launch_jvm_apart(builder) -> None:
     SparkContext._ensure_initialized(gateway=gateway, conf=conf)
 
 
-def stop_session(spark) -> None:
+def stop_session(spark: Any) -> None:
     """Stop a session the job created. PySpark's `stop` then shuts its accumulator server down and
     waits for the server's handler, which looks for the shutdown once a second: about 0.9 s of
     every run spent waiting. The handler ends on its own at its next look, in a daemon thread, so
@@ -254,7 +255,7 @@ def _handle_ctrl_c() -> None:
         interrupts.install()
 
 
-def cancel_jobs(spark) -> None:
+def cancel_jobs(spark: Any) -> None:
     """Cancel what this session runs (Ctrl-C): a Spark Connect server would otherwise go on
     running the tasks of a client that is gone. Quiet: the cancelled tasks' errors are expected."""
     if not is_connect(spark):
@@ -286,7 +287,7 @@ def cluster_settings(task_bytes: int, master: Optional[str] = None) -> dict:
         return {}
 
 
-def executor_memory_advice(spark, task_bytes: int) -> Optional[str]:
+def executor_memory_advice(spark: Any, task_bytes: int) -> Optional[str]:
     """resources.memory_advice for this session's executors, where a container limit is
     enforced (YARN, Kubernetes; not local mode, standalone, Databricks or through Connect)."""
     from .resources import enforces_memory, memory_advice, read_resources
@@ -297,7 +298,7 @@ def executor_memory_advice(spark, task_bytes: int) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def job_group(spark, group_id: str, description: str) -> Iterator[None]:
+def job_group(spark: Any, group_id: str, description: str) -> Iterator[None]:
     """Label the Spark jobs of one phase so the Spark UI says what is running."""
     if is_connect(spark):  # Connect labels operations with tags instead of job groups
         spark.addTag(group_id)
@@ -326,20 +327,20 @@ def failure_reason(error: BaseException) -> str:
     return lines[0][:300] if lines else type(error).__name__
 
 
-def _conf(spark, key: str) -> Optional[str]:
+def _conf(spark: Any, key: str) -> Optional[str]:
     try:
         return spark.conf.get(key, None)
     except Exception:
         return None
 
 
-def application_id(spark) -> Optional[str]:
+def application_id(spark: Any) -> Optional[str]:
     if is_connect(spark):
         return _conf(spark, "spark.app.id")
     return spark.sparkContext.applicationId
 
 
-def master(spark) -> Optional[str]:
+def master(spark: Any) -> Optional[str]:
     if is_connect(spark):
         return _conf(spark, "spark.master")
     return spark.sparkContext.master
@@ -349,13 +350,13 @@ def master(spark) -> Optional[str]:
 CONNECT_DEFAULT_PARALLELISM = 8
 
 
-def default_parallelism(spark) -> int:
+def default_parallelism(spark: Any) -> int:
     if is_connect(spark):
         return int(_conf(spark, "spark.default.parallelism") or CONNECT_DEFAULT_PARALLELISM)
     return max(1, spark.sparkContext.defaultParallelism)
 
 
-def run_preflight(spark) -> list:
+def run_preflight(spark: Any) -> list[NodeVersions]:
     """NodeVersions from one tiny task per executor slot (deduplicated by process)."""
     found = transport_for(spark).map(list(range(default_parallelism(spark))), lambda i, _: node_versions())
     return list({v.host: v for v in found}.values())

@@ -15,7 +15,7 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Any, Optional
 from urllib.parse import unquote, urlsplit
 
 import pyarrow.fs as pafs
@@ -202,16 +202,16 @@ class Files:
         self.where = where
         self.storage_options = dict(storage_options)
         self.fs, self.root = filesystem_for(where, storage_options)
-        self._session = None
+        self._session: Any = None  # a LanceFileSession, opened by the first delete
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_session": None}
 
     @property
     def local(self) -> bool:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
-    def _lance(self):
+    def _lance(self) -> Any:
         """Lance's object-store session rooted here (deletes without folder markers)."""
         if self._session is None:
             from lance.file import LanceFileSession

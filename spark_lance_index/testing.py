@@ -4,7 +4,7 @@ runs exact search on the executors, exact_search.py); they are the yardstick it 
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -31,7 +31,7 @@ def exact_topk(data: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2"
 
 
 def ann_topk(
-    ds, column: str, queries: np.ndarray, k: int, nprobes: int, refine_factor: Optional[int] = None,
+    ds: Any, column: str, queries: np.ndarray, k: int, nprobes: int, refine_factor: Optional[int] = None,
     id_column: str = "id",
 ) -> list[np.ndarray]:
     """The ids the index returns for each query."""

@@ -14,13 +14,16 @@ import json
 import logging
 import operator
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pyarrow as pa
 
 from .config import BuildConfig
 from .dataset import DatasetSnapshot, IndexParams, open_dataset
+
+if TYPE_CHECKING:
+    from .transport import Cached, Transport
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +181,7 @@ class TrainingInBackground:
         self._error: Optional[BaseException] = None
         threading.Thread(target=self._run, args=(config, snap, params), name="train", daemon=True).start()
 
-    def _run(self, config, snap, params) -> None:
+    def _run(self, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams) -> None:
         import time
 
         started = time.perf_counter()
@@ -201,8 +204,8 @@ class TrainingInBackground:
         return self._artifacts
 
 
-def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, transport=None,
-                    parallelism: int = 1) -> SharedArtifacts:
+def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams,
+                    transport: Optional[Transport] = None, parallelism: int = 1) -> SharedArtifacts:
     """Train IVF centroids (and the PQ codebook), and mint the RaBitQ rotation exactly once.
 
     What a type needs is said by its `IndexType` (index_types.py). SQ bounds are not among the
@@ -230,7 +233,8 @@ def train_artifacts(config: BuildConfig, snap: DatasetSnapshot, params: IndexPar
     return SharedArtifacts(centroids=centroids, codebook=codebook, rq_model=rq_model)
 
 
-def train_with_lance(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, rows: int):
+def train_with_lance(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams,
+                     rows: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Lance's k-means in this process over `rows` sampled rows. -> (centroids, codebook or None)"""
     from lance.lance import indices as lance_indices
 
@@ -247,8 +251,8 @@ def train_with_lance(config: BuildConfig, snap: DatasetSnapshot, params: IndexPa
     return to_matrix(centroids), codebook
 
 
-def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, rows: int,
-                      parallelism: int):
+def train_distributed(transport: Optional[Transport], config: BuildConfig, snap: DatasetSnapshot,
+                      params: IndexParams, rows: int, parallelism: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """k-means on the executors, as Lance trains (kmeans.py): IVF centroids, then for PQ types the
     codebook on residuals. -> (centroids in the column's float type, codebook or None)"""
     from . import kmeans
@@ -301,7 +305,8 @@ def train_distributed(transport, config: BuildConfig, snap: DatasetSnapshot, par
 FIRST_LEVEL_ROWS_PER_CODE = 256  # the first level trains on this many sampled rows per coarse centroid
 
 
-def _two_levels(transport, cached, n: int, k: int, metric: str, max_iters: int, seed: int) -> np.ndarray:
+def _two_levels(transport: Transport, cached: Cached, n: int, k: int, metric: str, max_iters: int,
+                seed: int) -> np.ndarray:
     """Past 256 partitions, as Lance's hierarchy: sqrt(k) coarse centroids, then each coarse
     cluster's share of the k centroids trained on its own rows. -> (1, k, d) codebook
 
@@ -332,7 +337,7 @@ def _two_levels(transport, cached, n: int, k: int, metric: str, max_iters: int, 
     return codes[None]
 
 
-def _draw(transport, cached, quota: np.ndarray, seed: int) -> np.ndarray:
+def _draw(transport: Transport, cached: Cached, quota: np.ndarray, seed: int) -> np.ndarray:
     """Initial codes: `quota[g]` rows of each cluster g drawn uniformly from the cached sample."""
     from . import kmeans
 

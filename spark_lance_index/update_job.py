@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from .cleanup import discard_own_work
+from .config import BuildConfig
 from .errors import InputError
+from .exact_search import RecallFigure
 from .report import JobResult
 from .resume import Inspection
 from .timing import phase
@@ -30,7 +32,7 @@ def update_summary(plan: UpdatePlan) -> dict:
     }
 
 
-def finish_noop(config, insp: Inspection, result: JobResult) -> None:
+def finish_noop(config: BuildConfig, insp: Inspection, result: JobResult) -> None:
     """Nothing to index: commit nothing, start no Spark, and remove what an earlier run of this
     update left (its state cannot be used: the index covers everything now)."""
     log.info("index %r covers every fragment of %s at version %d: nothing to update",
@@ -48,7 +50,8 @@ def finish_noop(config, insp: Inspection, result: JobResult) -> None:
 
 
 @phase("drift")
-def measure_drift(config, plan: UpdatePlan, committed_ds, by_origin) -> DriftFigures:
+def measure_drift(config: BuildConfig, plan: UpdatePlan, committed_ds: Any,
+                  by_origin: Optional[tuple[RecallFigure, RecallFigure]]) -> DriftFigures:
     """Whether the index's model still fits the data: how differently the new rows fall into
     partitions than the older rows, and recall on new rows against older rows (when measured)."""
     before = {s.uuid: s.partitions for s in (*plan.kept, *plan.reencoded)}  # read at the pinned version

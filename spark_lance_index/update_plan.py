@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -233,7 +233,8 @@ def pinned_segments(plan: UpdatePlan) -> dict[str, list[int]]:
     return {s.uuid: sorted(s.fragment_ids) for s in (*plan.kept, *plan.reencoded)}
 
 
-def index_changed(name: str, indexes: Sequence[IndexInfo], pinned) -> Optional[str]:
+def index_changed(name: str, indexes: Sequence[IndexInfo],
+                  pinned: Union[Mapping[str, Sequence[int]], Sequence[str]]) -> Optional[str]:
     """Why committing the update on `indexes` would be wrong: the index is gone, its segments
     changed (another update, a build --replace, optimize_indices), or a segment kept its uuid but
     covers other fragments (a compaction with `defer_index_remap`, which rewrites a segment's
