@@ -104,9 +104,9 @@ class Table:
         return np.vstack(out)
 
 
-def job(command: str, uri: Path, workdir: Path, tag: str, master: str, extra=()) -> dict:
+def job(command: str, uri: Path, workdir: Path, tag: str, master: str, extra=(), column: str = "vector") -> dict:
     report = workdir / f"{tag}.report.json"
-    cmd = [sys.executable, "-m", "spark_lance_index", command, "--uri", str(uri), "--column", "vector",
+    cmd = [sys.executable, "-m", "spark_lance_index", command, "--uri", str(uri), "--column", column,
            "--master", master, "--verify-queries", "0", "--report", str(report), "--progress-interval", "3600", *extra]
     m = run_measured(cmd, workdir / f"{tag}.json", workdir / f"{tag}.log", cwd=workdir, env=child_env(sys.executable))
     doc = json.loads(report.read_text()) if report.exists() else {}

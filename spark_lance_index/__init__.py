@@ -41,6 +41,7 @@ __version__ = "0.1.0"
 
 from .api import Run, build, discard, status, update, update_all, verify  # noqa: E402
 from .errors import (  # noqa: E402
+    CannotExtend,
     CommitCheckError,
     DatasetChangedError,
     IndexConflictError,
@@ -57,6 +58,6 @@ from .update_all import IndexUpdate, TableUpdate  # noqa: E402
 
 __all__ = [
     "build", "update", "update_all", "verify", "status", "discard", "Run", "IndexStatus", "TableUpdate", "IndexUpdate",
-    "JobError", "InputError", "RecallTooLowError", "CommitCheckError", "DatasetChangedError", "IndexConflictError",
-    "JobBusyError", "PreflightError", "SegmentCheckError", "SparkStageError", "__version__",
+    "JobError", "InputError", "CannotExtend", "RecallTooLowError", "CommitCheckError", "DatasetChangedError",
+    "IndexConflictError", "JobBusyError", "PreflightError", "SegmentCheckError", "SparkStageError", "__version__",
 ]

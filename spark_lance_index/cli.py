@@ -4,6 +4,7 @@ BuildConfig, then run()."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -209,8 +210,8 @@ def update_every_index_from_args(args: argparse.Namespace) -> TableUpdate:
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "storage_option", "fts_option")}
     flags.update(mode="update", storage_options=parse_storage_options(args.storage_option), report=None)
     base = make_config(file_values, {**flags, "column": "any"})  # the flags checked once, before anything
-    return update_every_index(base.uri, lambda column, name: make_config(
-        file_values, {**flags, "column": column, "index_name": name}), master=base.master,
+    return update_every_index(base.uri, lambda column, name: dataclasses.replace(make_config(
+        file_values, {**flags, "column": column, "index_name": name}), report=None), master=base.master,
         app_name=base.app_name, verbose=base.verbose, storage_options=dict(base.storage_options),
         report=args.report or file_values.get("report"))
 

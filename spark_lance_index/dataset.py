@@ -449,8 +449,8 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
 def probe_build_options(index_type: str, options: Mapping) -> dict[str, Any]:
     """Refuse, before Spark, options Lance would refuse on every executor: build the index with
     them on a one-row table in a temporary folder, and pass Lance's own reason on in one line.
-    -> the options as the index built with them describes them. Nothing is written near the
-    user's dataset."""
+    -> the parameters the index built with them stored (index_model.read_text_params). Nothing
+    is written near the user's dataset."""
     if not options:
         return {}
     import shutil
@@ -458,11 +458,15 @@ def probe_build_options(index_type: str, options: Mapping) -> dict[str, Any]:
 
     import lance
 
+    from .index_model import read_text_params
+
     folder = tempfile.mkdtemp(prefix="spark-lance-index-probe-")
     try:
-        ds = lance.write_dataset(pa.table({"text": ["probe"]}), folder)
+        lists = str(options.get("document_granularity", "")).lower() == "list_element"  # needs a list column
+        ds = lance.write_dataset(pa.table({"text": [["probe"]] if lists else ["probe"]}), folder)
         ds.create_scalar_index("text", index_type, **lance_text_options(options))  # type: ignore[arg-type]
-        return dict(lance.dataset(folder).describe_indices()[0].details or {})
+        segment = str(lance.dataset(folder).describe_indices()[0].segments[0].uuid)
+        return read_text_params(locate(folder), {}, segment)
     except (ValueError, TypeError, OSError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         reason = re.sub(r", /\S+\.rs:\d+:\d+$", "", reason)  # Lance's source location

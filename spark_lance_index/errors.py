@@ -26,6 +26,11 @@ class InputError(JobError):
     exit_code = 2
 
 
+class CannotExtend(InputError):
+    """`update` cannot extend this index as it is (its type, column, model or options): rebuild
+    it. Found before any Spark work; the dataset is untouched."""
+
+
 class MissingVersionError(InputError):
     """The dataset exists but no longer has the version asked for (cleaned up, or recreated)."""
 

@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .errors import InputError
+from .errors import CannotExtend
 from .index_types import INDEX_TYPES
 from .storage import Location
 from .train import SharedArtifacts, array_fingerprint, text_fingerprint
@@ -64,7 +64,7 @@ class SegmentModel:
         return len(self.centroids)
 
 
-class ModelUnreadable(InputError):
+class ModelUnreadable(CannotExtend):
     """The index's model cannot be read back, so the index cannot be extended consistently."""
 
 
@@ -247,3 +247,18 @@ def committed_model_mismatch(dataset: Location, storage_options: Mapping[str, st
         if got.rotation_signs != artifacts.rotation_signs:
             return f"segment {entry.get('uuid')} holds another RaBitQ rotation than the job encoded with"
     return None
+
+
+def read_text_params(dataset: Location, storage_options: Mapping[str, str], uuid: str) -> dict[str, Any]:
+    """A full-text segment's tokenizer parameters as Lance stored them with it (`metadata.lance`,
+    schema metadata "params"): every option, the custom stop words included, which
+    `describe_indices` reports as None even when the index uses them."""
+    from lance.file import LanceFileReader
+
+    path = dataset.child(f"_indices/{uuid}").child("metadata.lance")
+    try:
+        schema = LanceFileReader(str(path), storage_options=dict(storage_options) or None).metadata().schema
+        return dict(json.loads((schema.metadata or {})[b"params"]))
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise ModelUnreadable(f"the tokenizer options of segment {uuid} cannot be read from its files "
+                              f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None

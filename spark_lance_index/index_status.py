@@ -55,7 +55,9 @@ def index_status(uri: str, storage_options: Optional[Mapping[str, str]] = None,
                  version: Optional[int] = None) -> list[IndexStatus]:
     """Every index of the dataset at `version` (default: the latest), by name."""
     ds = open_dataset(uri, storage_options or {}, version)
-    described = {d.name: d for d in ds.describe_indices()}
+    # Lance's own bookkeeping (`__lance_frag_reuse` after compact_files(defer_index_remap=True))
+    # is no index of the user's: no statistics of an index, nothing to update
+    described = {d.name: d for d in ds.describe_indices() if not d.name.startswith("__lance")}
     return [_status(ds, name, described[name]) for name in sorted(described)]
 
 

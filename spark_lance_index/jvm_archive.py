@@ -47,8 +47,10 @@ def cache_dir() -> Path:
 def _spark_jars() -> list[str]:
     from pyspark.find_spark_home import _find_spark_home
 
-    jars = Path(_find_spark_home()) / "jars"  # the JVM checks the classpath's paths and sizes
-    return [str(jars), *sorted(f"{p.name}:{p.stat().st_size}" for p in jars.glob("*.jar"))] if jars.is_dir() else []
+    jars = Path(_find_spark_home()) / "jars"  # the JVM checks the classpath's paths, sizes and times
+    if not jars.is_dir():
+        return []
+    return [str(jars), *sorted(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in jars.glob("*.jar"))]
 
 
 def archive_path(java: str, java_options: str) -> Path:
@@ -71,7 +73,7 @@ def options_for(java: Optional[str], java_options: str) -> tuple[str, Optional[P
     except (OSError, ImportError) as e:  # no Java or no Spark home to key it on: nothing to map
         log.debug("no JVM class archive: %s", e)
         return "", None
-    if not path.is_file():
+    if not path.is_file() or " " in str(path):  # Spark splits the JVM's options at spaces
         return "", None
     return f"-XX:SharedArchiveFile={path} {QUIET} -XX:ErrorFile={path.parent}/hs_err_pid%p.log", path
 
@@ -88,12 +90,24 @@ def mapped_by_driver() -> Optional[str]:
         return None
 
 
-def set_aside(path: Path) -> None:
-    """An archive a JVM could not start with: renamed, never mapped again, kept for a bug report."""
+def set_aside(path: Path) -> Optional[Path]:
+    """An archive a JVM could not start with: renamed, never mapped again, kept for a bug report.
+    -> where it went (None if it could not be moved)."""
     try:
         os.replace(path, path.with_suffix(".unusable"))
+        return path.with_suffix(".unusable")
     except OSError as e:
         log.debug("could not set the archive %s aside: %s", path, e)
+        return None
+
+
+def put_back(aside: Optional[Path], path: Path) -> None:
+    """The JVM failed without the archive too: the archive was not the cause."""
+    if aside is not None:
+        try:
+            os.replace(aside, path)
+        except OSError as e:
+            log.debug("could not put the archive %s back: %s", path, e)
 
 
 def make(java_options: str) -> tuple[Path, bool]:
@@ -105,6 +119,9 @@ def make(java_options: str) -> tuple[Path, bool]:
     if not java:
         raise SystemExit("no Java found: set JAVA_HOME")
     path = archive_path(java, java_options)
+    if " " in str(path):
+        raise SystemExit(f"the cache folder {path.parent} has a space in its path, which the JVM's options "
+                         "cannot hold: set SPARK_LANCE_INDEX_CACHE to another folder")
     if path.is_file():
         return path, False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,18 +137,28 @@ def make(java_options: str) -> tuple[Path, bool]:
         os.replace(recording, path)
     finally:
         recording.unlink(missing_ok=True)
-    path.with_suffix(".made-for").write_text("\n".join([os.path.realpath(java), *_spark_jars()[:1]]) + "\n")
-    _remove_orphans(path.parent)
+    made_for = "\n".join([os.path.realpath(java), *_spark_jars()[:1]]) + "\n"
+    path.with_suffix(".made-for").write_text(made_for)
+    _remove_orphans(path.parent, path, made_for)
     return path, True
 
 
-def _remove_orphans(folder: Path) -> None:
-    """Our archives made for a Java or a Spark that is no longer on this machine (an old venv)."""
-    for made_for in folder.glob(f"{PREFIX}*.made-for"):
-        if all(os.path.exists(p) for p in made_for.read_text().split()):
-            continue
-        for suffix in (SUFFIX, ".unusable", ".log", ".made-for"):
-            made_for.with_suffix(suffix).unlink(missing_ok=True)
+def _remove_orphans(folder: Path, made: Path, made_for: str) -> None:
+    """Our files no JVM will use: archives made for a Java or a Spark no longer on this machine
+    (an old venv) or superseded by `made` (the same Java and Spark folder, changed since), crash
+    logs of driver JVMs, and recordings whose process is gone."""
+    for record in folder.glob(f"{PREFIX}*.made-for"):
+        paths = record.read_text().splitlines()
+        if record.stem != made.stem and (record.read_text() == made_for
+                                         or not all(os.path.exists(p) for p in paths)):
+            for suffix in (SUFFIX, ".unusable", ".log", ".made-for"):
+                record.with_suffix(suffix).unlink(missing_ok=True)
+    for crash in folder.glob("hs_err_pid*.log"):
+        crash.unlink(missing_ok=True)
+    for recording in folder.glob(f"{PREFIX}*.recording"):
+        pid = recording.name.split(".")[-2]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            recording.unlink(missing_ok=True)
 
 
 def _run_session(java_options: str, output: Path) -> None:

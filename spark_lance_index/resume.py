@@ -35,7 +35,7 @@ from .dataset import (
     resolve_params,
     snapshot_dataset,
 )
-from .errors import DatasetChangedError, InputError, MissingVersionError
+from .errors import CannotExtend, DatasetChangedError, InputError, MissingVersionError
 from .index_types import type_of_index
 from .plan import policy_segment_rows
 from .state import JobState, default_jobs_root
@@ -227,7 +227,7 @@ def _as_its_index_type(config: BuildConfig, latest: Any) -> BuildConfig:
         return config
     kind = type_of_index(info.index_type)
     if kind is None:
-        raise InputError(f"cannot update the index {config.name!r}: it is {info.index_type}, a type this job "
+        raise CannotExtend(f"cannot update the index {config.name!r}: it is {info.index_type}, a type this job "
                          "does not build")
     return dataclasses.replace(config, index_type=kind.name)
 

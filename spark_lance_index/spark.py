@@ -208,7 +208,7 @@ def _launch_jvm_apart(builder: Any) -> None:
     java_options = conf.get("spark.driver.extraJavaOptions", "")
     archive_options, archive = (jvm_archive.options_for(find_java()[0], java_options)
                                 if java_options == LOCAL_JAVA_OPTIONS else ("", None))
-    gateway = None
+    gateway, aside = None, None
     if archive is not None:
         conf.set("spark.driver.extraJavaOptions", f"{java_options} {archive_options}")
         try:
@@ -219,12 +219,14 @@ def _launch_jvm_apart(builder: Any) -> None:
                 raise
             log.warning("Spark's JVM did not start with its class archive %s: set it aside, starting "
                         "without it", archive)
-            jvm_archive.set_aside(archive)
+            aside = jvm_archive.set_aside(archive)
             conf.set("spark.driver.extraJavaOptions", java_options)
     if gateway is None:
         try:
             gateway = launch_gateway(conf, popen_kwargs={"start_new_session": True})
         except Exception as e:
+            if archive is not None:  # it fails without the archive too: the archive was not the cause
+                jvm_archive.put_back(aside, archive)
             if "JAVA_GATEWAY_EXITED" in str(e):
                 raise JobError("Spark's Java process exited before it started (JAVA_GATEWAY_EXITED): "
                                "rerun with --verbose to see its output") from None
@@ -241,10 +243,12 @@ def stop_session(spark: Any) -> None:
     server = getattr(context, "_accumulatorServer", None)
     if context is not None and server is not None:
         context._accumulatorServer = None  # PySpark's stop skips the wait
-    spark.stop()
-    if server is not None:
-        server.server_shutdown = True  # what the handler looks for
-        threading.Thread(target=server.shutdown, name="accumulator-server-stop", daemon=True).start()
+    try:
+        spark.stop()
+    finally:
+        if server is not None:
+            server.server_shutdown = True  # what the handler looks for
+            threading.Thread(target=server.shutdown, name="accumulator-server-stop", daemon=True).start()
 
 
 def _handle_ctrl_c() -> None:

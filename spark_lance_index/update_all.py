@@ -20,7 +20,7 @@ from typing import Any, Optional
 from . import interrupts
 from . import spark as spark_layer
 from .config import BuildConfig
-from .errors import InputError, JobError, RecallTooLowError
+from .errors import CannotExtend, InputError, JobError, RecallTooLowError
 from .index_status import IndexStatus, index_status
 from .report import SCHEMA_VERSION, JobResult, now_iso, report_schema, write_report
 
@@ -138,17 +138,18 @@ def update_every_index(uri: str, config_for: ConfigFor, *, master: Optional[str]
             table.indexes.append(IndexUpdate(s.name, s.columns, s.type, "skipped", s.why_not_updatable or ""))
     _write(report, storage_options, table, "running")  # a place it cannot be written: refused before Spark
     created = False
-    if spark is None and any(s.unindexed_fragments for s, _ in targets):
-        log.info("one Spark session for the updates: starting it")
-        spark, created = spark_layer.get_session(master, app_name, verbose)
-    log.info("updating %d of the %d indexes of %s one after another%s", len(targets), len(statuses), uri,
-             f" (skipping {', '.join(i.name for i in table.indexes)})" if table.indexes else "")
     try:
+        if spark is None and any(s.unindexed_fragments for s, _ in targets):
+            log.info("one Spark session for the updates: starting it")
+            spark, created = spark_layer.get_session(master, app_name, verbose)
+        log.info("updating %d of the %d indexes of %s one after another%s", len(targets), len(statuses), uri,
+                 f" (skipping {', '.join(i.name for i in table.indexes)})" if table.indexes else "")
         for s, config in targets:
             log.info("index %s (%s on %s): update", s.name, s.type, ", ".join(s.columns))
             table.indexes.append(_update_one(s, config, spark, run))
-    except BaseException:
-        _write(report, storage_options, table, "interrupted")
+    except BaseException as e:
+        interrupted = isinstance(e, KeyboardInterrupt) or interrupts.caused_by_interrupt(e)
+        _write(report, storage_options, table, "interrupted" if interrupted else "failed")
         raise
     finally:
         if created:
@@ -164,14 +165,16 @@ def _update_one(s: IndexStatus, config: BuildConfig, spark: Any, run: Callable[.
     except RecallTooLowError as e:
         result = e.result  # type: ignore[assignment]
         return IndexUpdate(s.name, s.columns, s.type, "recall below minimum", str(e).splitlines()[0], result)
-    except InputError as e:  # refused before anything was written: this index cannot be extended
+    except CannotExtend as e:  # refused before anything was written: this index cannot be extended
         log.warning("index %s: skipped: %s", s.name, e)
         return IndexUpdate(s.name, s.columns, s.type, "skipped", str(e).splitlines()[0][:500])
-    except JobError as e:
+    except Exception as e:  # any other failure is this index's: named, and the next one goes on
         if interrupts.caused_by_interrupt(e):
             raise
         log.error("index %s: %s", s.name, e)
-        return IndexUpdate(s.name, s.columns, s.type, "failed", str(e).splitlines()[0][:500])
+        text = str(e).splitlines()[0][:500] if str(e) else ""
+        return IndexUpdate(s.name, s.columns, s.type, "failed",
+                           text if isinstance(e, JobError) else f"{type(e).__name__}: {text}")
     outcome = "updated" if result.committed_version is not None else "up to date"
     return IndexUpdate(s.name, s.columns, s.type, outcome, "", result)
 
@@ -185,6 +188,8 @@ def _write(path: Optional[str], storage_options: Optional[dict], table: TableUpd
         doc["outcome"] = outcome
     try:
         write_report(path, storage_options or {}, doc)
+        if outcome is None:
+            log.info("report written to %s", path)
     except Exception as e:
         reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
         if outcome == "running":

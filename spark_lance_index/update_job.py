@@ -92,7 +92,10 @@ def update_target(uri: str, column: Optional[str], index_name: Optional[str],
     if len(vector) == 1:
         return vector[0].columns[0], vector[0].name
     if not vector:
-        raise InputError(f"{uri} has no vector index to update: build one first (spark-lance-index build)")
+        if indexes:
+            raise InputError(f"{uri} has no vector index: give column= or index_name= for one of its other "
+                             "indexes, or update them all with update_all")
+        raise InputError(f"{uri} has no index to update: build one first (spark-lance-index build)")
     listed = ", ".join(f"{i.name} on {i.columns[0]}" for i in vector)
     raise InputError(f"{uri} has {len(vector)} vector indexes ({listed}): give column= or index_name=, "
                      "or update them all with update_all")

@@ -28,8 +28,8 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .dataset import DatasetSnapshot, FragmentInfo, IndexInfo, IndexParams, open_dataset, probe_build_options
-from .errors import InputError
-from .index_model import ModelUnreadable, model_fingerprint, read_segment_model
+from .errors import CannotExtend, InputError
+from .index_model import ModelUnreadable, model_fingerprint, read_segment_model, read_text_params
 from .index_types import DEFAULT_SAMPLE_RATE, INDEX_TYPES, type_of_index
 from .train import SharedArtifacts
 
@@ -78,17 +78,17 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
                          "build it first (spark-lance-index build), or give --index-name")
     if snap.column not in info.columns:
         raise InputError(f"the index {name!r} is on column {info.columns[0]!r}, not {snap.column!r}")
-    ds = open_dataset(snap.uri, storage_options, snap.version)
     if not info.is_vector:
-        return _scalar_model(ds, snap, info)
+        return _scalar_model(snap, info, storage_options)
+    ds = open_dataset(snap.uri, storage_options, snap.version)
     stats = ds.stats.index_stats(name)
     index_type = stats["index_type"]
     if index_type not in INDEX_TYPES or not INDEX_TYPES[index_type].updatable:
         updatable = ", ".join(t.name for t in INDEX_TYPES.values() if t.updatable)
-        raise InputError(f"cannot update the index {name!r}: it is {index_type}, and update extends "
+        raise CannotExtend(f"cannot update the index {name!r}: it is {index_type}, and update extends "
                          f"{updatable} indexes; rebuild it with build --replace")
     if snap.multivector:
-        raise InputError(f"cannot update the index {name!r}: update does not extend indexes on multivector "
+        raise CannotExtend(f"cannot update the index {name!r}: update does not extend indexes on multivector "
                          "columns yet; rebuild it with build --replace")
     entries = stats.get("indices") or stats.get("segments") or []
     try:
@@ -117,7 +117,7 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
     return IndexModel(name, params, first.artifacts, committed_segments(info, snap, partition_sizes(stats)))
 
 
-def _scalar_model(ds: Any, snap: DatasetSnapshot, info: IndexInfo) -> IndexModel:
+def _scalar_model(snap: DatasetSnapshot, info: IndexInfo, storage_options: Mapping[str, str]) -> IndexModel:
     """A scalar or full-text index: nothing trained to share. A full-text index's tokenizer
     options are read back from the index and must rebuild it exactly: a segment built with other
     options makes every full-text query of the index fail (measured, pylance 14.0.2), so options
@@ -125,22 +125,46 @@ def _scalar_model(ds: Any, snap: DatasetSnapshot, info: IndexInfo) -> IndexModel
     kind = type_of_index(info.index_type)
     if kind is None or not kind.updatable:
         updatable = ", ".join(t.name for t in INDEX_TYPES.values() if t.updatable)
-        raise InputError(f"cannot update the index {info.name!r}: it is {info.index_type}, and update extends "
+        raise CannotExtend(f"cannot update the index {info.name!r}: it is {info.index_type}, and update extends "
                          f"{updatable} indexes; rebuild it with build --replace")
     options = ""
     if kind.family == "text":
-        committed = dict(next(d for d in ds.describe_indices() if d.name == info.name).details or {})
-        given = {k: v for k, v in committed.items() if v is not None}
-        rebuilt = probe_build_options(kind.name, given)
-        differ = sorted(k for k in {*committed, *rebuilt} if committed.get(k) != rebuilt.get(k))
-        if differ:
-            raise ModelUnreadable(f"cannot update the full-text index {info.name!r}: its tokenizer options "
-                                  f"({', '.join(differ)}) cannot be given back to Lance exactly; rebuild it "
-                                  "with build --replace")
-        options = json.dumps(given, sort_keys=True)
+        options = json.dumps(_text_options(snap, info, storage_options), sort_keys=True)
     params = IndexParams(kind.name, "", 0, 0, 0, 0, options=options)
     return IndexModel(info.name, params, SharedArtifacts(options=options or None),
                       committed_segments(info, snap, {}))
+
+
+def _text_options(snap: DatasetSnapshot, info: IndexInfo, storage_options: Mapping[str, str]) -> dict[str, Any]:
+    """The tokenizer options every segment of a full-text index was built with, read from their
+    files (`describe_indices` leaves custom stop words out), and given back to Lance only when a
+    one-row probe index built with them stores the same parameters. A segment built with other
+    options makes every full-text query of the index fail (measured, pylance 14.0.2)."""
+    params = [read_text_params(snap.location, storage_options, uuid) for uuid in info.segments]
+    differ = sorted(k for p in params[1:] for k in {*p, *params[0]} if p.get(k) != params[0].get(k))
+    if differ:
+        raise ModelUnreadable(f"cannot update the full-text index {info.name!r}: its segments were built with "
+                              f"different tokenizer options ({', '.join(sorted(set(differ)))}); rebuild it with "
+                              "build --replace")
+    # lance_tokenizer is derived by Lance, not taken (the probe's stored value must equal it);
+    # the document granularity is in the index's description, not its stored parameters
+    given = {k: v for k, v in params[0].items() if v is not None and k != "lance_tokenizer"}
+    described = next((d for d in open_dataset(snap.uri, storage_options, snap.version).describe_indices()
+                      if d.name == info.name), None)
+    granularity = (described.details or {}).get("document_granularity") if described is not None else None
+    if granularity:
+        given["document_granularity"] = granularity
+    try:
+        rebuilt = probe_build_options("INVERTED", given)
+    except InputError as e:
+        raise ModelUnreadable(f"cannot update the full-text index {info.name!r}: {e}; rebuild it with "
+                              "build --replace") from None
+    differ = sorted(k for k in {*params[0], *rebuilt} if params[0].get(k) != rebuilt.get(k))
+    if differ:
+        raise ModelUnreadable(f"cannot update the full-text index {info.name!r}: its tokenizer options "
+                              f"({', '.join(differ)}) cannot be given back to Lance exactly; rebuild it "
+                              "with build --replace")
+    return given
 
 
 def committed_segments(info: IndexInfo, snap: DatasetSnapshot,

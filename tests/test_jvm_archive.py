@@ -55,9 +55,22 @@ def test_only_our_archives_made_for_a_java_or_spark_gone_are_removed(cache, tmp_
             (cache / f"{stem}{suffix}").write_bytes(b"x")
         (cache / f"{stem}.made-for").write_text(f"{sys.executable}\n{made_for}\n")
     (cache / "users-file.jsa").write_bytes(b"not ours")
-    jvm_archive._remove_orphans(cache)
+    spaced = tmp_path / "My Projects" / "jars"  # a path with a space is one path
+    spaced.mkdir(parents=True)
+    (cache / "spark-driver-cccc.jsa").write_bytes(b"x")
+    (cache / "spark-driver-cccc.made-for").write_text(f"{sys.executable}\n{spaced}\n")
+    superseded = f"{sys.executable}\n{tmp_path / 'spark-now'}\n"  # same Java and Spark folder, remade
+    for stem in ("spark-driver-dddd", "spark-driver-eeee"):
+        (cache / f"{stem}.jsa").write_bytes(b"x")
+        (cache / f"{stem}.made-for").write_text(superseded)
+    (tmp_path / "spark-now").mkdir()
+    (cache / "hs_err_pid12345.log").write_text("a crash")
+    (cache / "spark-driver-ffff.999999999.recording").write_bytes(b"x")  # no such process
+    jvm_archive._remove_orphans(cache, cache / "spark-driver-eeee.jsa", superseded)
     assert sorted(p.name for p in cache.iterdir()) == [
-        "spark-driver-aaaa.jsa", "spark-driver-aaaa.log", "spark-driver-aaaa.made-for", "users-file.jsa"]
+        "spark-driver-aaaa.jsa", "spark-driver-aaaa.log", "spark-driver-aaaa.made-for",
+        "spark-driver-cccc.jsa", "spark-driver-cccc.made-for",
+        "spark-driver-eeee.jsa", "spark-driver-eeee.made-for", "users-file.jsa"]
 
 
 def _doctor(cache: Path, cwd: Path) -> subprocess.CompletedProcess:

@@ -22,6 +22,7 @@ from test_update import models
 from spark_lance_index.config import make_config
 from spark_lance_index.errors import InputError
 from spark_lance_index.index_model import model_fingerprint
+from spark_lance_index.index_status import index_status
 from spark_lance_index.update_all import (
     SKIPPED_EXIT,
     IndexUpdate,
@@ -99,7 +100,9 @@ def test_every_index_of_the_table_in_one_run_one_report_and_a_refused_one_skippe
     b_before = segments(uri, "b_idx")
     write(uri, 4000, 3000)
 
-    proc = subprocess.run(cli(uri, "--report", report), capture_output=True, text=True, timeout=300)
+    config = tmp_path / "nightly.toml"  # the report from a --config file: the table's, not each index's
+    config.write_text(f'report = "{report}"\n')
+    proc = subprocess.run(cli(uri, "--config", str(config)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == SKIPPED_EXIT, proc.stdout + proc.stderr[-3000:]
     assert "3 indexes, 2 updated, 1 skipped" in proc.stdout
     assert "a_idx (IVF_FLAT on a): updated: 3,000 new rows" in proc.stdout
@@ -107,6 +110,7 @@ def test_every_index_of_the_table_in_one_run_one_report_and_a_refused_one_skippe
     assert "b_idx (IVF_FLAT on b): skipped: cannot update the index 'b_idx'" in proc.stdout
     assert "different models (centroids differ)" in proc.stdout
     assert proc.stderr.count("one Spark session for the updates") == 1
+    assert proc.stderr.count("report written to") == 1  # the table's, never an index's in its place
     ds = lance.dataset(uri)
     for name in ("a_idx", "id_idx"):
         stats = ds.stats.index_stats(name)
@@ -192,11 +196,40 @@ def test_an_index_the_update_refuses_is_skipped_with_its_reason_and_the_others_u
     assert segments(uri, "b_idx") == b_before
 
 
+def test_one_index_failing_is_named_the_next_still_updates_and_the_exit_code_says_failed(spark, tmp_path):
+    uri, report = str(tmp_path / "t"), str(tmp_path / "report.json")
+    three_indexes(uri)
+    write(uri, 4000, 1000)
+
+    def config_for(column, name):  # a_idx's job directory is refused (inside the dataset): a failure
+        return make_config({}, {"uri": uri, "column": column, "index_name": name, "mode": "update",
+                                "verify_queries": 0, **({"job_dir": f"{uri}/_jobs"} if name == "a_idx" else {})})
+
+    table = update_every_index(uri, config_for, spark=spark, report=report)
+    assert [(i.name, i.outcome) for i in table.indexes] == [("a_idx", "failed"), ("b_idx", "updated"),
+                                                            ("id_idx", "updated")]
+    assert "inside the dataset" in table.indexes[0].reason and table.exit_code == 1
+    doc = json.load(open(report))
+    validate(doc, table_report_schema())
+    assert doc["outcome"] == "failed" and doc["indexes"][1]["run"]["outcome"] == "succeeded"
+    ds = lance.dataset(uri)
+    assert ds.stats.index_stats("a_idx")["num_unindexed_rows"] == 1000
+    assert ds.stats.index_stats("b_idx")["num_unindexed_rows"] == ds.stats.index_stats("id_idx")[
+        "num_unindexed_rows"] == 0
+
+
 def test_a_table_with_no_index_is_refused_before_spark_and_exit_codes_say_what_happened(tmp_path):
     uri = str(tmp_path / "t")
     write(uri, 0, 100)
     with pytest.raises(InputError, match="has no index to update: build one first"):
         update_every_index(uri, lambda column, name: None)  # type: ignore[arg-type,return-value]
+    write(uri, 100, 3000)
+    lance.dataset(uri).create_scalar_index("id", "BTREE")
+    write(uri, 3100, 50)
+    write(uri, 3150, 50)
+    lance.dataset(uri).optimize.compact_files(defer_index_remap=True)
+    assert any(d.name.startswith("__lance") for d in lance.dataset(uri).describe_indices())
+    assert [s.name for s in index_status(uri)] == ["id_idx"]  # Lance's bookkeeping is no index to update
 
     def table(*outcomes: str) -> TableUpdate:
         return TableUpdate(uri, [IndexUpdate(f"i{n}", ["c"], "IVF_PQ", o) for n, o in enumerate(outcomes)])

@@ -118,6 +118,25 @@ def test_scalar_and_full_text_indexes_are_extended_through_append_delete_and_com
     assert dataset_state(table.uri) == before
 
 
+def test_a_full_text_index_keeps_its_custom_stop_words_which_lance_does_not_describe(spark, tmp_path):
+    """describe_indices() says custom_stop_words None even when the index uses them: the options
+    come from the segment files, or the new segment would drop them."""
+    table = Table(str(tmp_path / "t"), 1000)
+    lance.dataset(table.uri).create_scalar_index("text", "INVERTED", custom_stop_words=["kiwi", "plum"])
+    table.append(500)
+    delta = str(tmp_path / "delta")
+    shutil.copytree(table.uri, delta)
+    lance.dataset(delta).optimize.optimize_indices(num_indices_to_merge=0)  # one-node Lance's own delta
+    assert update(table.uri, "text", spark).committed_version is not None
+    ds, one_node = lance.dataset(table.uri), lance.dataset(delta)
+    assert ds.describe_indices()[0].details["custom_stop_words"] is None  # what Lance describes
+    for query in ("the", "a river", "kiwi", "banana"):  # built-in stop words are words here; custom ones are not
+        got, want = matches(ds, query), matches(one_node, query)
+        assert got.keys() == want.keys(), query
+        assert all(abs(got[i] - want[i]) <= 1e-5 * max(1.0, abs(want[i])) for i in want), query
+    assert matches(ds, "the") and not matches(ds, "kiwi")
+
+
 def test_a_full_text_index_whose_options_cannot_be_given_back_is_refused(spark, tmp_path, monkeypatch):
     from spark_lance_index import update_plan
 
