@@ -1,7 +1,7 @@
 """`update` of scalar and full-text indexes against a full rebuild and one-node `optimize_indices`.
 
-The table of bench/scalar.py (default 1,000,000 rows in 32 fragments; `--text generated` by
-default here, a Zipf vocabulary) with the index of each type built once by one-node
+The table of bench/scalar.py (default 1,000,000 rows in 32 fragments, the text from the
+installed manual pages, or `--text generated`) with the index of each type built once by one-node
 `create_scalar_index`. Then, for each growth (default 1% and 10% new rows of the same
 distribution, appended in fragments of the base's size), on private copies:
 
@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--types", default=",".join(TYPES))
     p.add_argument("--growth", default="0.01,0.1", help="new rows as fractions of the base")
     p.add_argument("--updates", type=int, default=10, help="successive 1%% updates for the segment count")
-    p.add_argument("--text", choices=("man", "generated"), default="generated")
+    p.add_argument("--text", choices=("man", "generated"), default="man")
     p.add_argument("--master", default="local[2]")
     p.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN)
     p.add_argument("--workdir-root", default="/tmp")

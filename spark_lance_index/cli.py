@@ -310,8 +310,10 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
                 rest.append(arg)
         if command is not None:
             out = [command, *rest]
+    if not out:  # the program alone: what it does and how to call it
+        return ["--help"]
     program_flag = out[0] in ("-h", "--help") or out == ["--version"]  # else --version is a dataset version
-    if not out or (out[0] not in COMMANDS and not program_flag):
+    if out[0] not in COMMANDS and not program_flag:
         out.insert(0, "build")
     return out
 

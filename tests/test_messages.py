@@ -35,6 +35,8 @@ def dataset(tmp_path):
 
 
 def test_version_and_help():
+    proc = cli()  # the program alone prints its help
+    assert proc.returncode == 0 and "usage: spark-lance-index" in proc.stdout and "update" in proc.stdout
     proc = cli("--version")
     assert proc.returncode == 0 and one_line(proc.stdout) == f"spark-lance-index {__version__}"
     proc = cli("--help")
