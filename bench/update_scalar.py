@@ -11,7 +11,8 @@ distribution, appended in fragments of the base's size), on private copies:
 
 Each is one whole process, timed from outside. Quality: scalar types, 10 filters through the
 index against a scan without it (how many equal); INVERTED, 20 queries' top-10 against a fresh
-one-node build of the grown table (ties allowed). Then `--updates` successive updates of 1%:
+one-node build of the grown table (ties allowed). The median ms per query through each index
+(warm) says what a delta segment costs a query. Then `--updates` successive updates of 1%:
 the segment count after each.
 
     .venv-bench/bin/python bench/update_scalar.py
@@ -63,17 +64,20 @@ def append_rows(source: Path, uri: Path, start: int, stop: int, per_fragment: in
     lance.write_dataset(rows, str(uri), mode="append", max_rows_per_file=per_fragment)
 
 
-def quality(uri: Path, index_type: str, probes: list[str], reference: Path | None) -> str:
-    """Filters: how many equal a scan. Text: how many top-10 equal the fresh one-node build's."""
-    got, _ = answers(str(uri), index_type, probes)
+def quality(uri: Path, index_type: str, probes: list[str], reference: Path | None) -> tuple[str, float]:
+    """(filters: how many equal a scan; text: how many top-10 equal the fresh one-node build's,
+    the median ms per query through the index, after one warm-up pass)."""
+    answers(str(uri), index_type, probes)  # warm: the first query of a process opens the index files
+    got, seconds = answers(str(uri), index_type, probes)
+    ms = 1000 * float(np.median(seconds)) if seconds else float("nan")
     if index_type == "INVERTED":
         want, _ = answers(str(reference), index_type, probes)
-        return f"{sum(same_top_k(a, b) for a, b in zip(got, want))}/{len(probes)}"
+        return f"{sum(same_top_k(a, b) for a, b in zip(got, want))}/{len(probes)}", ms
     import lance
 
     ds = lance.dataset(str(uri))
     scans = [sorted(ds.to_table(filter=q, columns=["id"], use_scalar_index=False)["id"].to_pylist()) for q in probes]
-    return f"{sum(a == b for a, b in zip(got, scans))}/{len(probes)}"
+    return f"{sum(a == b for a, b in zip(got, scans))}/{len(probes)}", ms
 
 
 def one_type(index_type: str, source: Path, args, workdir: Path) -> tuple[list[list[str]], list[list[str]]]:
@@ -109,13 +113,14 @@ def one_type(index_type: str, source: Path, args, workdir: Path) -> tuple[list[l
                           column=column)
             else:
                 run = optimize(copy, workdir, tag)
-            run["segments"], run["quality"] = index_segments(copy, name), quality(copy, index_type, probes, reference)
+            run["segments"] = index_segments(copy, name)
+            run["quality"], run["ms"] = quality(copy, index_type, probes, reference)
             runs[kind] = run
             remove_dataset(copy)
         for kind, run in runs.items():
             growth_rows.append([index_type, f"{fraction:.0%} ({new:,})", kind, fmt_s(run["wall"]), fmt_s(run["work"]),
                                 fmt_ratio(run["wall"], runs["rebuild"]["wall"]), str(run["segments"]),
-                                run["quality"]])
+                                run["quality"], f"{run['ms']:.2f}"])
         remove_dataset(grown)
         if reference is not None:
             remove_dataset(reference)
@@ -151,9 +156,10 @@ def main(argv=None) -> int:
         "The base index of each type was built once by one-node `create_scalar_index`. One run each; *wall* is "
         "the whole process, *work* the job's phases without Spark start and preflight (for optimize: the "
         "`optimize_indices` call). *answers*: filters through the index equal to a scan (scalar types), or "
-        "queries whose top-10 equals a fresh one-node build's, ties allowed (INVERTED).",
-        markdown_table(["type", "new rows", "how", "wall s", "work s", "wall / rebuild", "segments", "answers"],
-                       growth),
+        "queries whose top-10 equals a fresh one-node build's, ties allowed (INVERTED); *ms per query*: the "
+        "median through the index, one thread, after a warm-up pass: what a delta segment costs a query.",
+        markdown_table(["type", "new rows", "how", "wall s", "work s", "wall / rebuild", "segments", "answers",
+                        "ms per query"], growth),
         f"{args.updates} successive updates of 1% ({int(args.rows * 0.01):,} rows) on one table, the segment "
         "count after each (default segment policy: ratio 3):",
         markdown_table(["type", "segments after each update", "most"], steps),
