@@ -135,8 +135,14 @@ def test_distributed_training_reaches_lances_recall(spark, tmp_path, index_type,
         assert stats["indices"][0]["num_partitions"] == partitions
         figures[trainer] = [recall(data.uri, data, nprobes, refine) for nprobes, refine in ((4, None), (4, 10))]
     print(index_type, metric, partitions, figures)
+    samples = 10 * len(data.queries)
     for lance_figure, ours in zip(figures["lance"], figures["distributed"]):
-        assert ours >= lance_figure - 0.03
+        # Both trainers start from random draws (Lance's unseeded): two trainings of one trainer
+        # differ too. The gap allowed is 0.03, or 2.5 standard errors of a difference of two recall
+        # figures over these samples where that is wider (IVF_PQ without refine, recall ~0.65:
+        # 0.053; a CI run once saw 0.617 against 0.653 there).
+        allowed = max(0.03, 2.5 * (2 * lance_figure * (1 - lance_figure) / samples) ** 0.5)
+        assert ours >= lance_figure - allowed, (ours, lance_figure, allowed)
 
 
 @pytest.mark.parametrize("usable", [50, 0])
