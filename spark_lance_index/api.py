@@ -15,7 +15,6 @@ nothing is configured to show it, a call shows INFO and above on stderr while it
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import logging
 import os
@@ -100,9 +99,8 @@ def update_all(uri: str | os.PathLike[str], *, spark: Any = None, print_summary:
             raise InputError(f"{taken}= picks one index: call update() for that")
     base = _config("update", uri, "any", {**options, "index_name": "any"})
     with job_logging(base.verbose):
-        table = update_every_index(uri, lambda column, name: dataclasses.replace(_config("update", uri, column, {
-            **options, "index_name": name}), report=None), master=base.master, app_name=base.app_name,
-            verbose=base.verbose, storage_options=dict(base.storage_options), report=base.report, spark=spark)
+        table = update_every_index(base, lambda column, name: _config("update", uri, column, {
+            **options, "index_name": name}), spark)
     if print_summary:
         print(table.summary())
     return table

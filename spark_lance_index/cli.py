@@ -4,7 +4,6 @@ BuildConfig, then run()."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import re
@@ -208,12 +207,10 @@ def update_every_index_from_args(args: argparse.Namespace) -> TableUpdate:
 
     file_values = load_toml(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "storage_option", "fts_option")}
-    flags.update(mode="update", storage_options=parse_storage_options(args.storage_option), report=None)
+    flags.update(mode="update", storage_options=parse_storage_options(args.storage_option))
     base = make_config(file_values, {**flags, "column": "any"})  # the flags checked once, before anything
-    return update_every_index(base.uri, lambda column, name: dataclasses.replace(make_config(
-        file_values, {**flags, "column": column, "index_name": name}), report=None), master=base.master,
-        app_name=base.app_name, verbose=base.verbose, storage_options=dict(base.storage_options),
-        report=args.report or file_values.get("report"))
+    return update_every_index(base, lambda column, name: make_config(
+        file_values, {**flags, "column": column, "index_name": name}))
 
 
 def config_from_args(args: argparse.Namespace) -> BuildConfig:

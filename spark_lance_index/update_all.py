@@ -12,6 +12,7 @@ says what happened (`TableUpdate.exit_code`). No Spark starts when no index has 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,21 +120,22 @@ def table_report_schema() -> dict[str, Any]:
                                                "some_skipped", "interrupted"]}}}
 
 
-def update_every_index(uri: str, config_for: ConfigFor, *, master: Optional[str] = None, app_name: str = "",
-                       verbose: bool = False, storage_options: Optional[dict] = None, report: Optional[str] = None,
-                       spark: Any = None) -> TableUpdate:
-    """Update each index of the table `uri`; `config_for(column, name)` makes each one's config
-    (checked as a single update's, before any Spark). Raises InputError when the table has no index."""
+def update_every_index(base: BuildConfig, config_for: ConfigFor, spark: Any = None) -> TableUpdate:
+    """Update each index of the table `base.uri`. `base` is the run's settings (the dataset, its
+    storage, the Spark master, the table's --report); `config_for(column, name)` makes each index's
+    update config, checked as a single update's before any Spark, and written to no report of its
+    own. Raises InputError when the table has no index."""
     from .pipeline import run
 
-    statuses = index_status(uri, storage_options or {})
+    uri, storage_options, report = base.uri, dict(base.storage_options), base.report
+    statuses = index_status(uri, storage_options)
     if not statuses:
         raise InputError(f"{uri} has no index to update: build one first (spark-lance-index build)")
     table = TableUpdate(uri)
     targets: list[tuple[IndexStatus, BuildConfig]] = []
     for s in statuses:
         if s.updatable:
-            targets.append((s, config_for(s.columns[0], s.name)))
+            targets.append((s, dataclasses.replace(config_for(s.columns[0], s.name), report=None)))
         else:
             table.indexes.append(IndexUpdate(s.name, s.columns, s.type, "skipped", s.why_not_updatable or ""))
     _write(report, storage_options, table, "running")  # a place it cannot be written: refused before Spark
@@ -141,7 +143,7 @@ def update_every_index(uri: str, config_for: ConfigFor, *, master: Optional[str]
     try:
         if spark is None and any(s.unindexed_fragments for s, _ in targets):
             log.info("one Spark session for the updates: starting it")
-            spark, created = spark_layer.get_session(master, app_name, verbose)
+            spark, created = spark_layer.get_session(base.master, base.app_name, base.verbose)
         log.info("updating %d of the %d indexes of %s one after another%s", len(targets), len(statuses), uri,
                  f" (skipping {', '.join(i.name for i in table.indexes)})" if table.indexes else "")
         for s, config in targets:

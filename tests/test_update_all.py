@@ -87,6 +87,11 @@ def exact_recall_of_flat_index(uri: str, column: str, queries: np.ndarray) -> fl
     return hits / (10 * len(queries))
 
 
+def run_settings(uri: str, **kw: object) -> object:
+    """The run's own settings, as the command line makes them before it knows the indexes."""
+    return make_config({}, {"uri": uri, "column": "any", "mode": "update", **kw})
+
+
 def segments(uri: str, name: str) -> set[str]:
     return {str(s.uuid) for i in lance.dataset(uri).describe_indices() if i.name == name for s in i.segments}
 
@@ -188,7 +193,7 @@ def test_an_index_the_update_refuses_is_skipped_with_its_reason_and_the_others_u
     two_models(uri, "b")
     write(uri, 4000, 2000)
     b_before = segments(uri, "b_idx")
-    table = update_every_index(uri, lambda column, name: make_config({}, {
+    table = update_every_index(run_settings(uri), lambda column, name: make_config({}, {
         "uri": uri, "column": column, "index_name": name, "mode": "update", "verify_queries": 0}), spark=spark)
     assert [(i.name, i.outcome) for i in table.indexes] == [("a_idx", "updated"), ("b_idx", "skipped")]
     assert "different models (centroids differ)" in table.indexes[1].reason and table.exit_code == SKIPPED_EXIT
@@ -205,7 +210,7 @@ def test_one_index_failing_is_named_the_next_still_updates_and_the_exit_code_say
         return make_config({}, {"uri": uri, "column": column, "index_name": name, "mode": "update",
                                 "verify_queries": 0, **({"job_dir": f"{uri}/_jobs"} if name == "a_idx" else {})})
 
-    table = update_every_index(uri, config_for, spark=spark, report=report)
+    table = update_every_index(run_settings(uri, report=report), config_for, spark=spark)
     assert [(i.name, i.outcome) for i in table.indexes] == [("a_idx", "failed"), ("b_idx", "updated"),
                                                             ("id_idx", "updated")]
     assert "inside the dataset" in table.indexes[0].reason and table.exit_code == 1
@@ -222,7 +227,7 @@ def test_a_table_with_no_index_is_refused_before_spark_and_exit_codes_say_what_h
     uri = str(tmp_path / "t")
     write(uri, 0, 100)
     with pytest.raises(InputError, match="has no index to update: build one first"):
-        update_every_index(uri, lambda column, name: None)  # type: ignore[arg-type,return-value]
+        update_every_index(run_settings(uri), lambda column, name: None)  # type: ignore[arg-type,return-value]
     write(uri, 100, 3000)
     lance.dataset(uri).create_scalar_index("id", "BTREE")
     write(uri, 3100, 50)
