@@ -30,7 +30,7 @@ import numpy as np
 from .dataset import DatasetSnapshot, FragmentInfo, IndexInfo, IndexParams, open_dataset, probe_build_options
 from .errors import CannotExtend, InputError
 from .index_model import ModelUnreadable, model_fingerprint, read_segment_model, read_text_params
-from .index_types import DEFAULT_SAMPLE_RATE, INDEX_TYPES, type_of_index
+from .index_types import DEFAULT_SAMPLE_RATE, INDEX_TYPES, IndexType, type_of_index
 from .train import SharedArtifacts
 
 log = logging.getLogger("spark_lance_index")
@@ -83,10 +83,7 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
     ds = open_dataset(snap.uri, storage_options, snap.version)
     stats = ds.stats.index_stats(name)
     index_type = stats["index_type"]
-    if index_type not in INDEX_TYPES or not INDEX_TYPES[index_type].updatable:
-        updatable = ", ".join(t.name for t in INDEX_TYPES.values() if t.updatable)
-        raise CannotExtend(f"cannot update the index {name!r}: it is {index_type}, and update extends "
-                         f"{updatable} indexes; rebuild it with build --replace")
+    _require_updatable(name, index_type)
     if snap.multivector:
         raise CannotExtend(f"cannot update the index {name!r}: update does not extend indexes on multivector "
                          "columns yet; rebuild it with build --replace")
@@ -117,16 +114,22 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
     return IndexModel(name, params, first.artifacts, committed_segments(info, snap, partition_sizes(stats)))
 
 
+def _require_updatable(name: str, lance_type: str) -> IndexType:
+    """The type of index `name` (as Lance names it), or CannotExtend when update does not extend it."""
+    kind = type_of_index(lance_type)
+    if kind is None or not kind.updatable:
+        updatable = ", ".join(t.name for t in INDEX_TYPES.values() if t.updatable)
+        raise CannotExtend(f"cannot update the index {name!r}: it is {lance_type}, and update extends "
+                           f"{updatable} indexes; rebuild it with build --replace")
+    return kind
+
+
 def _scalar_model(snap: DatasetSnapshot, info: IndexInfo, storage_options: Mapping[str, str]) -> IndexModel:
     """A scalar or full-text index: nothing trained to share. A full-text index's tokenizer
     options are read back from the index and must rebuild it exactly: a segment built with other
     options makes every full-text query of the index fail (measured, pylance 14.0.2), so options
     that a one-row probe index does not describe the same way are refused."""
-    kind = type_of_index(info.index_type)
-    if kind is None or not kind.updatable:
-        updatable = ", ".join(t.name for t in INDEX_TYPES.values() if t.updatable)
-        raise CannotExtend(f"cannot update the index {info.name!r}: it is {info.index_type}, and update extends "
-                         f"{updatable} indexes; rebuild it with build --replace")
+    kind = _require_updatable(info.name, info.index_type)
     options = ""
     if kind.family == "text":
         options = json.dumps(_text_options(snap, info, storage_options), sort_keys=True)
@@ -141,10 +144,10 @@ def _text_options(snap: DatasetSnapshot, info: IndexInfo, storage_options: Mappi
     one-row probe index built with them stores the same parameters. A segment built with other
     options makes every full-text query of the index fail (measured, pylance 14.0.2)."""
     params = [read_text_params(snap.location, storage_options, uuid) for uuid in info.segments]
-    differ = sorted(k for p in params[1:] for k in {*p, *params[0]} if p.get(k) != params[0].get(k))
+    differ = sorted({k for p in params[1:] for k in {*p, *params[0]} if p.get(k) != params[0].get(k)})
     if differ:
         raise ModelUnreadable(f"cannot update the full-text index {info.name!r}: its segments were built with "
-                              f"different tokenizer options ({', '.join(sorted(set(differ)))}); rebuild it with "
+                              f"different tokenizer options ({', '.join(differ)}); rebuild it with "
                               "build --replace")
     # lance_tokenizer is derived by Lance, not taken (the probe's stored value must equal it);
     # the document granularity is in the index's description, not its stored parameters
