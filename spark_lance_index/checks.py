@@ -125,16 +125,16 @@ def measure_recall(spark: Any, config: BuildConfig, uri: str, version: int, colu
     dim, _, multivector = vector_shape(resolve_vector_field(ds.schema, column), column)
     split = None
     own: Any = None  # the row each query was drawn from, which is not counted
-    if queries is None and multivector:
-        queries, own = sample_multivector_queries(ds, column, config.verify_queries)
-    elif queries is None and new_fragments:
+    sample = sample_multivector_queries if multivector else sample_queries
+    if queries is None and new_fragments:
         older = index.fragment_ids - set(new_fragments)
-        fresh, fresh_own = sample_queries(ds, column, (config.verify_queries + 1) // 2, fragment_ids=new_fragments)
-        old, old_own = sample_queries(ds, column, config.verify_queries - len(fresh), seed=1, fragment_ids=older) \
+        fresh, fresh_own = sample(ds, column, (config.verify_queries + 1) // 2, fragment_ids=new_fragments)
+        old, old_own = sample(ds, column, config.verify_queries - len(fresh), seed=1, fragment_ids=older) \
             if older else (fresh[:0], fresh_own[:0])
-        queries, own, split = np.vstack([fresh, old]), np.concatenate([fresh_own, old_own]), len(fresh)
+        queries = [*fresh, *old] if multivector else np.vstack([fresh, old])
+        own, split = np.concatenate([fresh_own, old_own]), len(fresh)
     elif queries is None:
-        queries, own = sample_queries(ds, column, config.verify_queries)
+        queries, own = sample(ds, column, config.verify_queries)
     # The index's recall, not the table's: the truth covers the fragments it indexes, and the
     # queries skip the rest (Lance would otherwise search unindexed rows exactly, and count them).
     fragments = [f for f in fragment_infos(ds, column) if f.num_rows > 0 and f.fragment_id in index.fragment_ids]
@@ -174,7 +174,9 @@ def measure_recall(spark: Any, config: BuildConfig, uri: str, version: int, colu
         log.warning("low recall (at most %.3f): %s", max(f.recall for f in figures), diagnosis)
     by_origin = None
     if split is not None and 0 < split < len(queries):  # the first setting's answers, split by origin
-        by_origin = (runs[0].figure(slice(0, split)), runs[0].figure(slice(split, None)))
+        new_rows, older_rows = slice(0, split), slice(split, None)
+        by_origin = (runs[0].figure(new_rows), runs[0].figure(older_rows),
+                     float(np.hypot(runs[0].standard_error(new_rows), runs[0].standard_error(older_rows))))
     swept = None
     if config.target_recall is not None and len(queries):
         swept = sweep(ds, column, queries, truth_ids, index_type, partitions(), config.target_recall, own=own)
@@ -258,7 +260,9 @@ class RecallCheck:
     """What the recall phase measured."""
 
     figures: list[RecallFigure]
-    by_origin: Optional[tuple] = None  # update: (new-row, older-row) figures at the first setting
+    # update: (new-row figure, older-row figure, standard error of their difference from the
+    # spread of per-query recall) at the first setting
+    by_origin: Optional[tuple[RecallFigure, RecallFigure, float]] = None
     query_settings: Optional[QuerySettings] = None  # --target-recall
     diagnosis: Optional[str] = None  # recall low at every setting: what limits it (recall_advice.py)
 

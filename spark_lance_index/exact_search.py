@@ -167,18 +167,37 @@ def exact_topk_of_fragments(task: ExactSearchTask, queries: np.ndarray) -> TopK:
     return best
 
 
-def sample_multivector_queries(ds: Any, column: str, n: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
-    """n rows of a multivector column drawn at random, each a (vectors, dim) float32 query, with
-    their row ids; rows with no vectors, or a vector that is not finite, skipped."""
+def sample_multivector_queries(ds: Any, column: str, n: int, seed: int = 0,
+                               fragment_ids: Optional[Iterable[int]] = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """n rows of a multivector column drawn at random (from the fragments `fragment_ids`, if
+    given), each a (vectors, dim) float32 query, with their row ids; rows with no vectors, or a
+    vector that is not finite, skipped."""
     rng = np.random.default_rng(seed)
-    rows = ds.count_rows()
-    picked = rng.choice(rows, size=min(rows, max(n * 2, n + 16)), replace=False)
-    table = ds.take(np.sort(picked), columns=[column, "_rowid"])
+    offsets = _draw_offsets(ds, max(n * 2, n + 16), rng, fragment_ids)
+    if not len(offsets):
+        return [], np.empty(0, np.int64)
+    table = ds.take(offsets, columns=[column, "_rowid"])
     lists, ids = vector_column(table, column).to_pylist(), table.column("_rowid").to_numpy().astype(np.int64)
     kept = [(np.asarray(v, dtype=np.float32), i) for v, i in zip(lists, ids) if v]
     kept = [(q, i) for q, i in kept if np.isfinite(q).all()]
     order = rng.permutation(len(kept))[:n]
     return [kept[i][0] for i in order], np.array([kept[i][1] for i in order], dtype=np.int64)
+
+
+def _draw_offsets(ds: Any, n: int, rng: np.random.Generator, fragment_ids: Optional[Iterable[int]]) -> np.ndarray:
+    """Up to n row offsets (in the dataset's order, as `take` reads them), drawn uniformly
+    without replacement from the live rows of the dataset, or of the fragments `fragment_ids`."""
+    counts = [(f.fragment_id, f.count_rows()) for f in ds.get_fragments()]
+    starts = dict(zip((f for f, _ in counts), np.concatenate([[0], np.cumsum([c for _, c in counts])[:-1]]).tolist()))
+    chosen = None if fragment_ids is None else set(fragment_ids)
+    wanted = [(f, c) for f, c in counts if chosen is None or f in chosen]
+    pool = np.array([c for _, c in wanted], dtype=np.int64)
+    if not pool.sum():
+        return np.empty(0, np.int64)
+    picked = np.sort(rng.choice(int(pool.sum()), size=min(int(pool.sum()), n), replace=False))
+    ends = np.cumsum(pool)
+    owner = np.searchsorted(ends, picked, side="right")
+    return np.array([starts[wanted[o][0]] for o in owner], dtype=np.int64) + picked - (ends[owner] - pool[owner])
 
 
 def take_at_random(ds: Any, fragments: Sequence[tuple[int, int]], n: int, rng: np.random.Generator,
@@ -204,17 +223,9 @@ def sample_queries(ds: Any, column: str, n: int, seed: int = 0,
     neighbour, and the recall check leaves that row out (`drop_own_rows`). Null and NaN vectors
     are skipped."""
     rng = np.random.default_rng(seed)
-    counts = [(f.fragment_id, f.count_rows()) for f in ds.get_fragments()]
-    starts = dict(zip((f for f, _ in counts), np.concatenate([[0], np.cumsum([c for _, c in counts])[:-1]]).tolist()))
-    wanted = [(f, c) for f, c in counts if fragment_ids is None or f in set(fragment_ids)]
-    pool = np.array([c for _, c in wanted], dtype=np.int64)
-    dim = resolve_list_size(ds, column)
-    if not pool.sum():
-        return np.empty((0, dim), np.float32), np.empty(0, np.int64)
-    picked = np.sort(rng.choice(int(pool.sum()), size=min(int(pool.sum()), max(n * 2, n + 16)), replace=False))
-    ends = np.cumsum(pool)
-    owner = np.searchsorted(ends, picked, side="right")
-    offsets = np.array([starts[wanted[o][0]] for o in owner], dtype=np.int64) + picked - (ends[owner] - pool[owner])
+    offsets = _draw_offsets(ds, max(n * 2, n + 16), rng, fragment_ids)
+    if not len(offsets):
+        return np.empty((0, resolve_list_size(ds, column)), np.float32), np.empty(0, np.int64)
     table = ds.take(offsets, columns=[column, "_rowid"])
     vectors = as_matrix(vector_column(table, column))
     ids = table.column("_rowid").to_numpy().astype(np.int64)

@@ -45,7 +45,7 @@ class IndexStatus:
         described = f" ({self.metric}, {model})" if model else ""
         return (f"{self.name}: {self.type} on {', '.join(self.columns)}{described}; "
                 f"{self.segments} segment{'s' if self.segments != 1 else ''}, {self.indexed_rows:,} rows indexed, "
-                f"{self.unindexed_rows:,} not ({self.unindexed_share:.1%}); {_size(self.size_bytes)}; {update}")
+                f"{self.unindexed_rows:,} not ({self.unindexed_share:.1%}); {size_text(self.size_bytes)}; {update}")
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "unindexed_share": round(self.unindexed_share, 6)}
@@ -92,7 +92,7 @@ def _is_multivector(ds: Any, column: str) -> bool:
     return vector_shape(resolve_vector_field(ds.schema, column), column)[2]
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

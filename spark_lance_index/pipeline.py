@@ -28,6 +28,7 @@ from .commit import CommitReport
 from .config import BuildConfig
 from .dataset import forget_handles, open_dataset
 from .errors import CommitCheckError, DatasetChangedError, JobBusyError, JobError
+from .exact_search import RecallFigure
 from .lease import Lease
 from .phases import (  # some re-exported for tests that run one phase; to replace one, patch `phases`
     Spark,
@@ -130,10 +131,26 @@ def update_pipeline(config: BuildConfig, spark: Optional[Spark], task_fn: TaskFn
                 by_origin = None
                 if config.verify_queries or insp.queries is not None:
                     by_origin = _recall_check(driver, insp, report)
-                result.drift = measure_drift(config, insp.update, committed_ds, by_origin)
+                result.drift = measure_drift(config, insp.update, committed_ds, by_origin, insp.snap)
+
+
+def update_task_bytes(config: BuildConfig) -> int:
+    """The bytes the largest task of an update of `config` holds (0: nothing to encode), read
+    without Spark and writing nothing: one session made for several updates is sized for the
+    largest of them."""
+    insp = inspect_update(config)
+    return 0 if insp.update is None or insp.update.is_noop else largest_task_of(config, insp)
 
 
 # --- what both pipelines share ------------------------------------------------------------------
+
+def largest_task_of(config: BuildConfig, insp: Inspection) -> int:
+    """The bytes the run's largest build or merge task holds, which sizes the executors' memory."""
+    snap, params = insp.snap, insp.params
+    return largest_task_bytes(insp.fragments_to_index, snap.bytes_per_row, params.kind.mergeable,
+                              max_segment_rows(config, params, snap), config.rows_per_task, params.num_partitions,
+                              merge_peak_bytes(config, params, snap) if params.kind.mergeable else 0)
+
 
 class JobClock:
     """The phases' seconds (`@phase`) and the job's total, put on the result once, when the job's
@@ -187,10 +204,7 @@ class Driver:
     def _start(self) -> None:
         config, insp = self.config, self.insp
         snap, params, state = insp.snap, insp.params, insp.state
-        task_bytes = largest_task_bytes(insp.fragments_to_index, snap.bytes_per_row, params.kind.mergeable,
-                                        max_segment_rows(config, params, snap), config.rows_per_task,
-                                        params.num_partitions,
-                                        merge_peak_bytes(config, params, snap) if params.kind.mergeable else 0)
+        task_bytes = largest_task_of(config, insp)
         if self.spark is None:
             spark_layer.check_can_start(config.master)  # refusals in one line come first
         # Lance's trainer needs no Spark and writes nothing: it trains while the session starts
@@ -245,7 +259,8 @@ def _finish_earlier_commit(config: BuildConfig, insp: Inspection, result: JobRes
     return False
 
 
-def _recall_check(driver: Driver, insp: Inspection, report: CommitReport) -> Any:
+def _recall_check(driver: Driver, insp: Inspection,
+                  report: CommitReport) -> Optional[tuple[RecallFigure, RecallFigure, float]]:
     """recall@k against exact search (and the query settings for --target-recall). -> the
     figures by the queries' origin (an update's new rows and older rows), or None."""
     config, snap, params = driver.config, insp.snap, insp.params

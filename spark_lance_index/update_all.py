@@ -22,7 +22,7 @@ from . import interrupts
 from . import spark as spark_layer
 from .config import BuildConfig
 from .errors import CannotExtend, InputError, JobError, RecallTooLowError
-from .index_status import IndexStatus, index_status
+from .index_status import IndexStatus, index_status, size_text
 from .report import SCHEMA_VERSION, JobResult, now_iso, report_schema, write_report
 
 log = logging.getLogger("spark_lance_index")
@@ -125,7 +125,7 @@ def update_every_index(base: BuildConfig, config_for: ConfigFor, spark: Any = No
     storage, the Spark master, the table's --report); `config_for(column, name)` makes each index's
     update config, checked as a single update's before any Spark, and written to no report of its
     own. Raises InputError when the table has no index."""
-    from .pipeline import run
+    from .pipeline import run, update_task_bytes
 
     uri, storage_options, report = base.uri, dict(base.storage_options), base.report
     statuses = index_status(uri, storage_options)
@@ -142,8 +142,10 @@ def update_every_index(base: BuildConfig, config_for: ConfigFor, spark: Any = No
     created = False
     try:
         if spark is None and any(s.unindexed_fragments for s, _ in targets):
-            log.info("one Spark session for the updates: starting it")
-            spark, created = spark_layer.get_session(base.master, base.app_name, base.verbose)
+            task_bytes = max(_task_bytes(c, update_task_bytes) for s, c in targets if s.unindexed_fragments)
+            log.info("one Spark session for the updates, sized for their largest task (%s): starting it",
+                     size_text(task_bytes))
+            spark, created = spark_layer.get_session(base.master, base.app_name, base.verbose, task_bytes)
         log.info("updating %d of the %d indexes of %s one after another%s", len(targets), len(statuses), uri,
                  f" (skipping {', '.join(i.name for i in table.indexes)})" if table.indexes else "")
         for s, config in targets:
@@ -158,6 +160,16 @@ def update_every_index(base: BuildConfig, config_for: ConfigFor, spark: Any = No
             spark_layer.stop_session(spark)
     _write(report, storage_options, table)
     return table
+
+
+def _task_bytes(config: BuildConfig, update_task_bytes: Callable[[BuildConfig], int]) -> int:
+    """What the largest task of one index's update holds; 0 when it cannot be told here (that
+    index's own update then says why, in its turn)."""
+    try:
+        return update_task_bytes(config)
+    except Exception as e:  # noqa: BLE001 - reported by that index's update
+        log.debug("sizing the update of %s: %s", config.name, e)
+        return 0
 
 
 def _update_one(s: IndexStatus, config: BuildConfig, spark: Any, run: Callable[..., JobResult]) -> IndexUpdate:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from .cleanup import discard_own_work
 from .config import BuildConfig
+from .dataset import DatasetSnapshot
 from .errors import InputError
 from .exact_search import RecallFigure
 from .report import JobResult
@@ -51,24 +52,38 @@ def finish_noop(config: BuildConfig, insp: Inspection, result: JobResult) -> Non
 
 @phase("drift")
 def measure_drift(config: BuildConfig, plan: UpdatePlan, committed_ds: Any,
-                  by_origin: Optional[tuple[RecallFigure, RecallFigure]]) -> DriftFigures:
+                  by_origin: Optional[tuple[RecallFigure, RecallFigure, float]],
+                  snap: DatasetSnapshot) -> DriftFigures:
     """Whether the index's model still fits the data: how differently the new rows fall into
     partitions than the older rows, and recall on new rows against older rows (when measured)."""
     before = {s.uuid: s.partitions for s in (*plan.kept, *plan.reencoded)}  # read at the pinned version
     shift, uncertainty, rows = partition_shift(
         before, partition_sizes(committed_ds.stats.index_stats(config.name)),
-        [s.uuid for s in plan.kept], {s.uuid: s.num_rows for s in plan.reencoded})
+        [s.uuid for s in plan.kept], reencoded_live_entries(plan, snap))
     recall: dict[str, Any] = {}
     if by_origin is not None:
-        new, old = by_origin
+        new, old, gap_error = by_origin
         recall = dict(recall_new_rows=new.recall, recall_old_rows=old.recall,
                       recall_setting=f"nprobes {new.nprobes}"
                       + (f", refine {new.refine_factor}" if new.refine_factor else ""),
-                      recall_samples=min(new.queries, old.queries) * new.k)
-    figures = DriftFigures(shift, rows, uncertainty, **recall)
+                      recall_samples=min(new.queries, old.queries) * new.k, recall_gap_error=gap_error)
+    figures = DriftFigures(shift, rows, uncertainty, shift_unit="vectors" if snap.multivector else "rows", **recall)
     if figures.advice:
         log.warning("%s", figures.advice)
     return figures
+
+
+def reencoded_live_entries(plan: UpdatePlan, snap: DatasetSnapshot) -> dict[str, int]:
+    """The live entries, as Lance counts them in a segment's partitions, of each segment the
+    update re-encoded: its live rows. A multivector index counts vectors, and which vectors of a
+    segment were deleted cannot be known without reading them: all of them when nothing of its
+    fragments was deleted, else none are taken as live, so the shift's uncertainty bounds it."""
+    if not snap.multivector:
+        return {s.uuid: s.num_rows for s in plan.reencoded}
+    fragments = {f.fragment_id: f for f in snap.fragments}
+    untouched = lambda s: all(f in fragments and fragments[f].num_rows == fragments[f].physical_rows  # noqa: E731
+                              for f in s.fragment_ids)
+    return {s.uuid: sum(s.partitions) if untouched(s) else 0 for s in plan.reencoded}
 
 
 def update_target(uri: str, column: Optional[str], index_name: Optional[str],

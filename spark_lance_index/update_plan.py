@@ -84,9 +84,6 @@ def read_index_model(snap: DatasetSnapshot, name: str, storage_options: Mapping[
     stats = ds.stats.index_stats(name)
     index_type = stats["index_type"]
     _require_updatable(name, index_type)
-    if snap.multivector:
-        raise CannotExtend(f"cannot update the index {name!r}: update does not extend indexes on multivector "
-                         "columns yet; rebuild it with build --replace")
     entries = stats.get("indices") or stats.get("segments") or []
     try:
         models = [read_segment_model(snap.location, storage_options, e) for e in entries]
@@ -296,19 +293,25 @@ class DriftFigures:
     recall_old_rows: Optional[float] = None
     recall_setting: Optional[str] = None
     recall_samples: int = 0  # query results (queries x k) behind the smaller of the two recalls
+    recall_gap_error: float = 0.0  # standard error of new minus older recall, from per-query recall
+    shift_unit: str = "rows"  # what the histograms count: a multivector index counts vectors
 
     @property
     def recall_gap_threshold(self) -> float:
-        """RECALL_GAP, or three standard errors of the difference when the queries are few."""
+        """RECALL_GAP, or three standard errors of the difference when the queries are few: the
+        larger of the binomial one (every result independent) and the one the queries' own
+        spread gives (a query's results are not independent; for multivector queries far from it)."""
         p = max(0.05, min(0.95, self.recall_old_rows or 0.5))
-        return max(RECALL_GAP, 3 * float(np.sqrt(2 * p * (1 - p) / max(1, self.recall_samples))))
+        binomial = float(np.sqrt(2 * p * (1 - p) / max(1, self.recall_samples)))
+        return max(RECALL_GAP, 3 * max(binomial, self.recall_gap_error))
 
     @property
     def advice(self) -> Optional[str]:
         reasons = []
         if self.partition_shift is not None and self.partition_shift - self.shift_uncertainty > PARTITION_SHIFT:
-            reasons.append(f"{self.partition_shift:.0%} of the {self.shift_rows:,} new rows fall in other partitions "
-                           f"than the rows indexed before (threshold {PARTITION_SHIFT:.0%})")
+            unit = self.shift_unit
+            reasons.append(f"{self.partition_shift:.0%} of the {self.shift_rows:,} new {unit} fall in other partitions "
+                           f"than the {unit} indexed before (threshold {PARTITION_SHIFT:.0%})")
         if (self.recall_new_rows is not None and self.recall_old_rows is not None
                 and self.recall_old_rows - self.recall_new_rows > self.recall_gap_threshold):
             reasons.append(f"recall on queries from the new rows is {self.recall_new_rows:.3f} against "

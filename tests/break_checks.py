@@ -2,7 +2,7 @@
 
 Each entry replaces one line of a check, runs its test, restores the file and prints RED (caught) or GREEN
 (not caught). A developer aid, not part of the suite; every entry printed RED on 2026-11-25;
-the entries of issue 20 (trust at the edges) were added and run on 2026-12-02, those of issue 23 (the API, messages, advice) on 2026-12-03; the entries for the other vector types, multivectors, scalar and
+the entries of issue 20 (trust at the edges) were added and run on 2026-12-02, those of issue 23 (the API, messages, advice) on 2026-12-03, the multivector update's and the sized session's on 2026-12-04; the entries for the other vector types, multivectors, scalar and
 full-text indexes (and the entries their changes touched) were run on 2026-11-30 and printed RED, and so were
 the entries for distributed training, executor resources and task sizes (issue 14) the same day.
 """
@@ -128,7 +128,7 @@ B = [
  ("--target-recall: the figure quoted is the other half's", "spark_lance_index/summary.py", "        figure = (f\"recall@{q['k']} {s['confirm_recall']:.3f} on the queries", "        figure = (f\"recall@{q['k']} {s['recall']:.3f} on the queries", "tests/test_query_settings.py -k 'only_reports or agrees_with_numpy'"),
  ("--target-recall: a standard error is never taken as zero", "spark_lance_index/query_settings.py", "    return max(run.standard_error(part), float(np.sqrt(p * (1 - p) / n)))", "    return run.standard_error(part)", "tests/test_query_settings.py -k not_chosen_with"),
  ("--target-recall: the choosing half clears the target by a margin", "spark_lance_index/query_settings.py", "        return chosen_on - self.select_margin >= target", "        return chosen_on >= target", "tests/test_query_settings.py -k 'only_reports or not_chosen_with'"),
- ("recall: a query's own row is not counted", "spark_lance_index/checks.py", "        queries, own = sample_queries(ds, column, config.verify_queries)", "        queries, own = sample_queries(ds, column, config.verify_queries)[0], None", "tests/test_query_settings.py -k own_row"),
+ ("recall: a query's own row is not counted", "spark_lance_index/checks.py", "        queries, own = sample(ds, column, config.verify_queries)", "        queries, own = sample(ds, column, config.verify_queries)[0], None", "tests/test_query_settings.py -k own_row"),
  ("a thin sample names the setting that limited it", "spark_lance_index/train.py", "    if rows >= params.sample_rate * params.num_partitions:", "    if False:", "tests/test_edges.py -k thin"),
  ("verify on a scalar column: one line that says what it is for", "spark_lance_index/checks.py", "            require_vector_column(config, \"verify\")", "            pass", "tests/test_edges.py -k scalar_column"),
  ("update of a full-text index: its tokenizer options must rebuild it exactly", "spark_lance_index/update_plan.py", "    if differ:\n        raise ModelUnreadable(f\"cannot update the full-text index {info.name!r}: its tokenizer options \"", "    if False:\n        raise ModelUnreadable(f\"cannot update the full-text index {info.name!r}: its tokenizer options \"", "tests/test_update_scalar.py -k given_back"),
@@ -150,6 +150,9 @@ B = [
  ("update every index: a skipped index shows in the exit code", "spark_lance_index/update_all.py", "        return SKIPPED_EXIT if \"skipped\" in outcomes else 0", "        return 0", "tests/test_update_all.py"),
  ("update every index: an index the update refuses is skipped, the others go on", "spark_lance_index/update_all.py", "    except CannotExtend as e:  # refused before anything was written", "    except KeyError as e:  # refused before anything was written", "tests/test_update_all.py -k refuses"),
  ("update every index: no Spark when no index has rows to add", "spark_lance_index/update_all.py", "    if spark is None and any(s.unindexed_fragments for s, _ in targets):", "    if spark is None:", "tests/test_update_all.py -k one_report"),
+ ("update every index: one session sized for the largest update's task", "spark_lance_index/update_all.py", "            task_bytes = max(_task_bytes(c, update_task_bytes) for s, c in targets if s.unindexed_fragments)", "            task_bytes = 0", "tests/test_update_all.py -k one_report"),
+ ("multivector drift: a re-encoded segment's vectors, not its rows", "spark_lance_index/update_job.py", "    return {s.uuid: sum(s.partitions) if untouched(s) else 0 for s in plan.reencoded}", "    return {s.uuid: s.num_rows for s in plan.reencoded}", "tests/test_update.py -k 'multivector_indexes and PQ'"),
+ ("drift: the recall gap allows for the spread of per-query recall", "spark_lance_index/update_plan.py", "        return max(RECALL_GAP, 3 * max(binomial, self.recall_gap_error))", "        return max(RECALL_GAP, 3 * binomial)", "tests/test_update.py -k multivector_indexes"),
  ("low recall: a sweep is read at its last step", "spark_lance_index/recall_advice.py", "        low = next(f for f in reversed(plain) if f.nprobes < high.nprobes)", "        low = plain[0]", "tests/test_messages.py -k stopped_early"),
 ]
 only = sys.argv[1:]

@@ -22,7 +22,8 @@ from test_update import models
 from spark_lance_index.config import make_config
 from spark_lance_index.errors import InputError
 from spark_lance_index.index_model import model_fingerprint
-from spark_lance_index.index_status import index_status
+from spark_lance_index.index_status import index_status, size_text
+from spark_lance_index.pipeline import update_task_bytes
 from spark_lance_index.update_all import (
     SKIPPED_EXIT,
     IndexUpdate,
@@ -105,6 +106,10 @@ def test_every_index_of_the_table_in_one_run_one_report_and_a_refused_one_skippe
     b_before = segments(uri, "b_idx")
     write(uri, 4000, 3000)
 
+    # the session is sized for the largest task of the updates, here a_idx's 3,000 new rows
+    largest = max(update_task_bytes(make_config({}, {"uri": uri, "mode": "update", "column": c, "index_name": n}))
+                  for c, n in (("a", "a_idx"), ("id", "id_idx")))
+    assert largest >= 3000 * DIM * 4
     config = tmp_path / "nightly.toml"  # the report from a --config file: the table's, not each index's
     config.write_text(f'report = "{report}"\n')
     proc = subprocess.run(cli(uri, "--config", str(config)), capture_output=True, text=True, timeout=300)
@@ -114,7 +119,8 @@ def test_every_index_of_the_table_in_one_run_one_report_and_a_refused_one_skippe
     assert "id_idx (BTree on id): updated: 3,000 new rows" in proc.stdout
     assert "b_idx (IVF_FLAT on b): skipped: cannot update the index 'b_idx'" in proc.stdout
     assert "different models (centroids differ)" in proc.stdout
-    assert proc.stderr.count("one Spark session for the updates") == 1
+    assert proc.stderr.count(f"one Spark session for the updates, sized for their largest task "
+                             f"({size_text(largest)})") == 1
     assert proc.stderr.count("report written to") == 1  # the table's, never an index's in its place
     ds = lance.dataset(uri)
     for name in ("a_idx", "id_idx"):
