@@ -22,7 +22,7 @@ The phases (phases.py calls them in this order):
     update_all.py           `update --uri U` alone: every index of the table in one session
 
 Beside them:
-    config.py, index_types.py   the settings; each index type in one place
+    config.py, index_types.py   the settings in six typed groups; each index type in one place
     state.py, lease.py          the job directory; one run of a job at a time
     storage.py                  local disk and object stores behind one Files
     spark.py, transport.py      the session; the only code that runs things on the cluster

@@ -98,7 +98,7 @@ def update_all(uri: str | os.PathLike[str], *, spark: Any = None, print_summary:
         if taken in options:
             raise InputError(f"{taken}= picks one index: call update() for that")
     base = _config("update", uri, "any", {**options, "index_name": "any"})
-    with job_logging(base.verbose):
+    with job_logging(base.runtime.verbose):
         table = update_every_index(base, lambda column, name: _config("update", uri, column, {
             **options, "index_name": name}), spark)
     if print_summary:
@@ -112,7 +112,7 @@ def verify(uri: str | os.PathLike[str], column: str, *, spark: Any = None, print
     from .checks import run_verify
 
     config = _config("verify", os.fspath(uri), column, options)
-    with job_logging(config.verbose):
+    with job_logging(config.runtime.verbose):
         result = run_verify(config, spark)
     return _finish(result, print_summary)
 
@@ -130,7 +130,7 @@ def discard(uri: str | os.PathLike[str], column: str, **options: Any) -> list[st
     from .discard_jobs import run_discard
 
     config = _config("discard", os.fspath(uri), column, options)
-    with job_logging(config.verbose):
+    with job_logging(config.runtime.verbose):
         return run_discard(config)
 
 
@@ -164,7 +164,7 @@ def _config(command: str, uri: str, column: Optional[str], options: dict[str, An
 def _run(config: BuildConfig, spark: Any, print_summary: bool) -> Run:
     from .pipeline import run
 
-    with job_logging(config.verbose):
+    with job_logging(config.runtime.verbose):
         try:
             result = run(config, spark)
         except RecallTooLowError as e:

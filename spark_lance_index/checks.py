@@ -74,17 +74,17 @@ def load_queries(config: BuildConfig, dim: int,
     """The --query-file vectors, checked against the column's dimension (None if not given):
     (queries, dim), or for a multivector column (queries, vectors per query, dim), returned as a
     list of (vectors, dim) queries."""
-    if not config.query_file:
+    if not config.checks.query_file:
         return None
     try:
-        data = read_file(config.query_file, config.storage_options)
+        data = read_file(config.checks.query_file, config.dataset.storage_options)
         queries = np.load(io.BytesIO(data), allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise InputError(f"cannot read --query-file {config.query_file}: {str(e).splitlines()[0]}") from None
+        raise InputError(f"cannot read --query-file {config.checks.query_file}: {str(e).splitlines()[0]}") from None
     shape = "(queries, vectors per query, {dim})" if multivector else "(queries, {dim})"
     if queries.ndim != (3 if multivector else 2) or queries.shape[-1] != dim or 0 in queries.shape:
         raise InputError(
-            f"--query-file {config.query_file} holds an array of shape {queries.shape}; "
+            f"--query-file {config.checks.query_file} holds an array of shape {queries.shape}; "
             f"it needs {shape.format(dim=dim)} to match the column"
         )
     queries = queries.astype(np.float32)
@@ -120,7 +120,7 @@ def measure_recall(spark: Any, config: BuildConfig, uri: str, version: int, colu
     fragments and half from the rest, in one exact search (`by_origin`: the figures at the
     first setting for new-row queries and older-row queries). With --target-recall, the same
     truth serves the sweep of query settings (`query_settings`)."""
-    ds = open_dataset(uri, config.storage_options, version)
+    ds = open_dataset(uri, config.dataset.storage_options, version)
     index = sole_vector_index(ds, column, index_name)
     dim, _, multivector = vector_shape(resolve_vector_field(ds.schema, column), column)
     split = None
@@ -128,34 +128,34 @@ def measure_recall(spark: Any, config: BuildConfig, uri: str, version: int, colu
     sample = sample_multivector_queries if multivector else sample_queries
     if queries is None and new_fragments:
         older = index.fragment_ids - set(new_fragments)
-        fresh, fresh_own = sample(ds, column, (config.verify_queries + 1) // 2, fragment_ids=new_fragments)
-        old, old_own = sample(ds, column, config.verify_queries - len(fresh), seed=1, fragment_ids=older) \
+        fresh, fresh_own = sample(ds, column, (config.checks.verify_queries + 1) // 2, fragment_ids=new_fragments)
+        old, old_own = sample(ds, column, config.checks.verify_queries - len(fresh), seed=1, fragment_ids=older) \
             if older else (fresh[:0], fresh_own[:0])
         queries = [*fresh, *old] if multivector else np.vstack([fresh, old])
         own, split = np.concatenate([fresh_own, old_own]), len(fresh)
     elif queries is None:
-        queries, own = sample(ds, column, config.verify_queries)
+        queries, own = sample(ds, column, config.checks.verify_queries)
     # The index's recall, not the table's: the truth covers the fragments it indexes, and the
     # queries skip the rest (Lance would otherwise search unindexed rows exactly, and count them).
     fragments = [f for f in fragment_infos(ds, column) if f.num_rows > 0 and f.fragment_id in index.fragment_ids]
     bytes_per_row = sampled_row_bytes(ds, column) if multivector else dim * 4
     groups = plan_groups(fragments, rows_per_task=default_rows_per_task(
         sum(f.num_rows for f in fragments), bytes_per_row, parallelism))
-    k = config.recall_k
+    k = config.checks.recall_k
     tasks = [ExactSearchTask(uri, version, column, metric, g.fragment_ids, k + (own is not None),
-                             g.num_rows, dict(config.storage_options), multivector) for g in groups]
+                             g.num_rows, dict(config.dataset.storage_options), multivector) for g in groups]
     queries = queries if multivector else np.asarray(queries, dtype=np.float32)
     with spark_layer.job_group(spark, f"spark-lance-index-recall-{version}",
                                f"spark-lance-index: exact search for {len(queries)} queries"):
         try:
-            truth = transport_for(spark, progress_interval=config.progress_interval).map_reduce(
+            truth = transport_for(spark, progress_interval=config.runtime.progress_interval).map_reduce(
                 tasks, exact_topk_of_fragments, merge_topk, queries, label="exact search")
         except Exception as e:
             raise SparkStageError(f"exact search for the recall check failed after Spark's retries: "
                                   f"{spark_layer.failure_reason(e)}") from e
     truth_ids = drop_own_rows(truth.ids, own, k)
-    refines = config.refine_factor or default_refine_factors(index_type)
-    settings = [RecallSetting(n, r or None) for n in config.nprobes for r in refines]
+    refines = config.checks.refine_factor or default_refine_factors(index_type)
+    settings = [RecallSetting(n, r or None) for n in config.checks.nprobes for r in refines]
     runs = ann_recall(ds, column, queries, truth_ids, settings, own)
     figures = [r.figure() for r in runs]
     for f in figures:  # the summary prints them: the log has them for --verbose only
@@ -166,7 +166,7 @@ def measure_recall(spark: Any, config: BuildConfig, uri: str, version: int, colu
         return (ds.stats.index_stats(index_name).get("indices") or [{}])[0].get("num_partitions", 1)
 
     diagnosis = None
-    if is_low(figures, config.min_recall):  # what limits it: measured once more at a wider nprobes, read off
+    if is_low(figures, config.checks.min_recall):  # what limits it: measured once more at a wider nprobes, read off
         wider = wider_nprobes(figures, partitions())
         extra = [r.figure() for r in ann_recall(ds, column, queries, truth_ids, [RecallSetting(wider, None)], own)] \
             if wider else []
@@ -178,8 +178,8 @@ def measure_recall(spark: Any, config: BuildConfig, uri: str, version: int, colu
         by_origin = (runs[0].figure(new_rows), runs[0].figure(older_rows),
                      float(np.hypot(runs[0].standard_error(new_rows), runs[0].standard_error(older_rows))))
     swept = None
-    if config.target_recall is not None and len(queries):
-        swept = sweep(ds, column, queries, truth_ids, index_type, partitions(), config.target_recall, own=own)
+    if config.checks.target_recall is not None and len(queries):
+        swept = sweep(ds, column, queries, truth_ids, index_type, partitions(), config.checks.target_recall, own=own)
         log.info("query settings: recommended %s", swept.recommended.describe(swept.k) if swept.recommended
                  else swept.advice(index_type))
     return RecallCheck(figures, by_origin, swept, diagnosis)
@@ -194,15 +194,15 @@ def check_index(spark: Any, config: BuildConfig, uri: str, version: int, column:
     """A scalar index answers sampled filters exactly as a scan does, through itself; a full-text
     index finds sampled rows by their own text (index_check.py). CommitCheckError when a filter
     differs: the index is committed but wrong."""
-    ds = open_dataset(uri, config.storage_options, version)
+    ds = open_dataset(uri, config.dataset.storage_options, version)
     kind = INDEX_TYPES[index_type]
     if kind.family == "text":
-        search = search_check(ds, column, config.verify_queries)
+        search = search_check(ds, column, config.checks.verify_queries)
         log.info("full-text check: %d of %d sampled rows are in the top %d for a query of their own text",
                  search.found, search.queries, search.k)
         return IndexCheck(search=search)
     column_type = resolve_vector_field(ds.schema, column).type
-    values = sample_values(ds, column, min(SCALAR_CHECK_VALUES, config.verify_queries))
+    values = sample_values(ds, column, min(SCALAR_CHECK_VALUES, config.checks.verify_queries))
     probes = probes_for(index_type, column, column_type, values)
     if not probes:
         log.warning("filter check: no filter the %s index serves could be made from %r (%s): NOT CHECKED",
@@ -212,13 +212,14 @@ def check_index(spark: Any, config: BuildConfig, uri: str, version: int, column:
     fragments = [f for f in fragment_infos(ds, column) if f.num_rows > 0]
     groups = plan_groups(fragments, rows_per_task=default_rows_per_task(
         sum(f.num_rows for f in fragments), sampled_row_bytes(ds, column), parallelism))
-    tasks = [FilterScanTask(uri, version, g.fragment_ids, g.num_rows, dict(config.storage_options)) for g in groups]
+    storage = dict(config.dataset.storage_options)
+    tasks = [FilterScanTask(uri, version, g.fragment_ids, g.num_rows, storage) for g in groups]
     if not tasks:
         return IndexCheck(unchecked="the table has no rows")
     with spark_layer.job_group(spark, f"spark-lance-index-check-{version}",
                                f"spark-lance-index: scan for {len(probes)} filters"):
         try:
-            scanned = transport_for(spark, progress_interval=config.progress_interval).map_reduce(
+            scanned = transport_for(spark, progress_interval=config.runtime.progress_interval).map_reduce(
                 tasks, scan_digests, add_digests, (column, probes), label="filter scan")
         except Exception as e:
             raise SparkStageError(f"the scan for the filter check failed after Spark's retries: "
@@ -269,42 +270,43 @@ class RecallCheck:
 
 def run_verify(config: BuildConfig, spark: Any = None) -> JobResult:
     """`spark-lance-index verify`: measure recall@k of an existing index."""
-    result = JobResult(job_id=None, uri=config.uri, index_name=config.name, column=config.column,
-                       min_recall=config.min_recall, settings=settings_of(config))
+    result = JobResult(job_id=None, uri=config.dataset.uri, index_name=config.index.name, column=config.index.column,
+                       min_recall=config.checks.min_recall, settings=settings_of(config))
     with reporting(config, result):
         started = time.perf_counter()
         with PhaseClock() as clock:
             config.validate()
-            if not INDEX_TYPES[config.index_type].is_vector:
-                raise InputError(f"verify measures the recall of vector indexes; a {config.index_type} index is "
+            if not INDEX_TYPES[config.index.index_type].is_vector:
+                raise InputError(f"verify measures the recall of vector indexes; a {config.index.index_type} index is "
                                  "checked by build, right after its commit (filters against a scan)")
             require_vector_column(config, "verify")
             snap = snapshot_dataset(config)
-            if config.name not in snap.index_names:
-                raise InputError(f"no index named {config.name!r} on {snap.uri}: build it first, or give --index-name")
+            if config.index.name not in snap.index_names:
+                raise InputError(f"no index named {config.index.name!r} on {snap.uri}: build it first, or give "
+                                 "--index-name")
             queries = load_queries(config, snap.dim, snap.multivector)
-            ds = open_dataset(snap.uri, config.storage_options, snap.version)
-            sole_vector_index(ds, snap.column, config.name)
-            stats = ds.stats.index_stats(config.name)
+            ds = open_dataset(snap.uri, config.dataset.storage_options, snap.version)
+            sole_vector_index(ds, snap.column, config.index.name)
+            stats = ds.stats.index_stats(config.index.name)
             if stats["index_type"] not in INDEX_TYPES:
-                raise InputError(f"the index {config.name!r} is {stats['index_type']}; verify measures the recall "
-                                 f"of {', '.join(INDEX_TYPES)} indexes")
+                raise InputError(f"the index {config.index.name!r} is {stats['index_type']}; verify measures the "
+                                 f"recall of {', '.join(INDEX_TYPES)} indexes")
             segment = (stats.get("segments") or stats.get("indices"))[0]
             result.params = IndexParams(stats["index_type"], segment["metric_type"], segment["num_partitions"],
                                         segment.get("sub_index", {}).get("num_bits", 0)
                                         if stats["index_type"] == "IVF_RQ" else 0,
-                                        0, config.sample_rate)
+                                        0, config.training.sample_rate)
             result.pinned_version = result.committed_version = snap.version
             result.num_rows, result.num_fragments = stats["num_indexed_rows"], stats["num_indexed_fragments"]
             result.unindexed_rows = stats["num_unindexed_rows"]
             result.unindexed_fragments = stats["num_unindexed_fragments"]
             spark, created = (spark, False) if spark is not None else spark_layer.get_session(
-                config.master, config.app_name, config.verbose)
+                config.runtime.master, config.runtime.app_name, config.runtime.verbose)
             try:
                 result.spark_app_id, result.spark_master = spark_layer.application_id(spark), spark_layer.master(spark)
                 check = measure_recall(spark, config, snap.uri, snap.version, snap.column,
                                        result.params.metric, result.params.index_type, queries,
-                                       spark_layer.default_parallelism(spark), config.name)
+                                       spark_layer.default_parallelism(spark), config.index.name)
                 result.recall, result.query_settings = check.figures, check.query_settings
                 result.recall_diagnosis = check.diagnosis
             finally:

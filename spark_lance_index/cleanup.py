@@ -74,7 +74,7 @@ def cleanup(config: BuildConfig, snap: DatasetSnapshot, state: JobState, keep: I
     -> (directories removed, unaccounted directories left after interrupted merges)"""
     lease.check()
     keep = list(keep)
-    unaccounted = interrupted_write_leftovers(snap.location, config.storage_options, state.pending_writes(),
+    unaccounted = interrupted_write_leftovers(snap.location, config.dataset.storage_options, state.pending_writes(),
                                               state.attempts(), keep)
     if unaccounted:
         log.warning(
@@ -83,7 +83,7 @@ def cleanup(config: BuildConfig, snap: DatasetSnapshot, state: JobState, keep: I
             "prove they are its own", len(unaccounted), ", ".join(unaccounted[:8]),
         )
     state.forget_plan()  # first: see state.py
-    removed = remove_own_leftovers(snap.uri, snap.location, config.storage_options, state, keep)
+    removed = remove_own_leftovers(snap.uri, snap.location, config.dataset.storage_options, state, keep)
     state.discard()
     return len(removed), unaccounted
 
@@ -94,6 +94,6 @@ def discard_own_work(config: BuildConfig, snap: DatasetSnapshot, state: JobState
     this run still holds the job. -> the uuids removed."""
     lease.check()
     state.forget_plan()  # first: see state.py
-    removed = remove_own_leftovers(snap.uri, snap.location, config.storage_options, state)
+    removed = remove_own_leftovers(snap.uri, snap.location, config.dataset.storage_options, state)
     state.discard()
     return removed

@@ -35,11 +35,29 @@ RQ_NUM_BITS = range(1, 10)  # what Lance's IVF_RQ accepts: "num_bits must be in 
 
 
 @dataclass(frozen=True)
-class BuildConfig:
-    """Everything one build needs. Frozen: every phase sees the same values."""
+class DatasetSettings:
+    """Which data: the dataset, the version to pin, how to reach its store, where job state lives."""
 
-    uri: str
-    column: str
+    uri: str = ""
+    version: Optional[int] = None  # pin this dataset version instead of the latest
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+    job_dir: Optional[str] = None  # job state for resume; default "<uri>.index-jobs/<job id>"
+
+    def validate(self) -> None:
+        if not self.uri:
+            raise InputError("--uri is required: the Lance dataset to index")
+        if self.job_dir:  # the dataset's URI is checked as it opens
+            refuse_unwritable_place("--job-dir", self.job_dir)
+        if self.version is not None and self.version < 1:
+            raise InputError(f"--version {self.version} is not a dataset version (they start at 1)")
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """Which index: its column, type, name and metric, and the parameters of its type (read by
+    the plan, the trainer and the segment builds)."""
+
+    column: str = ""
     index_type: str = "IVF_RQ"
     index_name: Optional[str] = None  # default: "<column>_idx", as Lance names it
     metric: str = "l2"
@@ -52,35 +70,7 @@ class BuildConfig:
     # INVERTED (full-text) options, passed to Lance's create_scalar_index as they are: the named
     # flags (--with-position, ..., TEXT_OPTIONS) and any other (--fts-option KEY=VALUE), one mapping.
     text_options: Mapping[str, Any] = field(default_factory=dict)
-    rows_per_task: Optional[int] = None  # default: ~512 MiB of vectors, and >= 2 tasks per core
-    fragments_per_task: Optional[int] = None
-    max_segment_rows: Optional[int] = None  # merged segment size; default: what a merge holds in merge_memory
-    merge_memory: int = 4 * 1024**3  # bytes one merge task may hold (plan.default_max_segment_rows)
-    segment_ratio: int = 3  # update: a small segment is re-encoded while it has < this x the rows merged so far
-    sample_rate: int = DEFAULT_SAMPLE_RATE  # training rows per partition, as in Lance's create_index
-    max_sample_rows: int = 1_048_576  # cap on the training sample's rows (4096 x 256)
-    max_sample_bytes: int = 1 << 30  # and on its bytes: 1 GiB is 2M rows at 128-d, 349k at 768-d
-    trainer: str = "auto"  # lance (Lance's k-means on the driver), distributed (on the executors), auto
-    assignment: str = "gemm"  # rows to partitions: gemm (exact, a GEMM in each task) or lance (Lance's own)
-    max_iters: int = DEFAULT_MAX_ITERS
-    replace: bool = False
-    version: Optional[int] = None  # pin this dataset version instead of the latest
-    job_dir: Optional[str] = None  # job state for resume; default "<uri>.index-jobs/<job id>"
-    storage_options: Mapping[str, str] = field(default_factory=dict)
-    # after the commit: recall@k of the index on sampled queries, against exact search
-    verify_queries: int = 100  # 0 skips the check
-    query_file: Optional[str] = None  # .npy of query vectors instead of sampled rows
-    nprobes: tuple[int, ...] = (20,)
-    refine_factor: tuple[int, ...] = ()  # 0 = no refine; () = by type: 0 and 10 for IVF_RQ and IVF_PQ
-    recall_k: int = 10
-    min_recall: Optional[float] = None  # no setting reaches it: exit code 3, after the commit
-    target_recall: Optional[float] = None  # sweep query settings for the cheapest that reaches it
-    report: Optional[str] = None  # JSON report path (local or object store)
-    progress_interval: float = 30.0  # seconds between progress lines outside a terminal
-    master: Optional[str] = None
-    app_name: str = "spark-lance-index"
-    verbose: bool = False
-    mode: str = "build"  # "update": extend the committed index with the rows it does not cover
+    replace: bool = False  # an index of the same name is replaced
 
     @property
     def name(self) -> str:
@@ -88,26 +78,17 @@ class BuildConfig:
         return self.index_name or f"{self.column}_idx"
 
     def validate(self) -> None:
-        """Check the parameters that do not need the dataset. Raises InputError."""
-        if not self.uri:
-            raise InputError("--uri is required: the Lance dataset to index")
         if not self.column:
             raise InputError("--column is required: the vector column to index")
-        for flag, place in (("--job-dir", self.job_dir), ("--report", self.report),
-                            ("--query-file", self.query_file)):  # the dataset's URI is checked as it opens
-            if place:
-                refuse_unwritable_place(flag, place)
         if self.index_type not in INDEX_TYPES:
-            raise InputError(
-                f"unknown index type {self.index_type!r}: use one of {', '.join(INDEX_TYPES)}"
-            )
+            raise InputError(f"unknown index type {self.index_type!r}: use one of {', '.join(INDEX_TYPES)}")
         if self.metric not in METRICS:
             raise InputError(f"unknown metric {self.metric!r}: use one of {', '.join(METRICS)}")
-        self._check_type_flags()
+
+    def validate_values(self) -> None:
+        """The type's parameters within what Lance accepts (after the flags of other types)."""
         if self.num_bits is not None and self.num_bits not in RQ_NUM_BITS:
-            raise InputError(
-                f"--num-bits {self.num_bits} is outside what Lance's IVF_RQ accepts: use 1 to 9"
-            )
+            raise InputError(f"--num-bits {self.num_bits} is outside what Lance's IVF_RQ accepts: use 1 to 9")
         if self.m is not None and self.m < MIN_HNSW_M:
             raise InputError(f"--m {self.m} is below what Lance's HNSW accepts (at least {MIN_HNSW_M}, "
                              "to avoid severely fragmented graphs; its default is 20)")
@@ -121,14 +102,42 @@ class BuildConfig:
                              "65535 (its default is 7)")
         _positive("--num-partitions", self.num_partitions)
         _positive("--num-sub-vectors", self.num_sub_vectors)
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How the work is cut: rows per build task, rows per merged segment, what a merge may hold,
+    and update's segment policy (read by the plan and the merge)."""
+
+    rows_per_task: Optional[int] = None  # default: ~512 MiB of vectors, and >= 2 tasks per core
+    fragments_per_task: Optional[int] = None
+    max_segment_rows: Optional[int] = None  # merged segment size; default: what a merge holds in merge_memory
+    merge_memory: int = 4 * 1024**3  # bytes one merge task may hold (plan.default_max_segment_rows)
+    segment_ratio: int = 3  # update: a small segment is re-encoded while it has < this x the rows merged so far
+
+    def validate(self) -> None:
         _positive("--rows-per-task", self.rows_per_task)
         _positive("--fragments-per-task", self.fragments_per_task)
-        _positive("--sample-rate", self.sample_rate)
         _positive("--max-segment-rows", self.max_segment_rows)
         _positive("--merge-memory", self.merge_memory)
         _positive("--segment-ratio", self.segment_ratio)
-        if self.mode not in ("build", "update"):
-            raise InputError(f"unknown mode {self.mode!r}: build or update")
+        if self.rows_per_task and self.fragments_per_task:
+            raise InputError("give --rows-per-task or --fragments-per-task, not both")
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the model is trained: the sample, the trainer, and how rows are assigned to partitions."""
+
+    sample_rate: int = DEFAULT_SAMPLE_RATE  # training rows per partition, as in Lance's create_index
+    max_sample_rows: int = 1_048_576  # cap on the training sample's rows (4096 x 256)
+    max_sample_bytes: int = 1 << 30  # and on its bytes: 1 GiB is 2M rows at 128-d, 349k at 768-d
+    trainer: str = "auto"  # lance (Lance's k-means on the driver), distributed (on the executors), auto
+    assignment: str = "gemm"  # rows to partitions: gemm (exact, a GEMM in each task) or lance (Lance's own)
+    max_iters: int = DEFAULT_MAX_ITERS
+
+    def validate(self) -> None:
+        _positive("--sample-rate", self.sample_rate)
         _positive("--max-sample-rows", self.max_sample_rows)
         _positive("--max-sample-bytes", self.max_sample_bytes)
         if self.trainer not in TRAINERS:
@@ -136,8 +145,24 @@ class BuildConfig:
         if self.assignment not in ASSIGNMENTS:
             raise InputError(f"unknown assignment {self.assignment!r}: use one of {', '.join(ASSIGNMENTS)}")
         _positive("--max-iters", self.max_iters)
-        if self.rows_per_task and self.fragments_per_task:
-            raise InputError("give --rows-per-task or --fragments-per-task, not both")
+
+
+@dataclass(frozen=True)
+class Checks:
+    """After the commit: recall@k of the index on sampled (or given) queries against exact
+    search, at each query setting; the scalar and full-text checks use `verify_queries` too."""
+
+    verify_queries: int = 100  # 0 skips the check
+    query_file: Optional[str] = None  # .npy of query vectors instead of sampled rows
+    nprobes: tuple[int, ...] = (20,)
+    refine_factor: tuple[int, ...] = ()  # 0 = no refine; () = by type: 0 and 10 for IVF_RQ and IVF_PQ
+    recall_k: int = 10
+    min_recall: Optional[float] = None  # no setting reaches it: exit code 3, after the commit
+    target_recall: Optional[float] = None  # sweep query settings for the cheapest that reaches it
+
+    def validate(self) -> None:
+        if self.query_file:
+            refuse_unwritable_place("--query-file", self.query_file)
         if self.verify_queries < 0:
             raise InputError(f"--verify-queries must be 0 (skip) or more, got {self.verify_queries}")
         _positive("--recall-k", self.recall_k)
@@ -157,34 +182,98 @@ class BuildConfig:
                 )
         if self.target_recall is not None and not 0 < self.target_recall <= 1:
             raise InputError(f"--target-recall must be above 0 and at most 1, got {self.target_recall}")
-        if self.version is not None and self.version < 1:
-            raise InputError(f"--version {self.version} is not a dataset version (they start at 1)")
 
+
+@dataclass(frozen=True)
+class Runtime:
+    """How the run runs: build or update, the Spark master, logging, progress and the report."""
+
+    mode: str = "build"  # "update": extend the committed index with the rows it does not cover
+    master: Optional[str] = None
+    app_name: str = "spark-lance-index"
+    verbose: bool = False
+    report: Optional[str] = None  # JSON report path (local or object store)
+    progress_interval: float = 30.0  # seconds between progress lines outside a terminal
+
+    def validate(self) -> None:
+        if self.report:
+            refuse_unwritable_place("--report", self.report)
+        if self.mode not in ("build", "update"):
+            raise InputError(f"unknown mode {self.mode!r}: build or update")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything one run needs, in groups each owned by the phases that read it. Frozen: every
+    phase sees the same values. Made from flat settings (a file, flags, keywords) by `of`."""
+
+    dataset: DatasetSettings
+    index: IndexSpec
+    sizing: Sizing = field(default_factory=Sizing)
+    training: Training = field(default_factory=Training)
+    checks: Checks = field(default_factory=Checks)
+    runtime: Runtime = field(default_factory=Runtime)
+
+    @classmethod
+    def of(cls, **settings: Any) -> BuildConfig:
+        """A config from flat settings (`uri=..., rows_per_task=...`), unchecked (`validate`);
+        TypeError for a name no group has."""
+        grouped: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+        for key, value in settings.items():
+            if key not in FIELD_GROUP:
+                raise TypeError(f"unknown setting {key!r}")
+            grouped[FIELD_GROUP[key]][key] = value
+        return cls(**{g: GROUPS[g](**values) for g, values in grouped.items()})
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name (what a file, a flag or the report calls it)."""
+        return {f.name: getattr(getattr(self, g), f.name) for g, kind in GROUPS.items()
+                for f in dataclasses.fields(kind)}
+
+    def with_settings(self, **settings: Any) -> BuildConfig:
+        """This config with the flat settings given changed."""
+        return BuildConfig.of(**{**self.flat(), **settings})
+
+    def validate(self) -> None:
+        """Check the parameters that do not need the dataset. Raises InputError."""
+        self.dataset.validate()
+        self.index.validate()
+        self.runtime.validate()
+        self._check_type_flags()
+        self.index.validate_values()
+        self.sizing.validate()
+        self.training.validate()
+        self.checks.validate()
 
     def _check_type_flags(self) -> None:
         """A flag of another index type is refused, not ignored: one-node Lance ignores
         `num_bits` on IVF_SQ (its codes are always 8-bit), HNSW flags on IVF types and tokenizer
         options on other types, and a user who passed them meant something the index will not
         have. A scalar or text index takes none of the vector flags."""
-        if self.mode == "update":
+        if self.runtime.mode == "update":
             return  # the index's own settings apply; cli.py offers none of these flags
-        kind = INDEX_TYPES[self.index_type]
-        given = {"--num-bits": self.num_bits, "--num-sub-vectors": self.num_sub_vectors, "--m": self.m,
-                 "--ef-construction": self.ef_construction, "--max-level": self.max_level,
-                 **{text_flag(o): True for o in self.text_options}}
+        spec = self.index
+        kind = INDEX_TYPES[spec.index_type]
+        given = {"--num-bits": spec.num_bits, "--num-sub-vectors": spec.num_sub_vectors, "--m": spec.m,
+                 "--ef-construction": spec.ef_construction, "--max-level": spec.max_level,
+                 **{text_flag(o): True for o in spec.text_options}}
         for flag, value in given.items():
             if value is not None and flag not in kind.flags:
                 users = [t.name for t in INDEX_TYPES.values() if flag in t.flags]
-                raise InputError(f"{flag} applies to {', '.join(users)}, not to {self.index_type}: drop it, "
+                raise InputError(f"{flag} applies to {', '.join(users)}, not to {spec.index_type}: drop it, "
                                  "or choose one of those types")
         if not kind.is_vector:
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            vector_only = [f"--{name.replace('_', '-')}" for name in VECTOR_ONLY
-                           if getattr(self, name) != defaults[name]]
+            values, defaults = self.flat(), BuildConfig.of().flat()
+            vector_only = [f"--{name.replace('_', '-')}" for name in VECTOR_ONLY if values[name] != defaults[name]]
             if vector_only:
                 raise InputError(f"{', '.join(vector_only)} {'applies' if len(vector_only) == 1 else 'apply'} to "
-                                 f"vector indexes, not to {self.index_type}: "
+                                 f"vector indexes, not to {spec.index_type}: "
                                  f"drop {'it' if len(vector_only) == 1 else 'them'}")
+
+
+GROUPS: dict[str, type] = {"dataset": DatasetSettings, "index": IndexSpec, "sizing": Sizing, "training": Training,
+                           "checks": Checks, "runtime": Runtime}
+FIELD_GROUP = {f.name: g for g, kind in GROUPS.items() for f in dataclasses.fields(kind)}
 
 
 def text_flag(option: str) -> str:
@@ -199,10 +288,11 @@ def _positive(flag: str, value: Optional[int]) -> None:
 
 TRAINERS = ("auto", "lance", "distributed")
 ASSIGNMENTS = ("gemm", "lance")
-FIELD_NAMES = {f.name for f in dataclasses.fields(BuildConfig)}
+FIELD_NAMES = set(FIELD_GROUP)
 # what a file, a flag or a keyword may set: the fields, and the text options they fold into one
 SETTING_NAMES = FIELD_NAMES | set(TEXT_OPTIONS) | {"fts_options"}
-FIELD_TYPES = {**{f.name: str(f.type) for f in dataclasses.fields(BuildConfig)}, **TEXT_OPTION_TYPES,
+FIELD_TYPES = {**{f.name: str(f.type) for kind in GROUPS.values() for f in dataclasses.fields(kind)},
+               **TEXT_OPTION_TYPES,
                "fts_options": "Mapping[str, Any]"}
 # Settings that mean something only for a vector index (a scalar or text index refuses them when
 # they differ from their default).
@@ -300,14 +390,13 @@ def make_config(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) 
             merged[key] = (merged[key],)
         if key in merged:
             merged[key] = tuple(merged[key])
+    for key, case in (("index_type", str.upper), ("metric", str.lower)):
+        if isinstance(merged.get(key), str):
+            merged[key] = case(merged[key])
     try:
-        config = BuildConfig(**merged)
+        config = BuildConfig.of(**merged)
     except TypeError as e:  # a wrong key reached us from code rather than a file
         raise InputError(str(e)) from None
-    if isinstance(config.index_type, str):
-        config = dataclasses.replace(config, index_type=config.index_type.upper())
-    if isinstance(config.metric, str):
-        config = dataclasses.replace(config, metric=config.metric.lower())
     config.validate()
     return config
 

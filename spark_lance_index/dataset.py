@@ -267,44 +267,44 @@ def vector_shape(field: pa.Field, column: str) -> tuple[int, str, bool]:
 def require_vector_column(config: BuildConfig, command: str) -> None:
     """`verify` measures recall of vector indexes: for any other column, one line that says so
     and what checks the other indexes."""
-    ds = open_dataset(config.uri, config.storage_options, config.version)
-    field = resolve_vector_field(ds.schema, config.column)
+    ds = open_dataset(config.dataset.uri, config.dataset.storage_options, config.dataset.version)
+    field = resolve_vector_field(ds.schema, config.index.column)
     try:
-        vector_shape(field, config.column)
+        vector_shape(field, config.index.column)
     except InputError:
-        on_it = [f"{i.name!r} ({i.index_type})" for i in index_infos(ds) if config.column in i.columns]
+        on_it = [f"{i.name!r} ({i.index_type})" for i in index_infos(ds) if config.index.column in i.columns]
         advice = ("build and update check a scalar or full-text index right after their commit (filters "
                   "against a scan, or a search of each sampled row's own text)")
-        raise InputError(f"`{command}` is for vector indexes, and column {config.column!r} holds {field.type}"
+        raise InputError(f"`{command}` is for vector indexes, and column {config.index.column!r} holds {field.type}"
                          + (f" (indexed by {', '.join(on_it)})" if on_it else "") + f": {advice}") from None
 
 
 def snapshot_dataset(config: BuildConfig, version: Optional[int] = None) -> DatasetSnapshot:
     """Open the dataset at `version` (default: --version, else the latest), pin it, and check
     the column against it."""
-    ds = open_dataset(config.uri, config.storage_options, version or config.version)
-    field = resolve_vector_field(ds.schema, config.column)
-    kind = INDEX_TYPES.get(config.index_type)
+    ds = open_dataset(config.dataset.uri, config.dataset.storage_options, version or config.dataset.version)
+    field = resolve_vector_field(ds.schema, config.index.column)
+    kind = INDEX_TYPES.get(config.index.index_type)
     if kind is not None and not kind.is_vector:
         if kind.accepts is not None and not kind.accepts(field.type):
-            raise InputError(f"column {config.column!r} has type {field.type}; {kind.name} indexes {kind.columns} "
-                             "(Lance's rule): choose another column or index type")
+            raise InputError(f"column {config.index.column!r} has type {field.type}; {kind.name} indexes "
+                             f"{kind.columns} (Lance's rule): choose another column or index type")
         return DatasetSnapshot(
-            uri=config.uri, version=ds.version, column=config.column, dim=0, value_type=str(field.type),
-            fragments=fragment_infos(ds, config.column), indexes=index_infos(ds),
-            sampled_row_bytes=sampled_row_bytes(ds, config.column),
+            uri=config.dataset.uri, version=ds.version, column=config.index.column, dim=0, value_type=str(field.type),
+            fragments=fragment_infos(ds, config.index.column), indexes=index_infos(ds),
+            sampled_row_bytes=sampled_row_bytes(ds, config.index.column),
         )
-    dim, value_type, multivector = vector_shape(field, config.column)
+    dim, value_type, multivector = vector_shape(field, config.index.column)
     return DatasetSnapshot(
-        uri=config.uri,
+        uri=config.dataset.uri,
         version=ds.version,
-        column=config.column,
+        column=config.index.column,
         dim=dim,
         value_type=value_type,
-        fragments=fragment_infos(ds, config.column),
+        fragments=fragment_infos(ds, config.index.column),
         indexes=index_infos(ds),
         multivector=multivector,
-        sampled_row_bytes=sampled_row_bytes(ds, config.column) if multivector else 0,
+        sampled_row_bytes=sampled_row_bytes(ds, config.index.column) if multivector else 0,
     )
 
 
@@ -402,24 +402,24 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
     rows = snap.num_rows
     if rows == 0:
         raise InputError(f"dataset {snap.uri} (version {snap.version}) has no rows to index")
-    kind = INDEX_TYPES[config.index_type]
+    kind = INDEX_TYPES[config.index.index_type]
     if not kind.is_vector:
-        options = config.text_options if kind.family == "text" else {}
+        options = config.index.text_options if kind.family == "text" else {}
         probe_build_options(kind.name, options)
         return IndexParams(index_type=kind.name, metric="", num_partitions=0, num_bits=0, num_sub_vectors=0,
                            sample_rate=0, options=json.dumps(options, sort_keys=True) if options else "")
     if kind.rotation and snap.dim % 8 != 0:
         raise InputError(
-            f"IVF_RQ needs a dimension divisible by 8 and {config.column!r} has {snap.dim}: "
+            f"IVF_RQ needs a dimension divisible by 8 and {config.index.column!r} has {snap.dim}: "
             "use IVF_PQ or IVF_FLAT, or pad the vectors"
         )
-    if snap.multivector and config.metric != "cosine":
+    if snap.multivector and config.index.metric != "cosine":
         raise InputError(
-            f"{config.column!r} is a multivector column, and Lance indexes multivectors with the cosine "
+            f"{config.index.column!r} is a multivector column, and Lance indexes multivectors with the cosine "
             f"metric only (its search ranks rows by the sum of their best cosine match per query "
-            f"vector): pass --metric cosine, not {config.metric}"
+            f"vector): pass --metric cosine, not {config.index.metric}"
         )
-    partitions = config.num_partitions or kind.default_partitions(rows)
+    partitions = config.index.num_partitions or kind.default_partitions(rows)
     if partitions > rows:
         raise InputError(
             f"--num-partitions {partitions} is more than the {rows} rows to index: "
@@ -427,22 +427,22 @@ def resolve_params(config: BuildConfig, snap: DatasetSnapshot) -> IndexParams:
         )
     sub_vectors = 0
     if kind.codebook:
-        sub_vectors = config.num_sub_vectors or _default_sub_vectors(snap.dim)
+        sub_vectors = config.index.num_sub_vectors or _default_sub_vectors(snap.dim)
         if snap.dim % sub_vectors != 0:
             raise InputError(
                 f"--num-sub-vectors {sub_vectors} does not divide the dimension {snap.dim}: "
                 "choose a divisor such as dim/8 or dim/16"
             )
     return IndexParams(
-        index_type=config.index_type,
-        metric=config.metric,
+        index_type=config.index.index_type,
+        metric=config.index.metric,
         num_partitions=partitions,
-        num_bits=(config.num_bits or kind.default_num_bits) if kind.rotation else 0,
+        num_bits=(config.index.num_bits or kind.default_num_bits) if kind.rotation else 0,
         num_sub_vectors=sub_vectors,
-        sample_rate=config.sample_rate,
-        m=(config.m or DEFAULT_HNSW_M) if kind.graph else 0,
-        ef_construction=(config.ef_construction or DEFAULT_HNSW_EF_CONSTRUCTION) if kind.graph else 0,
-        max_level=(config.max_level or DEFAULT_HNSW_MAX_LEVEL) if kind.graph else 0,
+        sample_rate=config.training.sample_rate,
+        m=(config.index.m or DEFAULT_HNSW_M) if kind.graph else 0,
+        ef_construction=(config.index.ef_construction or DEFAULT_HNSW_EF_CONSTRUCTION) if kind.graph else 0,
+        max_level=(config.index.max_level or DEFAULT_HNSW_MAX_LEVEL) if kind.graph else 0,
     )
 
 

@@ -73,5 +73,5 @@ def run_demo(path: str, rows: int, dim: int, fragments: int, master: str) -> Job
     })
     result = run(config)
     print(result.summary())
-    print(f"report: {config.report}")
+    print(f"report: {config.runtime.report}")
     return result

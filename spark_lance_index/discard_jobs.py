@@ -29,11 +29,12 @@ def jobs_of_index(config: BuildConfig) -> list[JobState]:
     """The job folders under the root that belong to this index: the ids the flags give (a
     build's and an update's), and any folder whose job.json names the same dataset, column and
     index."""
-    dataset = locate(config.uri)
-    root = locate(config.job_dir) if config.job_dir else default_jobs_root(dataset)
+    dataset = locate(config.dataset.uri)
+    root = locate(config.dataset.job_dir) if config.dataset.job_dir else default_jobs_root(dataset)
     ids = {make_job_id(job_identity(config, dataset)), make_job_id(update_identity(config, dataset))}
-    ids |= {name for name in Files(root, config.storage_options).entries() if _JOB_FOLDER.match(name)}
-    states = [JobState(root, job_id, config.storage_options, owns_root=not config.job_dir) for job_id in sorted(ids)]
+    ids |= {name for name in Files(root, config.dataset.storage_options).entries() if _JOB_FOLDER.match(name)}
+    states = [JobState(root, job_id, config.dataset.storage_options, owns_root=not config.dataset.job_dir)
+              for job_id in sorted(ids)]
     return [s for s in states if _same_index(s, config)]
 
 
@@ -42,9 +43,9 @@ def _same_index(state: JobState, config: BuildConfig) -> bool:
     a folder that says nothing is this index's only by its name (the hash of the flags' identity)."""
     found = state.index_of()
     if found is None:
-        return state.job_id in {make_job_id(job_identity(config, locate(config.uri))),
-                                make_job_id(update_identity(config, locate(config.uri)))}
-    return found == index_key(config, locate(config.uri))
+        return state.job_id in {make_job_id(job_identity(config, locate(config.dataset.uri))),
+                                make_job_id(update_identity(config, locate(config.dataset.uri)))}
+    return found == index_key(config, locate(config.dataset.uri))
 
 
 def run_discard(config: BuildConfig) -> list[str]:
@@ -65,7 +66,8 @@ def _discard(config: BuildConfig) -> list[str]:
         lease = state.acquire_lease()
         try:
             state.forget_plan()
-            removed = remove_own_leftovers(config.uri, locate(config.uri), config.storage_options, state)
+            removed = remove_own_leftovers(config.dataset.uri, locate(config.dataset.uri),
+                                           config.dataset.storage_options, state)
             state.discard()
         finally:
             lease.release()
@@ -74,6 +76,7 @@ def _discard(config: BuildConfig) -> list[str]:
                      "that no version of the dataset uses, and its state files")
         log.info("%s", lines[-1])
     if not lines:
-        lines.append(f"nothing to discard: no state of index {config.name!r} on {config.uri} under "
-                     f"{locate(config.job_dir) if config.job_dir else default_jobs_root(locate(config.uri))}")
+        where = config.dataset
+        lines.append(f"nothing to discard: no state of index {config.index.name!r} on {where.uri} under "
+                     f"{locate(where.job_dir) if where.job_dir else default_jobs_root(locate(where.uri))}")
     return lines

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from .dataset import open_dataset, resolve_vector_field, vector_shape
+from .dataset import open_dataset
 from .index_types import INDEX_TYPES, type_of_index
 
 
@@ -71,8 +71,6 @@ def _status(ds: Any, name: str, described: Any) -> IndexStatus:
     if kind is None or not kind.updatable:
         updatable = ", ".join(t.name for t in INDEX_TYPES.values() if t.updatable)
         why_not = f"it extends {updatable}; rebuild this one with build --replace"
-    elif is_vector and any(_is_multivector(ds, c) for c in described.field_names):
-        why_not = "not on a multivector column yet; rebuild this one with build --replace"
     return IndexStatus(
         name=name, type=stats["index_type"], columns=list(described.field_names),
         segments=int(stats.get("num_segments", stats.get("num_indices", 0))),
@@ -86,10 +84,6 @@ def _status(ds: Any, name: str, described: Any) -> IndexStatus:
         num_sub_vectors=sub.get("num_sub_vectors") if "PQ" in stats["index_type"] else None,
         updatable=why_not is None, why_not_updatable=why_not,
     )
-
-
-def _is_multivector(ds: Any, column: str) -> bool:
-    return vector_shape(resolve_vector_field(ds.schema, column), column)[2]
 
 
 def size_text(n: int) -> str:

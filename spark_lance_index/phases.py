@@ -69,7 +69,7 @@ TaskFn = Callable[[SegmentTask, SharedArtifacts, JobState, int], SegmentResult] 
 @phase("spark start")
 def start_session(config: BuildConfig, task_bytes: int = 0) -> tuple[Spark, bool]:
     """Create the Spark session (only when none is active). -> (session, created)"""
-    return spark_layer.get_session(config.master, config.app_name, config.verbose, task_bytes)
+    return spark_layer.get_session(config.runtime.master, config.runtime.app_name, config.runtime.verbose, task_bytes)
 
 
 @phase("preflight")
@@ -97,16 +97,16 @@ def plan(config: BuildConfig, snap: DatasetSnapshot, params: IndexParams, live: 
     Segments of a type that merges are merged later, so tasks are sized for parallel work.
     Segments of a type that does not (SQ, HNSW: see index_types) are committed as built, so each
     task is one segment of the index, as large as a segment and a task's memory allow."""
-    kind, rows_per_task = params.kind, config.rows_per_task
-    if not rows_per_task and not config.fragments_per_task:
+    kind, rows_per_task = params.kind, config.sizing.rows_per_task
+    if not rows_per_task and not config.sizing.fragments_per_task:
         rows_per_task = (default_rows_per_task(sum(f.num_rows for f in live), snap.bytes_per_row, parallelism,
                                                params.num_partitions if kind.is_vector else 0)
                          if kind.mergeable else unmerged_rows_per_task(
                              sum(f.num_rows for f in live), max_segment_rows(config, params, snap), snap.bytes_per_row,
                              # an update's rows go in as few segments as tasks can hold: the next
                              # update would fold its small ones again (the segment policy)
-                             1 if config.mode == "update" else parallelism))
-    groups = plan_groups(live, rows_per_task=rows_per_task, fragments_per_task=config.fragments_per_task)
+                             1 if config.runtime.mode == "update" else parallelism))
+    groups = plan_groups(live, rows_per_task=rows_per_task, fragments_per_task=config.sizing.fragments_per_task)
     sizes = [g.num_rows for g in groups]
     log.info(
         "planned %d tasks over %d fragments: %d to %d rows each",
@@ -143,7 +143,7 @@ def prepare(config: BuildConfig, insp: Inspection, parallelism: int, lease: Leas
     """Plan and train (an update takes the index's own model instead), or take both from an
     earlier run of the same job. -> (groups, artifacts)"""
     snap, params, state = insp.snap, insp.params, insp.state
-    sizes = {"rows_per_task": config.rows_per_task, "fragments_per_task": config.fragments_per_task,
+    sizes = {"rows_per_task": config.sizing.rows_per_task, "fragments_per_task": config.sizing.fragments_per_task,
              "max_segment_rows": max_segment_rows(config, params, snap)}  # resolved: as saved before it had a default
     if insp.job is not None:
         if insp.job["params"] != asdict(params):
@@ -166,7 +166,7 @@ def prepare(config: BuildConfig, insp: Inspection, parallelism: int, lease: Leas
     # may use (a one-task segment is committed as built): the run id is part of their uuids.
     insp.run = uuid.uuid4().hex
     job = {"job_id": insp.job_id, "run": insp.run, "identity": insp.identity, "uri": snap.uri, "version": snap.version,
-           "column": snap.column, "index_name": config.name, "params": asdict(params),
+           "column": snap.column, "index_name": config.index.name, "params": asdict(params),
            "fragments": fragment_signature(planned_fragments(snap, groups)), "sizes": sizes}
     if insp.update is not None:  # what the update's commit replaces and keeps must still be there
         job["index_segments"] = pinned_segments(insp.update)
@@ -181,7 +181,7 @@ def reusable_segments(snap: DatasetSnapshot, config: BuildConfig, state: JobStat
     planned = {g.group_id: g for g in groups}
     # The segment's directory must still be there (a merge may rewrite the files inside it: an
     # INVERTED merge finalizes its sources' staging files in place).
-    present = set(index_dirs(snap.location, config.storage_options).entries())
+    present = set(index_dirs(snap.location, config.dataset.storage_options).entries())
     return {
         gid: r
         for gid, r in state.finished_segments().items()
@@ -198,12 +198,13 @@ def make_tasks(
 ) -> list[SegmentTask]:
     return [
         SegmentTask(
-            uri=snap.uri, version=snap.version, column=snap.column, index_name=config.name,
-            params=params, group=g, job_id=job_id, replace=bool(config.replace) or config.mode == "update",
-            storage_options=dict(config.storage_options),
-            lance_log="info" if config.verbose else "error", lease_owner=lease_owner,
+            uri=snap.uri, version=snap.version, column=snap.column, index_name=config.index.name,
+            params=params, group=g, job_id=job_id,
+            replace=bool(config.index.replace) or config.runtime.mode == "update",
+            storage_options=dict(config.dataset.storage_options),
+            lance_log="info" if config.runtime.verbose else "error", lease_owner=lease_owner,
             # a multivector row's vectors fall in several partitions: the table maps a row to one
-            assignment=config.assignment if params.kind.is_vector and not snap.multivector else "lance",
+            assignment=config.training.assignment if params.kind.is_vector and not snap.multivector else "lance",
         )
         for g in groups
     ]
@@ -258,7 +259,7 @@ def merge(spark: Spark, config: BuildConfig, snap: DatasetSnapshot, params: Inde
     log.info("merging into segments of at most %s rows (%s)", f"{limit:,}", segment_rows_origin(config, params, snap))
     tasks = [
         MergeTask(snap.uri, snap.location, snap.version, tuple(r.segment for r in b),
-                  sum(r.num_rows for r in b), dict(config.storage_options), lease_owner)
+                  sum(r.num_rows for r in b), dict(config.dataset.storage_options), lease_owner)
         for b in batches
     ]
     with spark_layer.job_group(
@@ -266,7 +267,7 @@ def merge(spark: Spark, config: BuildConfig, snap: DatasetSnapshot, params: Inde
         f"spark-lance-index: merge {len(results)} segments into {len(tasks)}",
     ):
         try:
-            merged = transport_for(spark, state.files, config.progress_interval).map(
+            merged = transport_for(spark, state.files, config.runtime.progress_interval).map(
                 tasks, lambda task, _: merge_segments(task, state), label="merge segments")
         except Exception as e:
             raise SparkStageError(
@@ -296,14 +297,15 @@ def commit(config: BuildConfig, insp: Inspection, groups: Sequence[FragmentGroup
     planned = planned_fragments(snap, groups)
     if insp.update is not None:
         pinned = pinned_segments(insp.update)
-        conflict_of = lambda indexes: index_changed(config.name, indexes, pinned)  # noqa: E731
+        conflict_of = lambda indexes: index_changed(config.index.name, indexes, pinned)  # noqa: E731
     else:
-        conflict_of = build_conflict(config.name, snap.column, bool(config.replace), planned, config.index_type)
+        conflict_of = build_conflict(config.index.name, snap.column, bool(config.index.replace), planned,
+                                     config.index.index_type)
     interrupts.raise_if_requested()  # a Ctrl-C held back during the last Spark call lands here, not after
     lease.check()
     state.record_commit([str(m.uuid) for m in merged])
     return commit_segments(
-        lambda: open_dataset(snap.uri, config.storage_options), config.name, snap.column,
+        lambda: open_dataset(snap.uri, config.dataset.storage_options), config.index.name, snap.column,
         merged, planned, snap.version, conflict_of,
     )
 
@@ -324,14 +326,15 @@ def read_back(config: BuildConfig, insp: Inspection, groups: Sequence[FragmentGr
         # below all the same: every row of the fragments covered must be indexed.
         kept = {s.uuid for s in insp.update.kept}
         expected_uuids += sorted(kept)
-        now = dict(next((i.segment_fragments for i in index_infos(committed_ds) if i.name == config.name), ()))
+        now = dict(next((i.segment_fragments for i in index_infos(committed_ds) if i.name == config.index.name), ()))
         in_kept = {f for u in kept for f in now.get(u, ())}
         pinned = {f.fragment_id: f for f in snap.fragments}  # rows deleted since the pin are counted from these
         covered = [pinned.get(f.fragment_id, f) for f in fragment_infos(committed_ds, snap.column)
                    if f.fragment_id in in_kept] + list(covered)
     return read_back_index(
-        committed_ds, config.name, insp.params.index_type, expected_uuids, covered, encoded=encoded,
-        model_mismatch=(lambda stats: committed_model_mismatch(snap.location, config.storage_options, stats, artifacts))
+        committed_ds, config.index.name, insp.params.index_type, expected_uuids, covered, encoded=encoded,
+        model_mismatch=(lambda stats: committed_model_mismatch(snap.location, config.dataset.storage_options, stats,
+                                                               artifacts))
         if insp.params.kind.is_vector else None,
     )
 
@@ -347,7 +350,7 @@ def build_and_commit(spark: Spark, config: BuildConfig, insp: Inspection, groups
         log.info("reusing %d finished segments; %d to build", len(reused), len(groups) - len(reused))
     todo = [t for t in make_tasks(config, snap, params, groups, f"{insp.job_id}:{insp.run}", lease.owner)
             if t.group.group_id not in reused]
-    built = build(spark, todo, artifacts, state, insp.job_id, task_fn, config.progress_interval)
+    built = build(spark, todo, artifacts, state, insp.job_id, task_fn, config.runtime.progress_interval)
     results = check_segments(groups, [*reused.values(), *built], expected)
     result.num_segments, result.segments_reused, result.segments_built = len(results), len(reused), len(built)
     lease.check()
@@ -371,14 +374,14 @@ def finish_interrupted_cleanup(config: BuildConfig, insp: Inspection, result: Jo
     index, with no Spark."""
     state, snap = insp.state, insp.snap
     log.info("an earlier run of job %s committed index %r and stopped while cleaning up: finishing its cleanup",
-             insp.job_id, config.name)
+             insp.job_id, config.index.name)
     lease = state.acquire_lease()
     try:
         result.leftovers_removed = len(discard_own_work(config, snap, state, lease))
     finally:
         lease.release()
-    latest = open_dataset(snap.uri, config.storage_options)
-    stats = latest.stats.index_stats(config.name)
+    latest = open_dataset(snap.uri, config.dataset.storage_options)
+    stats = latest.stats.index_stats(config.index.name)
     result.committed_version, result.segments_committed = latest.version, len(insp.committed or ())
     result.num_rows, result.num_fragments = stats["num_indexed_rows"], stats["num_indexed_fragments"]
     result.unindexed_rows, result.unindexed_fragments = stats["num_unindexed_rows"], stats["num_unindexed_fragments"]
@@ -387,11 +390,11 @@ def finish_interrupted_cleanup(config: BuildConfig, insp: Inspection, result: Jo
 
 def discard_command(config: BuildConfig) -> str:
     """The command that removes this job's state (what used to be "delete that directory")."""
-    parts = ["spark-lance-index discard", f"--uri {config.uri}", f"--column {config.column}"]
-    if config.index_name:
-        parts.append(f"--index-name {config.index_name}")
-    if config.job_dir:
-        parts.append(f"--job-dir {config.job_dir}")
-    if config.storage_options:
+    parts = ["spark-lance-index discard", f"--uri {config.dataset.uri}", f"--column {config.index.column}"]
+    if config.index.index_name:
+        parts.append(f"--index-name {config.index.index_name}")
+    if config.dataset.job_dir:
+        parts.append(f"--job-dir {config.dataset.job_dir}")
+    if config.dataset.storage_options:
         parts.append("--storage-option ... (as given to this command)")
     return " ".join(parts)

@@ -64,16 +64,16 @@ log = logging.getLogger("spark_lance_index")
 
 
 def run(config: BuildConfig, spark: Optional[Spark] = None, *, task_fn: TaskFn = run_task) -> JobResult:
-    """Build (or, with `config.mode == "update"`, update) and commit the index described by
+    """Build (or, with `config.runtime.mode == "update"`, update) and commit the index described by
     `config`. Raises JobError on a known failure.
 
     Inputs are checked before any Spark session is started or used. If `spark` is None an
     active session is reused, or one is created (and stopped at the end). `task_fn` is what
     each Spark task runs (tests wrap it to inject failures).
     """
-    result = JobResult(job_id=None, uri=config.uri, index_name=config.name, column=config.column,
-                       min_recall=config.min_recall, settings=settings_of(config))
-    pipeline = update_pipeline if config.mode == "update" else build_pipeline
+    result = JobResult(job_id=None, uri=config.dataset.uri, index_name=config.index.name, column=config.index.column,
+                       min_recall=config.checks.min_recall, settings=settings_of(config))
+    pipeline = update_pipeline if config.runtime.mode == "update" else build_pipeline
     with reporting(config, result):
         pipeline(config, spark, task_fn, result)
     return result
@@ -92,13 +92,13 @@ def build_pipeline(config: BuildConfig, spark: Optional[Spark], task_fn: TaskFn,
             merged, committed_ds = _build_merge_commit(driver, insp, groups, artifacts, task_fn)
             report = read_back(config, insp, groups, committed_ds, merged, artifacts)
             _record_read_back(result, report, merged)
-            if not insp.params.kind.is_vector and config.verify_queries:  # exact answers: checked before cleanup
+            if not insp.params.kind.is_vector and config.checks.verify_queries:  # exact answers: checked before cleanup
                 result.index_check = check_index(driver.spark, config, insp.snap.uri, report.version,
-                                                 insp.snap.column, insp.params.index_type, config.name,
+                                                 insp.snap.column, insp.params.index_type, config.index.name,
                                                  driver.parallelism)
             result.leftovers_removed, result.leftovers_unaccounted = cleanup(config, insp.snap, insp.state, merged,
                                                                              driver.lease)
-            if insp.params.kind.is_vector and (config.verify_queries or insp.queries is not None):
+            if insp.params.kind.is_vector and (config.checks.verify_queries or insp.queries is not None):
                 _recall_check(driver, insp, report)
 
 
@@ -121,15 +121,15 @@ def update_pipeline(config: BuildConfig, spark: Optional[Spark], task_fn: TaskFn
             merged, committed_ds = _build_merge_commit(driver, insp, groups, artifacts, task_fn)
             report = read_back(config, insp, groups, committed_ds, merged, artifacts)
             _record_read_back(result, report, merged)
-            if not insp.params.kind.is_vector and config.verify_queries:  # as the build: before cleanup
+            if not insp.params.kind.is_vector and config.checks.verify_queries:  # as the build: before cleanup
                 result.index_check = check_index(driver.spark, config, insp.snap.uri, report.version,
-                                                 insp.snap.column, insp.params.index_type, config.name,
+                                                 insp.snap.column, insp.params.index_type, config.index.name,
                                                  driver.parallelism)
             result.leftovers_removed, result.leftovers_unaccounted = cleanup(config, insp.snap, insp.state, merged,
                                                                              driver.lease)
             if insp.params.kind.is_vector:
                 by_origin = None
-                if config.verify_queries or insp.queries is not None:
+                if config.checks.verify_queries or insp.queries is not None:
                     by_origin = _recall_check(driver, insp, report)
                 result.drift = measure_drift(config, insp.update, committed_ds, by_origin, insp.snap)
 
@@ -148,7 +148,8 @@ def largest_task_of(config: BuildConfig, insp: Inspection) -> int:
     """The bytes the run's largest build or merge task holds, which sizes the executors' memory."""
     snap, params = insp.snap, insp.params
     return largest_task_bytes(insp.fragments_to_index, snap.bytes_per_row, params.kind.mergeable,
-                              max_segment_rows(config, params, snap), config.rows_per_task, params.num_partitions,
+                              max_segment_rows(config, params, snap), config.sizing.rows_per_task,
+                              params.num_partitions,
                               merge_peak_bytes(config, params, snap) if params.kind.mergeable else 0)
 
 
@@ -191,7 +192,7 @@ class Driver:
 
     @property
     def transport(self) -> Transport:
-        return transport_for(self.spark, self.insp.state.files, self.config.progress_interval)
+        return transport_for(self.spark, self.insp.state.files, self.config.runtime.progress_interval)
 
     def __enter__(self) -> Driver:
         try:
@@ -206,7 +207,7 @@ class Driver:
         snap, params, state = insp.snap, insp.params, insp.state
         task_bytes = largest_task_of(config, insp)
         if self.spark is None:
-            spark_layer.check_can_start(config.master)  # refusals in one line come first
+            spark_layer.check_can_start(config.runtime.master)  # refusals in one line come first
         # Lance's trainer needs no Spark and writes nothing: it trains while the session starts
         if (self.train_early and insp.job is None and insp.committed is None and insp.model is None
                 and not state.leased() and trains_on_driver(config, snap, params)):
@@ -248,7 +249,7 @@ def _build_merge_commit(driver: Driver, insp: Inspection, groups: Any, artifacts
     log.info("an earlier run of job %s committed its index; finishing its checks and cleanup", insp.job_id)
     driver.result.segments_reused = driver.result.segments_built = 0
     driver.result.finished_earlier = True
-    return insp.committed, open_dataset(insp.snap.uri, driver.config.storage_options)
+    return insp.committed, open_dataset(insp.snap.uri, driver.config.dataset.storage_options)
 
 
 def _finish_earlier_commit(config: BuildConfig, insp: Inspection, result: JobResult) -> bool:
@@ -266,7 +267,7 @@ def _recall_check(driver: Driver, insp: Inspection,
     config, snap, params = driver.config, insp.snap, insp.params
     new_fragments = [f.fragment_id for f in insp.update.new_fragments] if insp.update else None
     check = measure_recall(driver.spark, config, snap.uri, report.version, snap.column, params.metric,
-                           params.index_type, insp.queries, driver.parallelism, config.name,
+                           params.index_type, insp.queries, driver.parallelism, config.index.name,
                            new_fragments=new_fragments)
     driver.result.recall, driver.result.query_settings = check.figures, check.query_settings
     driver.result.recall_diagnosis = check.diagnosis

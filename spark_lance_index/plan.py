@@ -95,11 +95,11 @@ def max_segment_rows(config: BuildConfig, params: IndexParams, snap: DatasetSnap
     """--max-segment-rows, or its default: from the merge's memory for IVF_RQ and IVF_PQ builds,
     FIXED_SEGMENT_ROWS otherwise and for an update (an unmerged type's segment is a build task,
     and `segment_rows` bounds it further by the task's memory)."""
-    if config.max_segment_rows:
-        return config.max_segment_rows
-    if config.mode == "update" or not params.kind.mergeable or snap.multivector:
+    if config.sizing.max_segment_rows:
+        return config.sizing.max_segment_rows
+    if config.runtime.mode == "update" or not params.kind.mergeable or snap.multivector:
         return FIXED_SEGMENT_ROWS
-    return default_max_segment_rows(params.kind, params, snap.dim, snap.vector_bytes, config.merge_memory)
+    return default_max_segment_rows(params.kind, params, snap.dim, snap.vector_bytes, config.sizing.merge_memory)
 
 
 def policy_segment_rows(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> int:
@@ -113,15 +113,15 @@ def policy_segment_rows(config: BuildConfig, params: IndexParams, snap: DatasetS
 def segment_rows_origin(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> str:
     """Where max_segment_rows's figure comes from, for the log: the flag, a fixed default, or
     --merge-memory (the same branches as max_segment_rows)."""
-    if config.max_segment_rows:
+    if config.sizing.max_segment_rows:
         return "--max-segment-rows"
-    if config.mode == "update":
+    if config.runtime.mode == "update":
         return "the default for an update"
     if snap.multivector:
         return "the default for a multivector column"
     if not params.kind.mergeable or not params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes):
         return f"the default for {params.index_type}"  # FIXED_SEGMENT_ROWS: a merge not measured
-    return f"the default, from --merge-memory {config.merge_memory / 2**30:.1f} GiB"
+    return f"the default, from --merge-memory {config.sizing.merge_memory / 2**30:.1f} GiB"
 
 
 def merge_peak_bytes(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> int:

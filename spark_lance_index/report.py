@@ -6,6 +6,7 @@ The schema is `report.schema.json` beside this file (documented in the README).
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import json
 import logging
@@ -185,8 +186,8 @@ def query_settings_doc(q: QuerySettings, index_type: str) -> dict[str, Any]:
 
 def settings_of(config: BuildConfig) -> dict:
     """The run's settings for the report: storage option values never leave the process."""
-    out = asdict(config)
-    out["storage_options"] = sorted(config.storage_options)
+    out = copy.deepcopy(config.flat())
+    out["storage_options"] = sorted(config.dataset.storage_options)
     return out
 
 
@@ -197,19 +198,19 @@ def reporting(config: BuildConfig, result: JobResult) -> Iterator[JobResult]:
     The report is first written as "running" before anything else: a place it cannot be written
     is refused in one line before Spark starts, not found out at the end. A final write that fails
     fails the run (the README promises the report)."""
-    if config.report:
+    if config.runtime.report:
         result.outcome = "running"
         try:
-            write_report(config.report, config.storage_options, result.to_report())
+            write_report(config.runtime.report, config.dataset.storage_options, result.to_report())
         except Exception as e:
-            raise InputError(f"cannot write --report {config.report}: {str(e).splitlines()[0][:300]}") from None
+            raise InputError(f"cannot write --report {config.runtime.report}: {str(e).splitlines()[0][:300]}") from None
         result.outcome = "succeeded"
     failed = True
     try:
         yield result
-        advice = recall_advice(measured_figures(result), config.min_recall, result.params.index_type,
+        advice = recall_advice(measured_figures(result), config.checks.min_recall, result.params.index_type,
                                swept=result.query_settings is not None, diagnosis=result.recall_diagnosis) \
-            if config.min_recall is not None and result.params else None
+            if config.checks.min_recall is not None and result.params else None
         if advice:
             result.outcome, result.error = "recall_below_minimum", advice
         failed = False
@@ -226,16 +227,16 @@ def reporting(config: BuildConfig, result: JobResult) -> Iterator[JobResult]:
         raise
     finally:
         result.finished_at = now_iso()
-        if config.report:
+        if config.runtime.report:
             try:
-                write_report(config.report, config.storage_options, result.to_report())
-                log.info("report written to %s", config.report)
+                write_report(config.runtime.report, config.dataset.storage_options, result.to_report())
+                log.info("report written to %s", config.runtime.report)
             except Exception as e:
                 reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
                 if not failed:  # the run's own outcome wins when it already failed
                     raise JobError(f"the run finished ({result.outcome}) but its report could not be written "
-                                   f"to {config.report}: {reason}") from None
-                log.error("could not write the report to %s: %s", config.report, reason)
+                                   f"to {config.runtime.report}: {reason}") from None
+                log.error("could not write the report to %s: %s", config.runtime.report, reason)
     if result.outcome == "recall_below_minimum":
         raise RecallTooLowError(result.error or "recall below --min-recall", result)
 

@@ -52,25 +52,25 @@ def job_identity(config: BuildConfig, dataset: Location) -> dict:
     """What makes two runs the same job: the same index on the same data, with the same
     user-given parameters. Task sizes are not part of it (they do not change the index)."""
     identity: dict[str, Any] = {
-        "dataset": str(dataset), "column": config.column, "index_name": config.name,
-        "index_type": config.index_type, "metric": config.metric, "version": config.version,
-        "num_partitions": config.num_partitions, "num_bits": config.num_bits,
-        "num_sub_vectors": config.num_sub_vectors, "sample_rate": config.sample_rate,
-        "max_sample_rows": config.max_sample_rows, "max_iters": config.max_iters,
+        "dataset": str(dataset), "column": config.index.column, "index_name": config.index.name,
+        "index_type": config.index.index_type, "metric": config.index.metric, "version": config.dataset.version,
+        "num_partitions": config.index.num_partitions, "num_bits": config.index.num_bits,
+        "num_sub_vectors": config.index.num_sub_vectors, "sample_rate": config.training.sample_rate,
+        "max_sample_rows": config.training.max_sample_rows, "max_iters": config.training.max_iters,
     }
     # the HNSW flags join the identity only when given, so the ids of other jobs stay as they were
-    hnsw = {"m": config.m, "ef_construction": config.ef_construction, "max_level": config.max_level}
+    hnsw = {"m": config.index.m, "ef_construction": config.index.ef_construction, "max_level": config.index.max_level}
     identity.update({k: v for k, v in hnsw.items() if v is not None})
-    if config.text_options:  # likewise the tokenizer options of a full-text index
-        identity["text_options"] = config.text_options
+    if config.index.text_options:  # likewise the tokenizer options of a full-text index
+        identity["text_options"] = config.index.text_options
     return identity
 
 
 def update_identity(config: BuildConfig, dataset: Location) -> dict:
     """An update is the same job while it extends the same index with the same segment policy."""
     return {
-        "mode": "update", "dataset": str(dataset), "column": config.column, "index_name": config.name,
-        "max_segment_rows": config.max_segment_rows, "segment_ratio": config.segment_ratio,
+        "mode": "update", "dataset": str(dataset), "column": config.index.column, "index_name": config.index.name,
+        "max_segment_rows": config.sizing.max_segment_rows, "segment_ratio": config.sizing.segment_ratio,
     }
 
 
@@ -110,7 +110,7 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
     """Pin the dataset version and check every input; raises InputError, writes nothing."""
     config.validate()
     identity, state = _job_state(config, job_identity)
-    latest = open_dataset(config.uri, config.storage_options)
+    latest = open_dataset(config.dataset.uri, config.dataset.storage_options)
     job = state.load_job(identity)
     seen = job is not None
     snap, stale = None, None
@@ -127,12 +127,12 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
     latest_indexes = index_infos(latest)
     for where, indexes in ((f"version {snap.version}", snap.indexes),
                            (f"the latest version {latest.version}", latest_indexes)):
-        conflict = index_conflict(config.name, config.column, bool(config.replace), indexes,
-                                  own_segments=own, planned=live, index_type=config.index_type)
+        conflict = index_conflict(config.index.name, config.index.column, bool(config.index.replace), indexes,
+                                  own_segments=own, planned=live, index_type=config.index.index_type)
         if conflict:
-            raise InputError(f"{conflict} (at {where} of {config.uri})")
+            raise InputError(f"{conflict} (at {where} of {config.dataset.uri})")
     committed = None
-    if own is not None and any(i.name == config.name and set(i.segments) == set(own) for i in latest_indexes):
+    if own is not None and any(i.name == config.index.name and set(i.segments) == set(own) for i in latest_indexes):
         committed = own
         if resuming is None:  # its plan cannot be resumed (gone or stale): only its cleanup is left
             job = None
@@ -146,21 +146,21 @@ def inspect_inputs(config: BuildConfig) -> Inspection:
 
 def _job_state(config: BuildConfig, identity_of: Callable[[BuildConfig, Location], dict]) -> tuple[dict, JobState]:
     """The job's identity and its state folder, which must lie outside the dataset."""
-    dataset = locate(config.uri)
-    root = locate(config.job_dir) if config.job_dir else default_jobs_root(dataset)
+    dataset = locate(config.dataset.uri)
+    root = locate(config.dataset.job_dir) if config.dataset.job_dir else default_jobs_root(dataset)
     if dataset.contains(root):
         raise InputError(
             f"the job directory {root} is {'the dataset' if root.contains(dataset) else 'inside the dataset'} "
             f"{dataset}: give a --job-dir outside it"
         )
     identity = identity_of(config, dataset)
-    return identity, JobState(root, make_job_id(identity), config.storage_options, owns_root=not config.job_dir,
-                              index_key=index_key(config, dataset))
+    return identity, JobState(root, make_job_id(identity), config.dataset.storage_options,
+                              owns_root=not config.dataset.job_dir, index_key=index_key(config, dataset))
 
 
 def index_key(config: BuildConfig, dataset: Location) -> dict:
     """What `discard` finds a job's folder by, whatever the job's other parameters."""
-    return {"dataset": str(dataset), "column": config.column, "index_name": config.name}
+    return {"dataset": str(dataset), "column": config.index.column, "index_name": config.index.name}
 
 
 @phase("inspect")
@@ -172,22 +172,22 @@ def inspect_update(config: BuildConfig) -> Inspection:
     run recorded for its commit, the commit landed and this run finishes it. Writes nothing.
     """
     config.validate()
-    if config.version is not None:
+    if config.dataset.version is not None:
         raise InputError("update always extends the index at the latest version: drop --version")
-    latest = open_dataset(config.uri, config.storage_options)
+    latest = open_dataset(config.dataset.uri, config.dataset.storage_options)
     config = _as_its_index_type(config, latest)
     identity, state = _job_state(config, update_identity)
     job = state.load_job(identity)
     snap, stale, committed = None, None, None
     if job is None and state.has_leftovers():  # a run stopped in its cleanup: finished once leased
-        now = next((i for i in index_infos(latest) if i.name == config.name), None)
+        now = next((i for i in index_infos(latest) if i.name == config.index.name), None)
         own = state.committing()
         committed = own if own and now is not None and set(own) <= set(now.segments) else None
         stale = "an earlier run of this job stopped while cleaning up"
     if job is not None:
         snap, stale = _resumable_snapshot(config, job, latest)
         indexes = index_infos(latest)
-        now = next((i for i in indexes if i.name == config.name), None)
+        now = next((i for i in indexes if i.name == config.index.name), None)
         own = state.committing()
         if own and now is not None and set(own) <= set(now.segments):
             try:  # the earlier run's commit landed: finish it at its pinned version
@@ -196,16 +196,16 @@ def inspect_update(config: BuildConfig) -> Inspection:
                 # That version was cleaned up: nothing to check against; what the run left is
                 # removed (its segments, in use, are kept) and the update starts afresh.
                 snap, stale = None, f"its commit landed, and its pinned version {job['version']} no longer exists"
-        elif stale is None and index_changed(config.name, indexes, job.get("index_segments", [])):
+        elif stale is None and index_changed(config.index.name, indexes, job.get("index_segments", [])):
             snap, stale = None, "the index changed since it pinned it"
     if snap is None:
         snap = snapshot_dataset(config)
-    model = read_index_model(snap, config.name, config.storage_options)
-    policy = SegmentPolicy(policy_segment_rows(config, model.params, snap), config.segment_ratio)
+    model = read_index_model(snap, config.index.name, config.dataset.storage_options)
+    policy = SegmentPolicy(policy_segment_rows(config, model.params, snap), config.sizing.segment_ratio)
     plan = plan_update(model, snap, policy)
     log.info(
         "dataset %s version %d: index %r (%s, %d partitions, %d segments): %s",
-        snap.uri, snap.version, config.name, model.params.index_type, model.params.num_partitions,
+        snap.uri, snap.version, config.index.name, model.params.index_type, model.params.num_partitions,
         len(model.segments), plan.describe(),
     )
     queries = load_queries(config, snap.dim, snap.multivector) if model.params.kind.is_vector else None
@@ -218,18 +218,18 @@ def _as_its_index_type(config: BuildConfig, latest: Any) -> BuildConfig:
     """An update takes its type from the index: a scalar or full-text index's column is read as
     the build reads it (the index type in the config). A column with no index of that name is
     refused in one line."""
-    info = next((i for i in index_infos(latest) if i.name == config.name), None)
+    info = next((i for i in index_infos(latest) if i.name == config.index.name), None)
     if info is None:
         names = ", ".join(f"{i.name} on {i.columns[0]}" for i in index_infos(latest)) or "none"
-        raise InputError(f"no index named {config.name!r} on {config.uri} (its indexes: {names}): build it "
-                         "first (spark-lance-index build), or give --index-name")
+        raise InputError(f"no index named {config.index.name!r} on {config.dataset.uri} (its indexes: {names}): "
+                         "build it first (spark-lance-index build), or give --index-name")
     if info.is_vector:
         return config
     kind = type_of_index(info.index_type)
     if kind is None:
-        raise CannotExtend(f"cannot update the index {config.name!r}: it is {info.index_type}, a type this job "
+        raise CannotExtend(f"cannot update the index {config.index.name!r}: it is {info.index_type}, a type this job "
                          "does not build")
-    return dataclasses.replace(config, index_type=kind.name)
+    return dataclasses.replace(config, index=dataclasses.replace(config.index, index_type=kind.name))
 
 
 def _resumable_snapshot(config: BuildConfig, job: dict, latest: Any) -> tuple[Optional[DatasetSnapshot], Optional[str]]:
@@ -245,7 +245,7 @@ def _resumable_snapshot(config: BuildConfig, job: dict, latest: Any) -> tuple[Op
     if fragment_signature(planned) != job.get("fragments"):  # the dataset was recreated under the same name
         return None, f"version {version} no longer holds the fragments it planned"
     try:
-        check_fragments_unchanged(latest, config.column, planned, version)
+        check_fragments_unchanged(latest, config.index.column, planned, version)
     except DatasetChangedError as e:
         return None, str(e).split(";")[0]
     return snap, None

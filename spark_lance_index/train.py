@@ -97,7 +97,7 @@ def capped_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vecto
     """Sample rows for IVF training: sample_rate x partitions, as one-node Lance draws, capped
     by --max-sample-rows and by --max-sample-bytes (1M x 768 float32 would be 3 GiB), and by
     the rows the table has (`table_rows`, when known): a sample is never larger than its table."""
-    cap = min(config.max_sample_rows, config.max_sample_bytes // max(1, bytes_per_vector))
+    cap = min(config.training.max_sample_rows, config.training.max_sample_bytes // max(1, bytes_per_vector))
     if table_rows is not None:
         cap = min(cap, table_rows)
     return max(1, min(params.sample_rate * params.num_partitions, cap))
@@ -114,7 +114,7 @@ def training_sample_rows(params: IndexParams, config: BuildConfig, bytes_per_vec
     elif rows < wanted:
         log.info("training sample capped at %d rows (%d per partition instead of %d): --max-sample-rows %d, "
                  "--max-sample-bytes %d", rows, rows // params.num_partitions, params.sample_rate,
-                 config.max_sample_rows, config.max_sample_bytes)
+                 config.training.max_sample_rows, config.training.max_sample_bytes)
     if rows < MIN_ROWS_PER_CENTROID * params.num_partitions:
         log.warning("the training sample has %.0f rows per partition (%d rows for %d partitions), under %d: "
                     "the centroids fit noise. %s, or use fewer --num-partitions", rows / params.num_partitions,
@@ -128,9 +128,9 @@ def _what_limits(params: IndexParams, config: BuildConfig, rows: int, table_rows
         return f"The table has only {rows} rows"
     if rows >= params.sample_rate * params.num_partitions:
         return f"Raise --sample-rate (now {params.sample_rate} rows per partition)"
-    if rows >= config.max_sample_rows:
-        return f"Raise --max-sample-rows (now {config.max_sample_rows})"
-    return f"Raise --max-sample-bytes (now {config.max_sample_bytes})"
+    if rows >= config.training.max_sample_rows:
+        return f"Raise --max-sample-rows (now {config.training.max_sample_rows})"
+    return f"Raise --max-sample-bytes (now {config.training.max_sample_bytes})"
 
 
 def sample_bytes(snap: DatasetSnapshot, rows: int) -> int:
@@ -144,8 +144,8 @@ def pick_trainer(config: BuildConfig, params: IndexParams, sample_rows: int, sna
     to hold there comfortably (it is faster: one process, no rounds), distributed past that.
     Through Spark Connect `auto` stays on the driver: Databricks serverless refuses the
     DataFrame cache the distributed trainer keeps its sample in."""
-    if config.trainer != "auto":
-        return config.trainer
+    if config.training.trainer != "auto":
+        return config.training.trainer
     if connect:
         return "lance"
     return "distributed" if sample_bytes(snap, sample_rows) > AUTO_DISTRIBUTED_BYTES else "lance"
@@ -238,15 +238,15 @@ def train_with_lance(config: BuildConfig, snap: DatasetSnapshot, params: IndexPa
     """Lance's k-means in this process over `rows` sampled rows. -> (centroids, codebook or None)"""
     from lance.lance import indices as lance_indices
 
-    ds = open_dataset(snap.uri, config.storage_options, snap.version)
+    ds = open_dataset(snap.uri, config.dataset.storage_options, snap.version)
     # the whole table: Lance's own rate, so that it takes every row as a one-node build would
     rate = params.sample_rate if rows >= snap.num_rows else max(1, rows // params.num_partitions)
     centroids = lance_indices.train_ivf_model(
-        ds._ds, snap.column, snap.dim, params.num_partitions, params.metric, rate, config.max_iters, None)
+        ds._ds, snap.column, snap.dim, params.num_partitions, params.metric, rate, config.training.max_iters, None)
     codebook = None
     if params.kind.codebook:
         codebook = to_matrix(lance_indices.train_pq_model(
-            ds._ds, snap.column, snap.dim, params.num_sub_vectors, params.metric, rate, config.max_iters,
+            ds._ds, snap.column, snap.dim, params.num_sub_vectors, params.metric, rate, config.training.max_iters,
             centroids, None))
     return to_matrix(centroids), codebook
 
@@ -263,7 +263,7 @@ def train_distributed(transport: Optional[Transport], config: BuildConfig, snap:
     metric = "dot" if params.metric == "dot" else "l2"  # cosine: l2 on unit vectors, as Lance
     seed = _seed(snap)
     tasks = kmeans.plan_sample(snap.live_fragments, rows, max(1, parallelism), snap.uri, snap.version, snap.column,
-                               config.storage_options, seed=seed, multivector=snap.multivector,
+                               config.dataset.storage_options, seed=seed, multivector=snap.multivector,
                                normalize=params.metric == "cosine")
     cached = transport.cache(tasks, kmeans.draw_sample)
     derived = []
@@ -277,9 +277,10 @@ def train_distributed(transport: Optional[Transport], config: BuildConfig, snap:
                                                                    operator.add, r)
         if k <= FLAT_MAX_PARTITIONS:
             init = _draw(transport, cached, np.array([k]), seed)
-            top, _ = kmeans.lloyd(run(cached), init[None], metric, config.max_iters, f"IVF k-means ({k} centroids)")
+            top, _ = kmeans.lloyd(run(cached), init[None], metric, config.training.max_iters,
+                                  f"IVF k-means ({k} centroids)")
         else:
-            top = _two_levels(transport, cached, n, k, metric, config.max_iters, seed)
+            top = _two_levels(transport, cached, n, k, metric, config.training.max_iters, seed)
         centroids = top[0]
         codebook = None
         if params.kind.codebook:
@@ -291,7 +292,8 @@ def train_distributed(transport: Optional[Transport], config: BuildConfig, snap:
             init = _draw(transport, residual, np.array([256]), seed + 2)
             sub = snap.dim // m
             initial = init.reshape(len(init), m, sub).transpose(1, 0, 2)
-            book, _ = kmeans.lloyd(run(residual), initial, "l2", config.max_iters, f"PQ k-means ({m} x 256 codes)")
+            book, _ = kmeans.lloyd(run(residual), initial, "l2", config.training.max_iters,
+                                   f"PQ k-means ({m} x 256 codes)")
             codebook = book.reshape(-1).reshape(256, snap.dim)  # Lance's layout: sub-vector major
     finally:
         for c in [*derived, cached]:

@@ -4,7 +4,7 @@ another in one Spark session, with one summary and one report.
 Each index is its own update job (its own state, lease, resume and checks, `pipeline.run`), so
 a rerun of the same command finishes what a killed run left, and an index an earlier run already
 updated has nothing new and commits nothing: none is updated twice. An index `update` cannot
-extend (`status` says why: its type, a multivector column; or the update refuses it before
+extend (`status` says why: its type; or the update refuses it before
 writing anything: a model it cannot read) is named with its reason and skipped; one that fails
 is named with its error; the others still update, and the exit code
 says what happened (`TableUpdate.exit_code`). No Spark starts when no index has rows to add.
@@ -12,7 +12,6 @@ says what happened (`TableUpdate.exit_code`). No Spark starts when no index has 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,13 +120,13 @@ def table_report_schema() -> dict[str, Any]:
 
 
 def update_every_index(base: BuildConfig, config_for: ConfigFor, spark: Any = None) -> TableUpdate:
-    """Update each index of the table `base.uri`. `base` is the run's settings (the dataset, its
+    """Update each index of the table `base.dataset.uri`. `base` is the run's settings (the dataset, its
     storage, the Spark master, the table's --report); `config_for(column, name)` makes each index's
     update config, checked as a single update's before any Spark, and written to no report of its
     own. Raises InputError when the table has no index."""
     from .pipeline import run, update_task_bytes
 
-    uri, storage_options, report = base.uri, dict(base.storage_options), base.report
+    uri, storage_options, report = base.dataset.uri, dict(base.dataset.storage_options), base.runtime.report
     statuses = index_status(uri, storage_options)
     if not statuses:
         raise InputError(f"{uri} has no index to update: build one first (spark-lance-index build)")
@@ -135,7 +134,7 @@ def update_every_index(base: BuildConfig, config_for: ConfigFor, spark: Any = No
     targets: list[tuple[IndexStatus, BuildConfig]] = []
     for s in statuses:
         if s.updatable:
-            targets.append((s, dataclasses.replace(config_for(s.columns[0], s.name), report=None)))
+            targets.append((s, config_for(s.columns[0], s.name).with_settings(report=None)))
         else:
             table.indexes.append(IndexUpdate(s.name, s.columns, s.type, "skipped", s.why_not_updatable or ""))
     _write(report, storage_options, table, "running")  # a place it cannot be written: refused before Spark
@@ -145,7 +144,8 @@ def update_every_index(base: BuildConfig, config_for: ConfigFor, spark: Any = No
             task_bytes = max(_task_bytes(c, update_task_bytes) for s, c in targets if s.unindexed_fragments)
             log.info("one Spark session for the updates, sized for their largest task (%s): starting it",
                      size_text(task_bytes))
-            spark, created = spark_layer.get_session(base.master, base.app_name, base.verbose, task_bytes)
+            runtime = base.runtime
+            spark, created = spark_layer.get_session(runtime.master, runtime.app_name, runtime.verbose, task_bytes)
         log.info("updating %d of the %d indexes of %s one after another%s", len(targets), len(statuses), uri,
                  f" (skipping {', '.join(i.name for i in table.indexes)})" if table.indexes else "")
         for s, config in targets:
@@ -168,7 +168,8 @@ def _task_bytes(config: BuildConfig, update_task_bytes: Callable[[BuildConfig], 
     try:
         return update_task_bytes(config)
     except Exception as e:  # noqa: BLE001 - reported by that index's update
-        log.debug("sizing the update of %s: %s", config.name, e)
+        log.warning("the session is sized without the update of %s, which could not be inspected here (%s)",
+                    config.index.name, str(e).splitlines()[0] if str(e) else type(e).__name__)
         return 0
 
 

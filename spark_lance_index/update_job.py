@@ -37,7 +37,7 @@ def finish_noop(config: BuildConfig, insp: Inspection, result: JobResult) -> Non
     """Nothing to index: commit nothing, start no Spark, and remove what an earlier run of this
     update left (its state cannot be used: the index covers everything now)."""
     log.info("index %r covers every fragment of %s at version %d: nothing to update",
-             config.name, insp.snap.uri, insp.snap.version)
+             config.index.name, insp.snap.uri, insp.snap.version)
     if insp.state.exists() or insp.state.has_leftovers():
         lease = insp.state.acquire_lease()
         try:
@@ -58,7 +58,7 @@ def measure_drift(config: BuildConfig, plan: UpdatePlan, committed_ds: Any,
     partitions than the older rows, and recall on new rows against older rows (when measured)."""
     before = {s.uuid: s.partitions for s in (*plan.kept, *plan.reencoded)}  # read at the pinned version
     shift, uncertainty, rows = partition_shift(
-        before, partition_sizes(committed_ds.stats.index_stats(config.name)),
+        before, partition_sizes(committed_ds.stats.index_stats(config.index.name)),
         [s.uuid for s in plan.kept], reencoded_live_entries(plan, snap))
     recall: dict[str, Any] = {}
     if by_origin is not None:

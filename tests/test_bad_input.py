@@ -112,7 +112,7 @@ def test_refused_before_spark_and_untouched(spark, odd_dataset, case):
     overrides = {k: v.format(uri=odd_dataset) if isinstance(v, str) else v for k, v in overrides.items()}
     before, jobs = dataset_state(odd_dataset), spark_job_count(spark)
     # Built without make_config's checks, so that run() itself must refuse, before Spark.
-    config = BuildConfig(**{"uri": odd_dataset, "column": "vector", **overrides})
+    config = BuildConfig.of(**{"uri": odd_dataset, "column": "vector", **overrides})
     with pytest.raises(InputError, match=message) as err:
         run(config, spark=spark)
     assert "\n" not in str(err.value)

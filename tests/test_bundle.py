@@ -56,14 +56,14 @@ def test_the_named_parameters_and_the_settings_file_reach_the_job(tmp_path):
     jobs = bundle()["resources"]["jobs"]
 
     command, config = wheel_task_config(jobs["build_vector_index"], variables)
-    assert command == "build" and config.uri == data.uri and config.column == "vector"
-    assert config.index_type == "IVF_RQ" and config.num_bits is None  # the README's default: 5 bits
-    assert (config.verify_queries, config.min_recall) == (100, 0.9)
-    assert dict(config.storage_options) == {"aws_region": "us-east-1", "allow_http": "true"}
-    assert not config.report
+    assert command == "build" and config.dataset.uri == data.uri and config.index.column == "vector"
+    assert config.index.index_type == "IVF_RQ" and config.index.num_bits is None  # the README's default: 5 bits
+    assert (config.checks.verify_queries, config.checks.min_recall) == (100, 0.9)
+    assert dict(config.dataset.storage_options) == {"aws_region": "us-east-1", "allow_http": "true"}
+    assert not config.runtime.report
 
     command, config = wheel_task_config(jobs["update_vector_index"], variables)
-    assert (command, config.mode, config.min_recall) == ("update", "update", 0.9)
+    assert (command, config.runtime.mode, config.checks.min_recall) == ("update", "update", 0.9)
 
     # the bundle's variables say which paths work, and the default settings file is the synced one
     v = bundle()["variables"]

@@ -2,11 +2,12 @@
 
 import dataclasses
 import os
+from collections.abc import Mapping
 
 import pytest
 
 from spark_lance_index.cli import build_parser, config_from_args
-from spark_lance_index.config import BuildConfig, load_toml, make_config
+from spark_lance_index.config import GROUPS, BuildConfig, load_toml, make_config
 from spark_lance_index.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -14,13 +15,13 @@ ROOT = os.path.dirname(os.path.dirname(__file__))
 
 def test_conf_defaults_file_matches_the_code():
     documented = load_toml(os.path.join(ROOT, "conf", "defaults.toml"))
-    code = {f.name: f.default for f in dataclasses.fields(BuildConfig) if f.default is not dataclasses.MISSING}
+    code = BuildConfig.of().flat()
     for key, value in documented.items():
         if key == "storage_options":
             continue
         assert code[key] == (tuple(value) if isinstance(value, list) else value), key
     # every default that is a plain value is documented
-    plain = {k for k, v in code.items() if v is not None}
+    plain = {k for k, v in code.items() if v is not None and v != "" and not isinstance(v, Mapping)}
     assert plain <= set(documented), plain - set(documented)
 
 
@@ -35,10 +36,11 @@ def test_flags_override_toml(tmp_path):
          "--storage-option", "aws_region=us-east-1"]
     )
     config = config_from_args(args)
-    assert (config.uri, config.column, config.index_type, config.num_bits) == ("/data/t", "emb", "IVF_RQ", 4)
-    assert config.num_partitions == 64  # from the file, not overridden
-    assert dict(config.storage_options) == {"aws_region": "us-east-1", "aws_endpoint": "http://x"}
-    assert config.name == "emb_idx"
+    assert (config.dataset.uri, config.index.column, config.index.index_type, config.index.num_bits) == \
+        ("/data/t", "emb", "IVF_RQ", 4)
+    assert config.index.num_partitions == 64  # from the file, not overridden
+    assert dict(config.dataset.storage_options) == {"aws_region": "us-east-1", "aws_endpoint": "http://x"}
+    assert config.index.name == "emb_idx"
 
 
 @pytest.mark.parametrize(
@@ -97,13 +99,13 @@ def test_scheduler_argument_styles_are_normalised():
 def test_a_config_file_never_turns_a_build_into_an_update(tmp_path):
     cfg = tmp_path / "job.toml"
     cfg.write_text('uri = "/data/t"\ncolumn = "emb"\nmode = "update"\n')
-    assert config_from_args(build_parser().parse_args(["build", "--config", str(cfg)])).mode == "build"
-    assert config_from_args(build_parser().parse_args(["update", "--config", str(cfg)])).mode == "update"
+    assert config_from_args(build_parser().parse_args(["build", "--config", str(cfg)])).runtime.mode == "build"
+    assert config_from_args(build_parser().parse_args(["update", "--config", str(cfg)])).runtime.mode == "update"
 
 
 def test_merge_memory_takes_spark_sizes_and_refuses_other_text(capsys):
     args = build_parser().parse_args(["build", "--uri", "x", "--column", "v", "--merge-memory", "16g"])
-    assert config_from_args(args).merge_memory == 16 << 30
+    assert config_from_args(args).sizing.merge_memory == 16 << 30
     with pytest.raises(SystemExit):
         build_parser().parse_args(["build", "--uri", "x", "--column", "v", "--merge-memory", "lots"])
     assert "'lots' is not a size" in capsys.readouterr().err
@@ -113,7 +115,7 @@ def test_sizes_in_a_config_file_read_as_the_flags_do(tmp_path):
     cfg = tmp_path / "job.toml"
     cfg.write_text('uri = "/d"\ncolumn = "v"\nmerge-memory = "16g"\nmax_sample_bytes = 1048576\n')
     config = config_from_args(build_parser().parse_args(["build", "--config", str(cfg)]))
-    assert (config.merge_memory, config.max_sample_bytes) == (16 << 30, 1 << 20)
+    assert (config.sizing.merge_memory, config.training.max_sample_bytes) == (16 << 30, 1 << 20)
     cfg.write_text('uri = "/d"\ncolumn = "v"\nmerge_memory = "lots"\n')
     with pytest.raises(InputError, match="merge-memory 'lots' is not a size"):
         config_from_args(build_parser().parse_args(["build", "--config", str(cfg)]))
@@ -129,13 +131,16 @@ def test_text_options_reach_lance_as_one_mapping_from_flags_file_and_keywords(tm
                                       "b", "--fts-option", "memory_limit=512"])
     from_cli = config_from_args(args)
     # a named option wins over the same key through --fts-option or [fts_options]
-    assert dict(from_cli.text_options) == {"stem": True, "num_workers": 2, "lower_case": False,
+    assert dict(from_cli.index.text_options) == {"stem": True, "num_workers": 2, "lower_case": False,
                                            "custom_stop_words": ["a", "b"], "memory_limit": 512}
     from_api = _config("build", "/d/t", "title", {"index_type": "INVERTED", "stem": True, "lower_case": False,
                                                   "custom_stop_words": ["a", "b"],
                                                   "fts_options": {"num_workers": 2, "memory_limit": 512}})
-    assert dict(from_api.text_options) == dict(from_cli.text_options)
+    assert dict(from_api.index.text_options) == dict(from_cli.index.text_options)
     cfg.write_text('uri = "/d/t"\ncolumn = "title"\nindex_type = "INVERTED"\nstem = "yes"\n')
     with pytest.raises(InputError, match="stem in .* must be true or false, got 'yes'"):
         load_toml(str(cfg))
-    assert len(dataclasses.fields(BuildConfig)) == 40  # the tokenizer's 14 fields are one mapping (53 before)
+    # settings in six groups, the widest 12 (one flat class of 40 before, 53 before that): the
+    # tokenizer's 14 fields are one mapping
+    assert [len(dataclasses.fields(g)) for g in GROUPS.values()] == [4, 12, 5, 6, 7, 6]
+    assert sum(len(dataclasses.fields(g)) for g in GROUPS.values()) == 40

@@ -3,7 +3,6 @@ of 2026-12-02 (73463cd) in the way the issue describes."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
@@ -325,7 +324,7 @@ def test_a_kill_at_any_step_of_cleanup_is_finished_by_the_rerun_and_never_delete
             run_discard(config)
         else:
             advice = point == points[len(points) // 2]  # once: the advised --replace rerun instead
-            rerun = dataclasses.replace(config, replace=True) if advice else config
+            rerun = config.with_settings(replace=True) if advice else config
             result = pipeline.run(rerun, spark=spark)
             assert result.outcome == "succeeded", (point, steps[point])
         assert _searchable(store, committed, vectors), f"index files of version {committed} deleted at {steps[point]}"
@@ -646,7 +645,7 @@ def test_a_job_directory_the_job_created_is_removed_and_one_it_did_not_is_kept(s
     assert not os.path.exists(tmp_path / "new" / "jobs")  # created by the job: removed once empty
     assert os.path.isdir(tmp_path / "new")  # its parent was not the job's
     (tmp_path / "mine").mkdir()
-    pipeline.run(dataclasses.replace(config, job_dir=str(tmp_path / "mine"), replace=True), spark=spark)
+    pipeline.run(config.with_settings(job_dir=str(tmp_path / "mine"), replace=True), spark=spark)
     assert os.path.isdir(tmp_path / "mine") and os.listdir(tmp_path / "mine") == []  # the user's: kept
 
 

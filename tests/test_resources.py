@@ -108,15 +108,16 @@ def test_the_default_segment_is_what_one_merge_holds_from_the_types_stored_bytes
 def test_update_and_unmerged_types_keep_the_fixed_segment_size_and_a_flag_wins():
     from types import SimpleNamespace
 
+    from spark_lance_index.config import BuildConfig
     from spark_lance_index.dataset import IndexParams
     from spark_lance_index.plan import FIXED_SEGMENT_ROWS, max_segment_rows
 
     snap = SimpleNamespace(dim=128, vector_bytes=512, bytes_per_row=512, multivector=False, num_rows=10**9)
-    config = SimpleNamespace(max_segment_rows=None, merge_memory=4 << 30, mode="build")
+    config = BuildConfig.of(uri="/d", column="v")
     rq = IndexParams("IVF_RQ", "l2", 4096, 5, 0, 256)
     assert max_segment_rows(config, rq, snap) == 20_648_881
-    update = SimpleNamespace(**{**vars(config), "mode": "update"})
+    update = config.with_settings(mode="update")
     assert max_segment_rows(update, rq, snap) == FIXED_SEGMENT_ROWS  # update's policy: as designed
     assert max_segment_rows(config, IndexParams("IVF_HNSW_SQ", "l2", 16, 0, 0, 256), snap) == FIXED_SEGMENT_ROWS
     assert max_segment_rows(config, rq, SimpleNamespace(**{**vars(snap), "multivector": True})) == FIXED_SEGMENT_ROWS
-    assert max_segment_rows(SimpleNamespace(max_segment_rows=123, merge_memory=4 << 30, mode="build"), rq, snap) == 123
+    assert max_segment_rows(config.with_settings(max_segment_rows=123), rq, snap) == 123

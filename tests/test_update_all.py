@@ -15,7 +15,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import dataset_state, fsl
+from conftest import dataset_state, fsl, write_multivectors
 from jsonschema import validate
 from test_update import models
 
@@ -205,6 +205,23 @@ def test_an_index_the_update_refuses_is_skipped_with_its_reason_and_the_others_u
     assert "different models (centroids differ)" in table.indexes[1].reason and table.exit_code == SKIPPED_EXIT
     assert lance.dataset(uri).stats.index_stats("a_idx")["num_unindexed_rows"] == 0
     assert segments(uri, "b_idx") == b_before
+
+
+def test_a_multivector_index_is_updated_with_the_others(spark, tmp_path):
+    source = write_multivectors(tmp_path / "source", 1500, DIM, rows_per_fragment=500)
+    rows = lance.dataset(source.uri).to_table()
+    uri = str(tmp_path / "t")
+    lance.write_dataset(rows.slice(0, 1000), uri, max_rows_per_file=500)
+    lance.dataset(uri).create_index("mv", "IVF_FLAT", metric="cosine", num_partitions=2)
+    lance.dataset(uri).create_scalar_index("id", "BTREE")
+    lance.write_dataset(rows.slice(1000), uri, mode="append")
+    assert all(s.updatable for s in index_status(uri))  # `status` says so too
+    table = update_every_index(run_settings(uri), lambda column, name: make_config({}, {
+        "uri": uri, "column": column, "index_name": name, "mode": "update", "verify_queries": 0}), spark=spark)
+    assert [(i.name, i.outcome) for i in table.indexes] == [("id_idx", "updated"), ("mv_idx", "updated")]
+    for name in ("id_idx", "mv_idx"):
+        stats = lance.dataset(uri).stats.index_stats(name)
+        assert (stats["num_indexed_rows"], stats["num_unindexed_rows"]) == (1500, 0), name
 
 
 def test_one_index_failing_is_named_the_next_still_updates_and_the_exit_code_says_failed(spark, tmp_path):

@@ -202,3 +202,29 @@ def test_lance_warnings_are_quiet_unless_verbose(tmp_path):
         outputs[verbose] = proc.stderr
     assert "is empty" not in outputs[False]
     assert "is empty" in outputs[True]
+
+
+def test_queries_drawn_from_some_fragments_are_live_rows_of_those_fragments(tmp_path):
+    """The update's recall check splits its queries by origin (new fragments, older ones), for
+    vector and multivector columns: each drawn row is a live row of the fragments asked for."""
+    from conftest import write_multivectors
+
+    from spark_lance_index.exact_search import sample_multivector_queries
+
+    data = write_vectors(tmp_path / "ds", 6000, DIM, rows_per_fragment=1000)
+    multi = write_multivectors(tmp_path / "mv", 3000, DIM, rows_per_fragment=500)
+    for uri, column, sample in ((data.uri, "vector", sample_queries), (multi.uri, "mv", sample_multivector_queries)):
+        ds = lance.dataset(uri)
+        ds.delete("id % 3 = 0")
+        ds = lance.dataset(uri)
+        live = {r: i for r, i in zip(*(ds.to_table(columns=["id"], with_row_id=True).column(c).to_pylist()
+                                        for c in ("_rowid", "id")))}
+        wanted = {1, 4}
+        queries, own = sample(ds, column, 40, fragment_ids=wanted)
+        assert len(own) == len(queries) == 40, uri
+        assert {r >> 32 for r in own.tolist()} <= wanted and all(r in live for r in own.tolist()), uri
+        assert all(live[r] % 3 for r in own.tolist())  # no deleted row
+        vectors = ds.to_table(columns=[column], with_row_id=True)
+        by_row = dict(zip(vectors.column("_rowid").to_pylist(), vectors.column(column).to_pylist()))
+        for q, r in zip(queries, own.tolist()):  # each query is its row's vector(s)
+            assert np.allclose(np.asarray(by_row[r], dtype=np.float32), q), (uri, r)
