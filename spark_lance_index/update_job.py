@@ -19,7 +19,13 @@ from .exact_search import RecallFigure
 from .report import JobResult
 from .resume import Inspection
 from .timing import phase
-from .update_plan import DriftFigures, UpdatePlan, partition_shift, partition_sizes
+from .update_plan import (
+    MIN_ROWS_PER_PARTITION_FOR_SHIFT,
+    DriftFigures,
+    UpdatePlan,
+    partition_shift,
+    partition_sizes,
+)
 
 log = logging.getLogger("spark_lance_index")
 
@@ -60,6 +66,9 @@ def measure_drift(config: BuildConfig, plan: UpdatePlan, committed_ds: Any,
     shift, uncertainty, rows = partition_shift(
         before, partition_sizes(committed_ds.stats.index_stats(config.index.name)),
         [s.uuid for s in plan.kept], reencoded_live_entries(plan, snap))
+    partitions = len(next(iter(before.values()), ()))
+    if snap.multivector and plan.new_rows < MIN_ROWS_PER_PARTITION_FOR_SHIFT * partitions:
+        shift, uncertainty = None, 0.0  # a row's vectors are not independent: as many rows as a row index needs
     recall: dict[str, Any] = {}
     if by_origin is not None:
         new, old, gap_error = by_origin
@@ -81,8 +90,8 @@ def reencoded_live_entries(plan: UpdatePlan, snap: DatasetSnapshot) -> dict[str,
     if not snap.multivector:
         return {s.uuid: s.num_rows for s in plan.reencoded}
     fragments = {f.fragment_id: f for f in snap.fragments}
-    untouched = lambda s: all(f in fragments and fragments[f].num_rows == fragments[f].physical_rows  # noqa: E731
-                              for f in s.fragment_ids)
+    untouched = lambda s: s.num_rows > 0 and all(  # noqa: E731
+        f in fragments and fragments[f].num_rows == fragments[f].physical_rows for f in s.fragment_ids)
     return {s.uuid: sum(s.partitions) if untouched(s) else 0 for s in plan.reencoded}
 
 

@@ -2,7 +2,7 @@
 
 Each entry replaces one line of a check, runs its test, restores the file and prints RED (caught) or GREEN
 (not caught). A developer aid, not part of the suite; every entry printed RED on 2026-11-25;
-the entries of issue 20 (trust at the edges) were added and run on 2026-12-02, those of issue 23 (the API, messages, advice) on 2026-12-03, the multivector update's and the sized session's on 2026-12-04; the entries for the other vector types, multivectors, scalar and
+the entries of issue 20 (trust at the edges) were added and run on 2026-12-02, those of issue 23 (the API, messages, advice) on 2026-12-03, the multivector update's and the sized session's on 2026-12-03; the entries for the other vector types, multivectors, scalar and
 full-text indexes (and the entries their changes touched) were run on 2026-11-30 and printed RED, and so were
 the entries for distributed training, executor resources and task sizes (issue 14) the same day.
 """
