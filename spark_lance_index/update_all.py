@@ -124,7 +124,7 @@ def update_every_index(base: BuildConfig, config_for: ConfigFor, spark: Any = No
     storage, the Spark master, the table's --report); `config_for(column, name)` makes each index's
     update config, checked as a single update's before any Spark, and written to no report of its
     own. Raises InputError when the table has no index."""
-    from .pipeline import run, update_task_bytes
+    from .pipeline import run
 
     uri, storage_options, report = base.dataset.uri, dict(base.dataset.storage_options), base.runtime.report
     statuses = index_status(uri, storage_options)
@@ -141,7 +141,7 @@ def update_every_index(base: BuildConfig, config_for: ConfigFor, spark: Any = No
     created = False
     try:
         if spark is None and any(s.unindexed_fragments for s, _ in targets):
-            task_bytes = max(_task_bytes(c, update_task_bytes) for s, c in targets if s.unindexed_fragments)
+            task_bytes = max(_task_bytes(c) for s, c in targets if s.unindexed_fragments)
             log.info("one Spark session for the updates, sized for their largest task (%s): starting it",
                      size_text(task_bytes))
             runtime = base.runtime
@@ -162,9 +162,11 @@ def update_every_index(base: BuildConfig, config_for: ConfigFor, spark: Any = No
     return table
 
 
-def _task_bytes(config: BuildConfig, update_task_bytes: Callable[[BuildConfig], int]) -> int:
+def _task_bytes(config: BuildConfig) -> int:
     """What the largest task of one index's update holds; 0 when it cannot be told here (that
     index's own update then says why, in its turn)."""
+    from .pipeline import update_task_bytes  # imported when called, as `run` is
+
     try:
         return update_task_bytes(config)
     except Exception as e:  # noqa: BLE001 - reported by that index's update

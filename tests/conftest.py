@@ -154,6 +154,16 @@ def write_multivectors(path, rows: int, dim: int, *, rows_per_fragment: int, que
     return MultivectorData(str(path), docs, held_out)
 
 
+def multivectors_in_parts(path, rows: int, first: int, dim: int, *, rows_per_fragment: int,
+                         queries: int = 50) -> tuple[MultivectorData, pa.Table]:
+    """A multivector table at `path` holding the first `first` of `rows` rows drawn as
+    `write_multivectors` draws them, and all the rows (an update test appends the rest later)."""
+    source = write_multivectors(f"{path}-all", rows, dim, rows_per_fragment=rows_per_fragment, queries=queries)
+    table = lance.dataset(source.uri).to_table()
+    lance.write_dataset(table.slice(0, first), str(path), max_rows_per_file=rows_per_fragment)
+    return source, table
+
+
 def maxsim_topk(docs: list, queries: np.ndarray, k: int) -> np.ndarray:
     """Row positions of the k rows nearest each query by Lance's multivector distance, the sum
     over the query's vectors of 1 - the best cosine similarity in the row; by brute force on

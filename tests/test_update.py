@@ -18,7 +18,15 @@ import lance
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import committed_uuids, dataset_state, fsl, index_dirs, maxsim_topk, spark_job_count, write_multivectors
+from conftest import (
+    committed_uuids,
+    dataset_state,
+    fsl,
+    index_dirs,
+    maxsim_topk,
+    multivectors_in_parts,
+    spark_job_count,
+)
 
 from spark_lance_index import phases, pipeline
 from spark_lance_index.config import make_config
@@ -200,10 +208,8 @@ def test_multivector_indexes_are_updated_with_their_own_model_at_rebuild_recall(
     committed centroids and codebook, through appends, deletes and a compaction, and recall
     (brute-force MaxSim) stays that of a rebuild with the same model; the drift check splits
     its queries into new and older rows."""
-    source = write_multivectors(tmp_path / "source", 10_500, DIM, rows_per_fragment=1500, queries=100)
-    rows = lance.dataset(source.uri).to_table()
     uri = str(tmp_path / "t")
-    lance.write_dataset(rows.slice(0, 6000), uri, max_rows_per_file=1000)
+    source, rows = multivectors_in_parts(uri, 10_500, 6000, DIM, rows_per_fragment=1000, queries=100)
     flags = {"num_sub_vectors": 8} if "PQ" in index_type else {}
     pipeline.run(make_config({}, {"uri": uri, "column": "mv", "metric": "cosine", "index_type": index_type,
                                   "num_partitions": 8, "rows_per_task": 2000, "verify_queries": 0, **flags}), spark=spark)
@@ -494,10 +500,8 @@ def test_an_index_whose_model_cannot_be_read_is_refused_in_one_line(spark, tmp_p
 
 
 def test_a_one_node_multivector_index_is_updated_with_its_own_centroids(spark, tmp_path):
-    source = write_multivectors(tmp_path / "source", 900, DIM, rows_per_fragment=300)
-    rows = lance.dataset(source.uri).to_table()
     uri = str(tmp_path / "mv")
-    lance.write_dataset(rows.slice(0, 600), uri, max_rows_per_file=300)
+    _, rows = multivectors_in_parts(uri, 900, 600, DIM, rows_per_fragment=300)
     lance.dataset(uri).create_index("mv", "IVF_FLAT", metric="cosine", num_partitions=2)
     first = models(uri, "mv_idx")[0]
     lance.write_dataset(rows.slice(600), uri, mode="append")

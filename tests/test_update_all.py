@@ -15,7 +15,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import dataset_state, fsl, write_multivectors
+from conftest import dataset_state, fsl, multivectors_in_parts
 from jsonschema import validate
 from test_update import models
 
@@ -208,10 +208,8 @@ def test_an_index_the_update_refuses_is_skipped_with_its_reason_and_the_others_u
 
 
 def test_a_multivector_index_is_updated_with_the_others(spark, tmp_path):
-    source = write_multivectors(tmp_path / "source", 1500, DIM, rows_per_fragment=500)
-    rows = lance.dataset(source.uri).to_table()
     uri = str(tmp_path / "t")
-    lance.write_dataset(rows.slice(0, 1000), uri, max_rows_per_file=500)
+    _, rows = multivectors_in_parts(uri, 1500, 1000, DIM, rows_per_fragment=500)
     lance.dataset(uri).create_index("mv", "IVF_FLAT", metric="cosine", num_partitions=2)
     lance.dataset(uri).create_scalar_index("id", "BTREE")
     lance.write_dataset(rows.slice(1000), uri, mode="append")
