@@ -142,6 +142,14 @@ class DatasetSnapshot:
         """Bytes of one vector (of a multivector row: one of its vectors)."""
         return max(1, self.dim * _BYTES.get(self.value_type, 4))
 
+    @property
+    def vectors_per_row(self) -> float:
+        """1, or for a multivector column its vectors per row over the first rows (Arrow bytes
+        over one vector's; the list offsets make it a slight overcount, on the safe side)."""
+        if not self.multivector:
+            return 1.0
+        return max(1.0, self.sampled_row_bytes / self.vector_bytes)
+
 
 # One handle per (dataset, version) and process: a version never changes, and opening one reads
 # its whole manifest (about 170 B per fragment: 0.5-0.8 GB and tens of seconds at 1M fragments),

@@ -125,8 +125,10 @@ def segment_rows_origin(config: BuildConfig, params: IndexParams, snap: DatasetS
 
 
 def merge_peak_bytes(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> int:
-    """What one merge task holds at most, counted like a build task's vector bytes."""
-    stored = params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes) or snap.bytes_per_row
+    """What one merge task holds at most, counted like a build task's vector bytes (a multivector
+    row stores a code per vector)."""
+    per_vector = params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes)
+    stored = per_vector * snap.vectors_per_row if per_vector else snap.bytes_per_row
     return int(MERGE_OVERHEAD * stored * min(max_segment_rows(config, params, snap), snap.num_rows))
 
 

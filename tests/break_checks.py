@@ -2,7 +2,7 @@
 
 Each entry replaces one line of a check, runs its test, restores the file and prints RED (caught) or GREEN
 (not caught). A developer aid, not part of the suite; every entry printed RED on 2026-11-25;
-the entries of issue 20 (trust at the edges) were added and run on 2026-12-02, those of issue 23 (the API, messages, advice) on 2026-12-03, the multivector update's and the sized session's on 2026-12-03; the entries for the other vector types, multivectors, scalar and
+the entries of issue 20 (trust at the edges) were added and run on 2026-12-02, those of issue 23 (the API, messages, advice) on 2026-12-03, the multivector update's and the sized session's on 2026-12-03, the multivector merge's size on 2026-12-03; the entries for the other vector types, multivectors, scalar and
 full-text indexes (and the entries their changes touched) were run on 2026-11-30 and printed RED, and so were
 the entries for distributed training, executor resources and task sizes (issue 14) the same day.
 """
@@ -102,6 +102,7 @@ B = [
  ("recall check: exact search drops only rows that cannot enter a list", "spark_lance_index/exact_search.py", "        useful = np.flatnonzero(((dist < worst[:, None]) | ~np.isfinite(worst)[:, None]).any(axis=0))", "        useful = np.flatnonzero(((dist < worst[:, None] - 0.5 * np.abs(worst[:, None])) | ~np.isfinite(worst)[:, None]).any(axis=0))", "tests/test_training.py -k exact_search"),
  ("segments: update and unmerged types keep the fixed size", "spark_lance_index/plan.py", "    if config.runtime.mode == \"update\" or not params.kind.mergeable or snap.multivector:", "    if False:", "tests/test_resources.py -k fixed_segment"),
  ("executors: a merge counts like a task", "spark_lance_index/plan.py", "    return max(min(total, rows) * bytes_per_row, merge_bytes)", "    return min(total, rows) * bytes_per_row", "tests/test_resources.py"),
+ ("merge: a multivector row holds a code per vector", "spark_lance_index/plan.py", "    stored = per_vector * snap.vectors_per_row if per_vector else snap.bytes_per_row", "    stored = per_vector if per_vector else snap.bytes_per_row", "tests/test_plan.py -k multivector_merge"),
  ("config: unknown trainer refused", "spark_lance_index/config.py", "        if self.trainer not in TRAINERS:", "        if False:", "tests/test_bad_input.py -k 'refused_before_spark_and_untouched and trainer'"),
  ("config: merge memory must be positive", "spark_lance_index/config.py", "        _positive(\"--merge-memory\", self.merge_memory)", "        pass", "tests/test_bad_input.py -k 'refused_before_spark_and_untouched and memory'"),
  ("plan: a task's centroid copy stays under a tenth of it", "spark_lance_index/plan.py", "    return max(rows, ROWS_PER_CENTROID_COPY * num_partitions)", "    return rows", "tests/test_resources.py -k centroid"),

@@ -95,3 +95,22 @@ def test_a_type_whose_segments_are_not_merged_gets_one_task_per_segment():
     assert unmerged_rows_per_task(10 * m, 10_000_000, 512, 100) == m  # 10 slots of 100 get work
     assert unmerged_rows_per_task(200 * m, 10_000_000, 512, 100) == 4 * m  # 50 segments: task memory decides
     assert unmerged_rows_per_task(40 * m, 10_000_000, 512, 1600) == 40 * m // 32  # the spread stops at 32
+
+
+def test_a_multivector_merge_is_sized_by_its_vectors_not_its_rows():
+    """A merged multivector segment stores a code per vector: 40 vectors a row hold 40 codes, and
+    the merge task is sized for them (counting one code per row undersized it 40-fold)."""
+    from spark_lance_index.config import make_config
+    from spark_lance_index.dataset import DatasetSnapshot, IndexParams
+    from spark_lance_index.index_types import INDEX_TYPES
+    from spark_lance_index.plan import MERGE_OVERHEAD, merge_peak_bytes
+
+    fragments = tuple(frags([50_000] * 4))
+    config = make_config({}, {"uri": "/x", "column": "v", "index_type": "IVF_RQ"})
+    params = IndexParams("IVF_RQ", "cosine", 256, 5, 0, 256)
+    per_vector = INDEX_TYPES["IVF_RQ"].encoded_bytes_per_row(params, 128, 512)
+    single = DatasetSnapshot("/x", 1, "v", 128, "float32", fragments)
+    multi = DatasetSnapshot("/x", 1, "v", 128, "float32", fragments, multivector=True,
+                            sampled_row_bytes=40 * 512 + 4)
+    assert merge_peak_bytes(config, params, single) == int(MERGE_OVERHEAD * per_vector * 200_000)
+    assert merge_peak_bytes(config, params, multi) >= 40 * merge_peak_bytes(config, params, single)
