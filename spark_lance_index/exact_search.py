@@ -65,7 +65,8 @@ def as_matrix(column: pa.Array) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     dim = column.type.list_size
-    flat = column.flatten() if column.offset else column.values
+    # the slice's own values, null rows' included (flatten() would drop those and misalign rows)
+    flat = column.values.slice(column.offset * dim, len(column) * dim)
     matrix = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
     if column.null_count:
         matrix = matrix.copy()

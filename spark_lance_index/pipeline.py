@@ -147,10 +147,11 @@ def update_task_bytes(config: BuildConfig) -> int:
 def largest_task_of(config: BuildConfig, insp: Inspection) -> int:
     """The bytes the run's largest build or merge task holds, which sizes the executors' memory."""
     snap, params = insp.snap, insp.params
+    rows = sum(f.num_rows for f in insp.fragments_to_index)  # an update merges its own rows only
     return largest_task_bytes(insp.fragments_to_index, snap.bytes_per_row, params.kind.mergeable,
                               max_segment_rows(config, params, snap), config.sizing.rows_per_task,
                               params.num_partitions,
-                              merge_peak_bytes(config, params, snap) if params.kind.mergeable else 0)
+                              merge_peak_bytes(config, params, snap, rows) if params.kind.mergeable else 0)
 
 
 class JobClock:

@@ -72,8 +72,8 @@ MERGE_OVERHEAD = 2.0
 MIN_DEFAULT_SEGMENT_ROWS, MAX_DEFAULT_SEGMENT_ROWS = 1 << 20, 250_000_000
 
 
-# Where the merged size was not measured (IVF_FLAT streams its merge; scalar and text types;
-# multivector rows), for the types whose segments are not merged, and for `update`'s segment
+# Where the merged size was not measured (IVF_FLAT streams its merge; scalar and text types),
+# for the types whose segments are not merged, and for `update`'s segment
 # policy (its layout was designed and simulated at this size), segments keep this size.
 FIXED_SEGMENT_ROWS = 10_000_000
 
@@ -97,9 +97,23 @@ def max_segment_rows(config: BuildConfig, params: IndexParams, snap: DatasetSnap
     and `segment_rows` bounds it further by the task's memory)."""
     if config.sizing.max_segment_rows:
         return config.sizing.max_segment_rows
-    if config.runtime.mode == "update" or not params.kind.mergeable or snap.multivector:
+    if config.runtime.mode == "update" or not params.kind.mergeable:
         return FIXED_SEGMENT_ROWS
+    if snap.multivector:
+        return multivector_segment_rows(params, snap, config.sizing.merge_memory)
     return default_max_segment_rows(params.kind, params, snap.dim, snap.vector_bytes, config.sizing.merge_memory)
+
+
+def multivector_segment_rows(params: IndexParams, snap: DatasetSnapshot, merge_bytes: int) -> int:
+    """Rows per merged segment of a multivector column: what one merge holds in `merge_bytes`,
+    a code per vector (300 vectors a row of IVF_RQ 5 bits at 128-d: 31 kB a row, 68,830 rows in
+    4 GiB), at least a million vectors and at most FIXED_SEGMENT_ROWS rows; FIXED_SEGMENT_ROWS
+    where the merged size was not measured."""
+    per_vector = params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes)
+    if not per_vector:
+        return FIXED_SEGMENT_ROWS
+    rows = merge_bytes // max(1, int(MERGE_OVERHEAD * per_vector * snap.vectors_per_row))
+    return int(min(FIXED_SEGMENT_ROWS, max(MIN_DEFAULT_SEGMENT_ROWS // snap.vectors_per_row, rows, 1)))
 
 
 def policy_segment_rows(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> int:
@@ -117,19 +131,20 @@ def segment_rows_origin(config: BuildConfig, params: IndexParams, snap: DatasetS
         return "--max-segment-rows"
     if config.runtime.mode == "update":
         return "the default for an update"
-    if snap.multivector:
-        return "the default for a multivector column"
     if not params.kind.mergeable or not params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes):
         return f"the default for {params.index_type}"  # FIXED_SEGMENT_ROWS: a merge not measured
-    return f"the default, from --merge-memory {config.sizing.merge_memory / 2**30:.1f} GiB"
+    per_row = f" and {snap.vectors_per_row:.0f} vectors a row" if snap.multivector else ""
+    return f"the default, from --merge-memory {config.sizing.merge_memory / 2**30:.1f} GiB{per_row}"
 
 
-def merge_peak_bytes(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> int:
+def merge_peak_bytes(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot,
+                     rows: Optional[int] = None) -> int:
     """What one merge task holds at most, counted like a build task's vector bytes (a multivector
-    row stores a code per vector)."""
+    row stores a code per vector), when the run encodes `rows` rows (default: the table's)."""
     per_vector = params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes)
     stored = per_vector * snap.vectors_per_row if per_vector else snap.bytes_per_row
-    return int(MERGE_OVERHEAD * stored * min(max_segment_rows(config, params, snap), snap.num_rows))
+    rows = snap.num_rows if rows is None else rows
+    return int(MERGE_OVERHEAD * stored * min(max_segment_rows(config, params, snap), rows))
 
 
 def largest_task_bytes(fragments: Sequence[FragmentInfo], bytes_per_row: int, mergeable: bool,

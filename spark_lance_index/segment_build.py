@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-from .assign import assign_fragments, check_segment, write_partition_table
+from .assign import AssignmentLost, assign_fragments, check_segment, write_partition_table
 from .dataset import IndexParams, open_dataset
 from .lease import task_holds
 from .plan import FragmentGroup
@@ -136,6 +136,10 @@ def build_segment(
         assert artifacts.centroids is not None, "the GEMM assigns vector rows to the shared centroids"
         with tempfile.TemporaryDirectory(prefix="spark-lance-index-partitions-") as scratch:
             assigned = assign_fragments(ds, task.column, task.group.fragment_ids, artifacts.centroids, p.metric)
+            if assigned.scanned_rows != task.group.num_rows:  # a row not scanned is in no table, so in no segment
+                raise AssignmentLost(
+                    f"the scan of group {task.group.group_id}'s fragments at version {task.version} read "
+                    f"{assigned.scanned_rows} rows, but the plan counted {task.group.num_rows} live rows there")
             table = write_partition_table(assigned, scratch)
             segment = ds.create_index_uncommitted(task.column, p.index_type, **kwargs,
                                                   precomputed_partition_dataset=table)

@@ -148,3 +148,37 @@ def test_a_partition_table_that_misses_rows_is_caught_before_any_commit(tmp_path
     with pytest.raises(AssignmentLost, match="holds .* rows .* but .* rows .* were assigned"):
         check_segment(locate(uri), {}, str(segment.uuid), assigned, 16)
     assert not lance.dataset(uri).describe_indices()  # nothing committed
+
+
+def test_a_task_whose_scan_reads_other_rows_than_the_plan_counted_writes_nothing(tmp_path):
+    """Rows the assignment's scan does not read are in no partition table, so in no segment:
+    the task compares the rows it read with the plan's live rows before Lance writes anything."""
+    uri, _, _ = write_table(tmp_path / "a")
+    config = make_config({}, {"uri": uri, "column": "vector", "index_type": "IVF_FLAT", "num_partitions": 16})
+    insp = pipeline.inspect_inputs(config)
+    artifacts = pipeline.train(config, insp.snap, insp.params)
+    groups = pipeline.plan(config, insp.snap, insp.params, insp.snap.live_fragments, 1)
+    (task, *_) = pipeline.make_tasks(config, insp.snap, insp.params, groups, "test:gemm")
+    task = dataclasses.replace(task, assignment="gemm",
+                               group=dataclasses.replace(task.group, num_rows=task.group.num_rows + 1))
+    with pytest.raises(AssignmentLost, match="read .* rows, but the plan counted .* live rows"):
+        build_segment(task, artifacts, str(uuid.uuid4()))
+    indices = tmp_path / "a" / "_indices"
+    assert not indices.exists() or not any(indices.iterdir())  # nothing written
+
+
+def test_a_sliced_vector_column_with_null_rows_keeps_its_rows_aligned():
+    """A batch can be a slice of a larger array: its null rows still hold values in the child
+    array, so they are skipped by position, not dropped (flatten() dropped them and the rows after
+    a null read their neighbours' vectors or failed)."""
+    from spark_lance_index.exact_search import as_matrix
+
+    values = np.arange(12, dtype=np.float32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(values), 2,
+                                               mask=pa.array([False, True, False, True, False, False]))
+    expected = values.reshape(6, 2).copy()
+    expected[[1, 3]] = np.nan
+    for start, length in ((0, 6), (1, 4), (2, 3), (5, 1)):
+        np.testing.assert_array_equal(as_matrix(column.slice(start, length)), expected[start:start + length])
+    chunked = pa.chunked_array([column.slice(0, 2), column.slice(3, 3)])
+    np.testing.assert_array_equal(as_matrix(chunked), expected[[0, 1, 3, 4, 5]])

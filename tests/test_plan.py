@@ -112,5 +112,8 @@ def test_a_multivector_merge_is_sized_by_its_vectors_not_its_rows():
     single = DatasetSnapshot("/x", 1, "v", 128, "float32", fragments)
     multi = DatasetSnapshot("/x", 1, "v", 128, "float32", fragments, multivector=True,
                             sampled_row_bytes=40 * 512 + 4)
+    assert multi.vectors_per_row == (40 * 512 + 4) / 512
     assert merge_peak_bytes(config, params, single) == int(MERGE_OVERHEAD * per_vector * 200_000)
-    assert merge_peak_bytes(config, params, multi) >= 40 * merge_peak_bytes(config, params, single)
+    assert merge_peak_bytes(config, params, multi) == int(MERGE_OVERHEAD * per_vector * multi.vectors_per_row * 200_000)
+    # an update merges the rows it encodes, not the table's
+    assert merge_peak_bytes(config, params, multi, 1_000) == int(MERGE_OVERHEAD * per_vector * multi.vectors_per_row * 1_000)

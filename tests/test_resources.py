@@ -119,5 +119,11 @@ def test_update_and_unmerged_types_keep_the_fixed_segment_size_and_a_flag_wins()
     update = config.with_settings(mode="update")
     assert max_segment_rows(update, rq, snap) == FIXED_SEGMENT_ROWS  # update's policy: as designed
     assert max_segment_rows(config, IndexParams("IVF_HNSW_SQ", "l2", 16, 0, 0, 256), snap) == FIXED_SEGMENT_ROWS
-    assert max_segment_rows(config, rq, SimpleNamespace(**{**vars(snap), "multivector": True})) == FIXED_SEGMENT_ROWS
+    # a multivector merge holds a code per vector: 1 vector a row merges as many rows as the fixed
+    # size allows, 300 a row 300x fewer than a single-vector column would
+    one = SimpleNamespace(**{**vars(snap), "multivector": True, "vectors_per_row": 1.0})
+    assert max_segment_rows(config, rq, one) == FIXED_SEGMENT_ROWS
+    many = SimpleNamespace(**{**vars(snap), "multivector": True, "vectors_per_row": 300.0})
+    assert max_segment_rows(config, rq, many) == 20_648_881 // 300 == 68_829
+    assert max_segment_rows(update, rq, many) == FIXED_SEGMENT_ROWS
     assert max_segment_rows(config.with_settings(max_segment_rows=123), rq, snap) == 123
