@@ -92,21 +92,24 @@ def default_max_segment_rows(kind: IndexType, params: IndexParams, dim: int, vec
 
 
 def max_segment_rows(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> int:
-    """--max-segment-rows, or its default: from the merge's memory for IVF_RQ and IVF_PQ builds,
-    FIXED_SEGMENT_ROWS otherwise and for an update (an unmerged type's segment is a build task,
-    and `segment_rows` bounds it further by the task's memory)."""
+    """--max-segment-rows, or its default: from the merge's memory for IVF_RQ and IVF_PQ builds
+    and for their multivector updates, FIXED_SEGMENT_ROWS otherwise and for other updates (an
+    unmerged type's segment is a build task, and `segment_rows` bounds it further by the task's
+    memory)."""
     if config.sizing.max_segment_rows:
         return config.sizing.max_segment_rows
-    if config.runtime.mode == "update" or not params.kind.mergeable:
+    if not params.kind.mergeable:
         return FIXED_SEGMENT_ROWS
-    if snap.multivector:
+    if snap.multivector:  # build and update alike: the update's policy must see the build's segments as full
         return multivector_segment_rows(params, snap, config.sizing.merge_memory)
+    if config.runtime.mode == "update":
+        return FIXED_SEGMENT_ROWS
     return default_max_segment_rows(params.kind, params, snap.dim, snap.vector_bytes, config.sizing.merge_memory)
 
 
 def multivector_segment_rows(params: IndexParams, snap: DatasetSnapshot, merge_bytes: int) -> int:
     """Rows per merged segment of a multivector column: what one merge holds in `merge_bytes`,
-    a code per vector (300 vectors a row of IVF_RQ 5 bits at 128-d: 31 kB a row, 68,830 rows in
+    a code per vector (300 vectors a row of IVF_RQ 5 bits at 128-d: 31 kB a row, 68,829 rows in
     4 GiB), at least a million vectors and at most FIXED_SEGMENT_ROWS rows; FIXED_SEGMENT_ROWS
     where the merged size was not measured."""
     per_vector = params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes)
@@ -127,11 +130,12 @@ def policy_segment_rows(config: BuildConfig, params: IndexParams, snap: DatasetS
 def segment_rows_origin(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> str:
     """Where max_segment_rows's figure comes from, for the log: the flag, a fixed default, or
     --merge-memory (the same branches as max_segment_rows)."""
+    measured = params.kind.mergeable and params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes)
     if config.sizing.max_segment_rows:
         return "--max-segment-rows"
-    if config.runtime.mode == "update":
+    if config.runtime.mode == "update" and not (snap.multivector and measured):
         return "the default for an update"
-    if not params.kind.mergeable or not params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes):
+    if not measured:
         return f"the default for {params.index_type}"  # FIXED_SEGMENT_ROWS: a merge not measured
     per_row = f" and {snap.vectors_per_row:.0f} vectors a row" if snap.multivector else ""
     return f"the default, from --merge-memory {config.sizing.merge_memory / 2**30:.1f} GiB{per_row}"

@@ -125,5 +125,8 @@ def test_update_and_unmerged_types_keep_the_fixed_segment_size_and_a_flag_wins()
     assert max_segment_rows(config, rq, one) == FIXED_SEGMENT_ROWS
     many = SimpleNamespace(**{**vars(snap), "multivector": True, "vectors_per_row": 300.0})
     assert max_segment_rows(config, rq, many) == 20_648_881 // 300 == 68_829
-    assert max_segment_rows(update, rq, many) == FIXED_SEGMENT_ROWS
+    # ... and its update's segment policy aims at the same size (at 10M it would fold 145 of the
+    # build's segments into one merge of 620 GB)
+    assert max_segment_rows(update, rq, many) == 68_829
+    assert max_segment_rows(config, IndexParams("IVF_HNSW_PQ", "l2", 1, 0, 16, 256), snap) == FIXED_SEGMENT_ROWS
     assert max_segment_rows(config.with_settings(max_segment_rows=123), rq, snap) == 123
