@@ -257,6 +257,9 @@ def merge(spark: Spark, config: BuildConfig, snap: DatasetSnapshot, params: Inde
     limit = max_segment_rows(config, params, snap)
     batches = merge_batches(results, limit)
     log.info("merging into segments of at most %s rows (%s)", f"{limit:,}", segment_rows_origin(config, params, snap))
+    if len(batches) > MANY_SEGMENTS:
+        log.warning("%d segments: every segment costs every query. A larger --merge-memory (a merge task holds "
+                    "about 2x what its segment stores) or --max-segment-rows gives fewer", len(batches))
     tasks = [
         MergeTask(snap.uri, snap.location, snap.version, tuple(r.segment for r in b),
                   sum(r.num_rows for r in b), dict(config.dataset.storage_options), lease_owner)

@@ -203,6 +203,22 @@ def test_large_tables_commit_several_merged_segments(spark, tmp_path):
                    - recall(single.uri, single, nprobes=nprobes, refine=refine)) <= 0.01
 
 
+def test_an_index_of_many_merged_segments_is_told_what_gives_fewer(spark, tmp_path, caplog):
+    """Every committed segment costs every query: past MANY_SEGMENTS the log says so and names
+    --merge-memory (a multivector column's segments are sized from it by its vectors)."""
+    import logging
+
+    from spark_lance_index.plan import MANY_SEGMENTS
+
+    data = write_vectors(tmp_path / "t", (MANY_SEGMENTS + 1) * 100, 8, rows_per_fragment=100)
+    config = make_config({}, {"uri": data.uri, "column": "vector", "index_type": "IVF_FLAT", "num_partitions": 2,
+                              "rows_per_task": 100, "max_segment_rows": 100, "verify_queries": 0})
+    with caplog.at_level(logging.WARNING, logger="spark_lance_index"):
+        result = pipeline.run(config, spark=spark)
+    assert result.segments_committed == MANY_SEGMENTS + 1
+    assert f"{MANY_SEGMENTS + 1} segments: every segment costs every query. A larger --merge-memory" in caplog.text
+
+
 @pytest.mark.parametrize("index_type, nprobes", [("IVF_FLAT", 1), ("IVF_PQ", 4)])
 def test_own_training_matches_one_node_create_index_training(spark, tmp_path, index_type, nprobes):
     """The parity tests above give one-node the job's artifacts, so a training defect could not
