@@ -87,8 +87,14 @@ def default_max_segment_rows(kind: IndexType, params: IndexParams, dim: int, vec
     stored = kind.encoded_bytes_per_row(params, dim, vector_bytes)
     if not stored:
         return FIXED_SEGMENT_ROWS
-    rows = merge_bytes // max(1, int(MERGE_OVERHEAD * stored))
-    return int(min(MAX_DEFAULT_SEGMENT_ROWS, max(MIN_DEFAULT_SEGMENT_ROWS, rows)))
+    return rows_one_merge_holds(merge_bytes, stored, MIN_DEFAULT_SEGMENT_ROWS, MAX_DEFAULT_SEGMENT_ROWS)
+
+
+def rows_one_merge_holds(merge_bytes: int, stored_per_row: float, least: float, most: int) -> int:
+    """The rows whose stored bytes one merge holds in `merge_bytes` (MERGE_OVERHEAD times what
+    they store), within [least, most]."""
+    rows = merge_bytes // max(1, int(MERGE_OVERHEAD * stored_per_row))
+    return int(min(most, max(least, rows, 1)))
 
 
 def max_segment_rows(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> int:
@@ -115,8 +121,8 @@ def multivector_segment_rows(params: IndexParams, snap: DatasetSnapshot, merge_b
     per_vector = params.kind.encoded_bytes_per_row(params, snap.dim, snap.vector_bytes)
     if not per_vector:
         return FIXED_SEGMENT_ROWS
-    rows = merge_bytes // max(1, int(MERGE_OVERHEAD * per_vector * snap.vectors_per_row))
-    return int(min(FIXED_SEGMENT_ROWS, max(MIN_DEFAULT_SEGMENT_ROWS // snap.vectors_per_row, rows, 1)))
+    return rows_one_merge_holds(merge_bytes, per_vector * snap.vectors_per_row,
+                                MIN_DEFAULT_SEGMENT_ROWS // snap.vectors_per_row, FIXED_SEGMENT_ROWS)
 
 
 def policy_segment_rows(config: BuildConfig, params: IndexParams, snap: DatasetSnapshot) -> int:
